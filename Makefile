@@ -1,0 +1,44 @@
+# Rivet. `make lab` runs the lab, `make test` runs every test. See README.md.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/rivetmetal/rivet/shared.Version=$(VERSION)
+GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+UNIT_PKGS = $(shell go list ./... | grep -v /integration)
+
+.PHONY: all build test test-unit test-integration lint bench lab lab-down clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO_BUILD) -o bin/ ./coordinator/cmd/rivet ./agent/cmd/rivet-agent ./initramfs/cmd/rivet-mkinitramfs
+	@ls -l bin/ | awk 'NR>1 {printf "  %-20s %6.1f MB\n", $$9, $$5/1048576}'
+
+test: build test-unit test-integration
+
+test-unit:
+	go test -race -count=1 -timeout 20m $(UNIT_PKGS)
+
+test-integration: build
+	@mkdir -p build; go test -count=1 -timeout 60m -v ./integration/... 2>&1 | tee build/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|rivet-figure' ; exit $${PIPESTATUS[0]}
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	go vet ./...
+	go run $(STATICCHECK) ./...
+
+bench: build
+	bin/rivet bench store
+	bin/rivet bench image
+	bin/rivet bench boot
+	bin/rivet-agent bench inventory
+
+lab: build
+	bin/rivet lab up
+
+lab-down:
+	bin/rivet lab down
+
+clean:
+	rm -rf bin build

@@ -1,0 +1,290 @@
+package shared
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+)
+
+// API paths. {id} is a MachineID, {name} a role name. Everything is under /v1 except the
+// Prometheus endpoint.
+const (
+	PathRegister       = "/v1/register"                       // POST RegisterRequest (enrolment token)
+	PathMachines       = "/v1/machines"                       // GET []MachineSummary
+	PathMachine        = "/v1/machines/{id}"                  // GET Machine
+	PathMachineEvents  = "/v1/machines/{id}/events"           // GET []Event
+	PathMachinePlan    = "/v1/machines/{id}/plan"             // GET PlanView
+	PathMachineReport  = "/v1/machines/{id}/report"           // POST StepReport (machine token)
+	PathMachineCheckin = "/v1/machines/{id}/checkin"          // POST CheckinRequest (machine token)
+	PathMachineBoot    = "/v1/machines/{id}/boot"             // PUT BootRequest (machine token: bootcfg step)
+	PathMachineSwarm   = "/v1/machines/{id}/swarm"            // GET SwarmJoin, PUT SwarmReport (machine token)
+	PathMachineAction  = "/v1/machines/{id}/actions/{action}" // POST ActionRequest (admin)
+	PathRoles          = "/v1/roles"                          // GET []Role; POST RoleList (admin; ?dry_run=1)
+	PathRole           = "/v1/roles/{name}"                   // GET Role; PUT Role; DELETE (admin)
+	PathHealth         = "/v1/health"                         // GET Health (no token)
+	PathMembers        = "/v1/members"                        // GET Members
+	PathTokens         = "/v1/tokens"                         // GET []TokenInfo; POST TokenRequest (admin)
+	PathToken          = "/v1/tokens/{id}"                    // DELETE (admin)
+	PathClusterJoin    = "/v1/cluster/join"                   // POST JoinRequest (admin)
+	PathClusterDigest  = "/v1/cluster/digest"                 // GET Digest
+	PathGossip         = "/v1/gossip"                         // GET GossipInfo (machine token)
+	PathImages         = "/v1/images/"                        // GET image files, with Range
+	PathInternalApply  = "/v1/internal/apply"                 // POST: a follower forwards a command
+	PathMetrics        = "/metrics"
+)
+
+// MachinePath fills {id} (and {action}) into a path.
+func MachinePath(path string, id MachineID, action ...string) string {
+	p := strings.Replace(path, "{id}", string(id), 1)
+	if len(action) > 0 {
+		p = strings.Replace(p, "{action}", action[0], 1)
+	}
+	return p
+}
+
+// RegisterRequest is an agent enrolling (or re-enrolling) its machine.
+type RegisterRequest struct {
+	Inventory Inventory         `json:"inventory"`
+	Labels    map[string]string `json:"labels,omitempty"` // from the agent's config or kernel command line
+	Mode      string            `json:"mode"`             // ram or service
+	Version   string            `json:"version"`
+	Addr      string            `json:"addr,omitempty"` // the address the agent serves gossip on
+}
+
+// Validate checks the request.
+func (r *RegisterRequest) Validate() error {
+	if err := r.Inventory.Validate(); err != nil {
+		return err
+	}
+	if r.Mode != ModeRAM && r.Mode != ModeService {
+		return fmt.Errorf("mode %q: want ram or service", r.Mode)
+	}
+	if len(r.Version) > 64 {
+		return fmt.Errorf("version too long")
+	}
+	if len(r.Labels) > 64 {
+		return fmt.Errorf("at most 64 labels")
+	}
+	for k, v := range r.Labels {
+		if err := ValidateLabel(k, v); err != nil {
+			return err
+		}
+	}
+	if r.Addr != "" && net.ParseIP(r.Addr) == nil {
+		return fmt.Errorf("addr %q is not an IP address", r.Addr)
+	}
+	return nil
+}
+
+// RegisterResponse gives the agent its identity, its machine token and the gossip pool.
+type RegisterResponse struct {
+	Machine      Machine    `json:"machine"`
+	MachineToken string     `json:"machine_token"`
+	Gossip       GossipInfo `json:"gossip"`
+}
+
+// GossipInfo tells an agent how to join the Serf pool.
+type GossipInfo struct {
+	Key   string   `json:"key"`   // base64 AES key; a secret
+	Addrs []string `json:"addrs"` // coordinators' gossip host:port
+}
+
+// CheckinRequest is an agent saying it is up, in which mode, on which plan generation.
+type CheckinRequest struct {
+	Mode       string `json:"mode"`
+	Version    string `json:"version"`
+	Addr       string `json:"addr,omitempty"`
+	Generation uint64 `json:"generation"`
+}
+
+// Validate checks the request.
+func (r *CheckinRequest) Validate() error {
+	if r.Mode != ModeRAM && r.Mode != ModeService {
+		return fmt.Errorf("mode %q: want ram or service", r.Mode)
+	}
+	if len(r.Version) > 64 {
+		return fmt.Errorf("version too long")
+	}
+	if r.Addr != "" && net.ParseIP(r.Addr) == nil {
+		return fmt.Errorf("addr %q is not an IP address", r.Addr)
+	}
+	return nil
+}
+
+// PlanView is a machine's plan with where each step stands.
+type PlanView struct {
+	State State       `json:"state"`
+	Plan  *Plan       `json:"plan,omitempty"`
+	Steps []StepState `json:"steps,omitempty"`
+}
+
+// BootRequest sets what the boot services answer this machine next.
+type BootRequest struct {
+	Boot BootTarget `json:"boot"`
+}
+
+// Validate checks the request.
+func (r *BootRequest) Validate() error {
+	if !r.Boot.Valid() {
+		return fmt.Errorf("boot %q: want agent, disk or none", r.Boot)
+	}
+	return nil
+}
+
+// SwarmJoin tells a node how to take its part in the Swarm. Token is a secret, handed
+// only to the machine whose swarm step is current.
+type SwarmJoin struct {
+	Role        string   `json:"role"`           // manager or worker
+	Init        bool     `json:"init,omitempty"` // this node creates the swarm
+	RemoteAddrs []string `json:"remote_addrs,omitempty"`
+	Token       string   `json:"token,omitempty"`
+	ClusterID   string   `json:"cluster_id,omitempty"` // the swarm this node must be in
+}
+
+// SwarmReport is the first manager handing the coordinator the swarm's tokens, or any
+// node reporting its node id.
+type SwarmReport struct {
+	NodeID       string `json:"node_id"`
+	ClusterID    string `json:"cluster_id,omitempty"`
+	Addr         string `json:"addr,omitempty"` // manager's host:2377
+	ManagerToken string `json:"manager_token,omitempty"`
+	WorkerToken  string `json:"worker_token,omitempty"`
+}
+
+// Validate checks the report.
+func (r *SwarmReport) Validate() error {
+	if r.NodeID == "" || len(r.NodeID) > 128 || len(r.ClusterID) > 128 {
+		return fmt.Errorf("node_id is required and at most 128 bytes")
+	}
+	if (r.ManagerToken == "") != (r.WorkerToken == "") {
+		return fmt.Errorf("give both tokens or neither")
+	}
+	if len(r.ManagerToken) > 256 || len(r.WorkerToken) > 256 || len(r.Addr) > 256 {
+		return fmt.Errorf("field too long")
+	}
+	return nil
+}
+
+// Machine actions an operator can take.
+const (
+	ActionRetry   = "retry"   // re-run the failed step
+	ActionReplan  = "replan"  // forget the plan; match a role again
+	ActionRelease = "release" // a retired machine becomes discovered again
+	ActionRetire  = "retire"  // out of service; the boot services stay silent
+)
+
+// ActionRequest carries an operator's reason, kept on the timeline.
+type ActionRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Validate checks the request.
+func (r *ActionRequest) Validate() error {
+	if len(r.Reason) > 1024 {
+		return fmt.Errorf("reason too long")
+	}
+	return nil
+}
+
+// Token roles.
+const (
+	TokenAdmin  = "admin"  // reads and acts
+	TokenViewer = "viewer" // reads
+	TokenEnrol  = "enrol"  // registers machines, nothing else
+)
+
+// TokenRequest asks for a new operator or enrolment token.
+type TokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// Validate checks the request.
+func (r *TokenRequest) Validate() error {
+	if err := ValidateName("token", r.Name); err != nil {
+		return err
+	}
+	switch r.Role {
+	case TokenAdmin, TokenViewer, TokenEnrol:
+		return nil
+	}
+	return fmt.Errorf("role %q: want admin, viewer or enrol", r.Role)
+}
+
+// TokenInfo describes a token without its secret.
+type TokenInfo struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// TokenCreated is the only answer that ever carries a token's secret.
+type TokenCreated struct {
+	TokenInfo
+	Secret string `json:"secret"`
+}
+
+// JoinRequest asks the cluster to add a coordinator as a Raft voter.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
+}
+
+// Validate checks the request.
+func (r *JoinRequest) Validate() error {
+	if err := ValidateName("coordinator", r.ID); err != nil {
+		return err
+	}
+	for _, a := range []string{r.RaftAddr, r.APIAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("address %q: %v", a, err)
+		}
+	}
+	return nil
+}
+
+// Health is a coordinator's view of itself and the cluster.
+type Health struct {
+	Status        string `json:"status"` // ok, degraded (no leader)
+	NodeID        string `json:"node_id"`
+	RaftState     string `json:"raft_state"`
+	Leader        string `json:"leader,omitempty"` // leader's node id
+	LeaderAPI     string `json:"leader_api,omitempty"`
+	AppliedIndex  uint64 `json:"applied_index"`
+	Voters        int    `json:"voters"`
+	Machines      int    `json:"machines"`
+	Version       string `json:"version"`
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
+}
+
+// Members lists the Raft peers and the Serf pool.
+type Members struct {
+	Raft []RaftPeer   `json:"raft"`
+	Serf []SerfMember `json:"serf"`
+}
+
+// RaftPeer is one coordinator in the Raft configuration.
+type RaftPeer struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	APIAddr  string `json:"api_addr,omitempty"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+}
+
+// SerfMember is one member of the gossip pool.
+type SerfMember struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Status string `json:"status"`
+	Tags   Tags   `json:"tags"`
+}
+
+// Digest is a hash of the whole replicated state at one applied index.
+type Digest struct {
+	Index  uint64 `json:"index"`
+	SHA256 string `json:"sha256"`
+}

@@ -1,0 +1,65 @@
+package shared
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// ErrorBody is the one error envelope every API error uses:
+//
+//	{"error": {"code": "not_found", "message": "...", "hint": "..."}}
+type ErrorBody struct {
+	Error APIError `json:"error"`
+}
+
+// APIError is a failed API call. Hint says what the caller can do next.
+type APIError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// Error codes, one per HTTP status family Rivet uses.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeNotFound     = "not_found"
+	CodeConflict     = "conflict"
+	CodeTooLarge     = "too_large"
+	CodeNoLeader     = "no_leader"
+	CodeInternal     = "internal"
+)
+
+func (e *APIError) Error() string {
+	msg := fmt.Sprintf("%s (HTTP %d %s)", e.Message, e.Status, e.Code)
+	if e.Hint != "" {
+		msg += "; " + e.Hint
+	}
+	return msg
+}
+
+// Errorf builds an APIError.
+func Errorf(status int, code, hint, format string, args ...any) *APIError {
+	return &APIError{Status: status, Code: code, Message: fmt.Sprintf(format, args...), Hint: hint}
+}
+
+// BadRequest is an APIError for input that failed to decode or validate.
+func BadRequest(err error) *APIError {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr
+	}
+	return &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: err.Error()}
+}
+
+// StatusOf returns the HTTP status of err, 0 when it is not an APIError.
+func StatusOf(err error) int {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status
+	}
+	return 0
+}
