@@ -333,3 +333,44 @@ type RoleMatch struct {
 	Swarm     string    `json:"swarm,omitempty"`
 	Problem   string    `json:"problem,omitempty"` // no role, or more than one
 }
+
+// Open sends a GET for path (for example an image under PathImages) and returns the
+// response for streaming; extra headers (such as Range) are added. The caller closes the
+// body. A non-2xx answer is returned as *APIError.
+func (c *Client) Open(ctx context.Context, path string, header http.Header) (*http.Response, error) {
+	var lastErr error
+	start := int(c.next.Load())
+	for i := range c.urls {
+		idx := (start + i) % len(c.urls)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.urls[idx]+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		for k, vs := range header {
+			req.Header[k] = vs
+		}
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		// Streams run for minutes: no client-wide timeout, the context bounds them.
+		streaming := &http.Client{Transport: c.http.Transport}
+		resp, err := streaming.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		if resp.StatusCode/100 != 2 {
+			defer resp.Body.Close()
+			return nil, decodeAPIError(resp)
+		}
+		c.next.Store(uint32(idx))
+		return resp, nil
+	}
+	return nil, fmt.Errorf("no coordinator answered GET %s: %w", path, lastErr)
+}
+
+// URLs returns the coordinator base URLs the client knows.
+func (c *Client) URLs() []string { return append([]string(nil), c.urls...) }
