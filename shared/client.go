@@ -296,6 +296,12 @@ func (c *Client) Digest(ctx context.Context) (*Digest, error) {
 	return &d, c.Do(ctx, http.MethodGet, PathClusterDigest, nil, &d)
 }
 
+// Snapshot asks the coordinator that answers to take a Raft snapshot now.
+func (c *Client) Snapshot(ctx context.Context) (*Digest, error) {
+	var d Digest
+	return &d, c.Do(ctx, http.MethodPost, PathClusterSnapshot, nil, &d)
+}
+
 // CreateToken creates a token; the answer is the only place its secret appears.
 func (c *Client) CreateToken(ctx context.Context, req *TokenRequest) (*TokenCreated, error) {
 	var t TokenCreated

@@ -1,0 +1,243 @@
+// Package api is the coordinator's HTTPS API: routing, authentication, the error
+// envelope, and the handlers. Handlers validate input with shared's decoders and turn
+// every write into one replicated command; business rules live in coordinator/state,
+// where they run deterministically on every coordinator.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rivetmetal/rivet/coordinator/auth"
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Backend is the coordinator as the API needs it.
+type Backend interface {
+	Store() *state.Store
+	Apply(ctx context.Context, body any) (state.Result, error)
+	HandleInternalApply(ctx context.Context, data []byte) ([]byte, int)
+	Join(ctx context.Context, req shared.JoinRequest) error
+	Health() shared.Health
+	Members() shared.Members
+	GossipInfo() shared.GossipInfo
+	Kick()
+	SeenAgent(id shared.MachineID)
+	Snapshot() error
+}
+
+// Planner answers dry runs (`rivet roles apply --dry-run`, `rivet plan show`).
+type Planner interface {
+	DryRun(roles []shared.Role, machines []*shared.Machine) []shared.RoleMatch
+}
+
+// Config configures the API.
+type Config struct {
+	Backend  Backend
+	Planner  Planner // optional
+	ImageDir string  // OS images served under /v1/images/
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+	// Extra mounts more handlers on the same mux (status pages, boot files).
+	Extra map[string]http.Handler
+}
+
+// API is the HTTP handler.
+type API struct {
+	cfg      Config
+	b        Backend
+	log      *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New builds the API handler.
+func New(cfg Config) *API {
+	a := &API{cfg: cfg, b: cfg.Backend, log: cfg.Logger, mux: http.NewServeMux()}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rivet_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"})
+	a.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "rivet_api_request_seconds", Help: "API request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route"})
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(a.requests, a.latency)
+		a.mux.Handle("GET "+shared.PathMetrics, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
+	a.routes()
+	for pattern, h := range cfg.Extra {
+		a.mux.Handle(pattern, h)
+	}
+	return a
+}
+
+func (a *API) routes() {
+	a.handle("POST "+shared.PathRegister, a.register, allow(auth.KindEnrol, auth.KindAdmin))
+	a.handle("GET "+shared.PathMachines, a.listMachines, readers)
+	a.handle("GET "+shared.PathMachine, a.getMachine, readersOrSelf)
+	a.handle("GET "+shared.PathMachineEvents, a.getEvents, readersOrSelf)
+	a.handle("GET "+shared.PathMachinePlan, a.getPlan, readersOrSelf)
+	a.handle("POST "+shared.PathMachineReport, a.report, self)
+	a.handle("POST "+shared.PathMachineCheckin, a.checkin, self)
+	a.handle("PUT "+shared.PathMachineBoot, a.setBoot, selfOrAdmin)
+	a.handle("GET "+shared.PathMachineSwarm, a.swarmJoin, self)
+	a.handle("PUT "+shared.PathMachineSwarm, a.swarmReport, self)
+	a.handle("POST "+shared.PathMachineAction, a.action, allow(auth.KindAdmin))
+	a.handle("GET "+shared.PathRoles, a.listRoles, readers)
+	a.handle("POST "+shared.PathRoles, a.applyRoles, allow(auth.KindAdmin))
+	a.handle("GET "+shared.PathRole, a.getRole, readers)
+	a.handle("PUT "+shared.PathRole, a.putRole, allow(auth.KindAdmin))
+	a.handle("DELETE "+shared.PathRole, a.deleteRole, allow(auth.KindAdmin))
+	a.handle("GET "+shared.PathHealth, a.health, anyone)
+	a.handle("GET "+shared.PathMembers, a.members, readers)
+	a.handle("GET "+shared.PathTokens, a.listTokens, allow(auth.KindAdmin))
+	a.handle("POST "+shared.PathTokens, a.createToken, allow(auth.KindAdmin))
+	a.handle("DELETE "+shared.PathToken, a.deleteToken, allow(auth.KindAdmin))
+	a.handle("POST "+shared.PathClusterJoin, a.join, allow(auth.KindAdmin, auth.KindInternal))
+	a.handle("GET "+shared.PathClusterDigest, a.digest, readers)
+	a.handle("POST "+shared.PathClusterSnapshot, a.snapshot, allow(auth.KindAdmin))
+	a.handle("GET "+shared.PathGossip, a.gossip, allow(auth.KindMachine, auth.KindAdmin))
+	a.handle("GET "+shared.PathImages+"{file...}", a.image, allow(auth.KindMachine, auth.KindAdmin, auth.KindViewer))
+	a.handle("POST "+shared.PathInternalApply, a.internalApply, allow(auth.KindInternal))
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// handlerFunc is a handler that returns an error instead of writing one.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p auth.Principal) error
+
+// guard decides whether a principal may call a route for the machine in the path.
+type guard func(p auth.Principal, pathID shared.MachineID) bool
+
+var (
+	anyone  guard = func(auth.Principal, shared.MachineID) bool { return true }
+	readers guard = func(p auth.Principal, _ shared.MachineID) bool { return p.CanRead() }
+	self    guard = func(p auth.Principal, id shared.MachineID) bool {
+		return p.Kind == auth.KindMachine && p.MachineID == id
+	}
+	readersOrSelf guard = func(p auth.Principal, id shared.MachineID) bool { return p.CanRead() || self(p, id) }
+	selfOrAdmin   guard = func(p auth.Principal, id shared.MachineID) bool { return p.IsAdmin() || self(p, id) }
+)
+
+func allow(kinds ...auth.Kind) guard {
+	return func(p auth.Principal, _ shared.MachineID) bool {
+		for _, k := range kinds {
+			if p.Kind == k {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// statusWriter remembers the status code for logs and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *API) handle(pattern string, h handlerFunc, g guard) {
+	route := pattern
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		p, err := a.authorize(r, g)
+		if err == nil {
+			r.Body = http.MaxBytesReader(sw, r.Body, shared.MaxBody)
+			err = h(sw, r, p)
+		}
+		if err != nil {
+			writeError(sw, err)
+		}
+		a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		a.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		a.log.Log(r.Context(), level, "api request", "method", r.Method, "path", r.URL.Path,
+			"status", sw.status, "principal", string(p.Kind), "ms", time.Since(start).Milliseconds())
+	})
+}
+
+func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
+	bearer, hasToken := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	pathID := shared.MachineID(r.PathValue("id"))
+	if !hasToken || bearer == "" {
+		if g(auth.Principal{}, pathID) {
+			return auth.Principal{}, nil
+		}
+		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
+			"send `Authorization: Bearer TOKEN` (the CLI reads RIVET_TOKEN)", "this call needs a token")
+	}
+	p, err := auth.Resolve(a.b.Store(), bearer)
+	if err != nil {
+		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
+			"create a token with `rivet tokens create`", "%v", err)
+	}
+	if !g(p, pathID) {
+		return p, shared.Errorf(http.StatusForbidden, shared.CodeForbidden,
+			"use a token with the right role (admin acts, viewer reads; a machine speaks only for itself)",
+			"a %s token may not %s %s", p.Kind, r.Method, r.URL.Path)
+	}
+	return p, nil
+}
+
+// writeError sends the error envelope. Unknown errors are 500 without detail leaking.
+func writeError(w http.ResponseWriter, err error) {
+	var apiErr *shared.APIError
+	var maxErr *http.MaxBytesError
+	switch {
+	case errors.As(err, &apiErr):
+	case errors.As(err, &maxErr):
+		apiErr = shared.Errorf(http.StatusRequestEntityTooLarge, shared.CodeTooLarge, "send a smaller body",
+			"body is larger than the limit of %d bytes", maxErr.Limit)
+	default:
+		apiErr = shared.Errorf(http.StatusInternalServerError, shared.CodeInternal,
+			"see the coordinator's log", "internal error: %v", auth.Redact(err.Error()))
+	}
+	if apiErr.Status == 0 {
+		apiErr.Status = http.StatusInternalServerError
+	}
+	writeJSON(w, apiErr.Status, shared.ErrorBody{Error: *apiErr})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// applied turns an apply outcome into an error for the handler, or nil.
+func applied(res state.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	if res.Err != nil {
+		return res.Err
+	}
+	return nil
+}

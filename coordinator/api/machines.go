@@ -1,0 +1,197 @@
+package api
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/auth"
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req shared.RegisterRequest
+	if err := shared.Decode(r.Body, shared.MaxBody, &req); err != nil {
+		return err
+	}
+	ident, err := shared.DeriveMachineID(&req.Inventory)
+	if err != nil {
+		return shared.BadRequest(err)
+	}
+	st := a.b.Store()
+	if m, ok := st.Machine(ident.ID); ok && m.State == shared.StateRetired {
+		return shared.Errorf(http.StatusForbidden, shared.CodeForbidden,
+			"release it with `rivet machines release "+string(ident.ID)+"` to provision it again",
+			"machine %s is retired", ident.ID)
+	}
+	addr := req.Addr
+	if addr == "" {
+		addr = remoteIP(r)
+	}
+	res, err := a.b.Apply(r.Context(), state.Register{ID: ident.ID, Basis: ident.Basis, Inventory: req.Inventory,
+		Labels: req.Labels, Mode: req.Mode, Version: req.Version, Addr: addr, Time: now()})
+	if err := applied(res, err); err != nil {
+		return err
+	}
+	a.b.SeenAgent(ident.ID)
+	a.b.Kick()
+	secret := st.Cluster().TokenSecret
+	writeJSON(w, http.StatusOK, shared.RegisterResponse{
+		Machine:      *res.Machine,
+		MachineToken: auth.MachineToken(secret, ident.ID, st.TokenGen(ident.ID)),
+		Gossip:       a.b.GossipInfo(),
+	})
+	return nil
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+func now() time.Time { return time.Now().UTC() }
+
+func (a *API) listMachines(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	q := r.URL.Query()
+	all := a.b.Store().Machines()
+	out := make([]shared.MachineSummary, 0, len(all))
+	for _, m := range all {
+		if s := q.Get("state"); s != "" && string(m.State) != s {
+			continue
+		}
+		if role := q.Get("role"); role != "" && m.Role != role {
+			continue
+		}
+		out = append(out, m)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) machine(r *http.Request) (*shared.Machine, error) {
+	id := shared.MachineID(r.PathValue("id"))
+	if err := id.Validate(); err != nil {
+		return nil, shared.BadRequest(err)
+	}
+	m, ok := a.b.Store().Machine(id)
+	if !ok {
+		return nil, shared.Errorf(http.StatusNotFound, shared.CodeNotFound,
+			"list machines with `rivet machines ls`", "machine %s not found", id)
+	}
+	return m, nil
+}
+
+func (a *API) getMachine(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, m)
+	return nil
+}
+
+func (a *API) getEvents(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a.b.Store().Events(m.ID))
+	return nil
+}
+
+func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, shared.PlanView{State: m.State, Plan: m.Plan, Steps: m.Steps})
+	return nil
+}
+
+func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var rep shared.StepReport
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
+		return err
+	}
+	a.b.SeenAgent(p.MachineID)
+	res, err := a.b.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
+	if err := applied(res, err); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res.Machine.Summary())
+	return nil
+}
+
+// checkin writes to Raft only when something changes: liveness never goes through Raft.
+func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req shared.CheckinRequest
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
+		return err
+	}
+	a.b.SeenAgent(p.MachineID)
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	if checkinChanges(m, &req) {
+		res, err := a.b.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
+			Version: req.Version, Addr: req.Addr, Time: now()})
+		if err := applied(res, err); err != nil {
+			return err
+		}
+		m = res.Machine
+	}
+	writeJSON(w, http.StatusOK, m)
+	return nil
+}
+
+func checkinChanges(m *shared.Machine, req *shared.CheckinRequest) bool {
+	firstDiskBoot := req.Mode == shared.ModeService && m.Boot == shared.BootDisk &&
+		(m.State == shared.StateProvisioning || m.State == shared.StatePlanned)
+	return m.Agent.Mode != req.Mode || m.Agent.Version != req.Version ||
+		(req.Addr != "" && req.Addr != m.Addr) || m.State == shared.StateLost || firstDiskBoot
+}
+
+func (a *API) setBoot(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req shared.BootRequest
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
+		return err
+	}
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	if p.Kind == auth.KindMachine && req.Boot == shared.BootNone {
+		return shared.Errorf(http.StatusForbidden, shared.CodeForbidden, "an operator retires machines",
+			"a machine may not silence its own boot")
+	}
+	res, err := a.b.Apply(r.Context(), state.SetBoot{ID: m.ID, Boot: req.Boot, Time: now()})
+	if err := applied(res, err); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res.Machine)
+	return nil
+}
+
+func (a *API) action(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req shared.ActionRequest
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
+		return err
+	}
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	res, err := a.b.Apply(r.Context(), state.Action{ID: m.ID, Action: r.PathValue("action"),
+		Reason: req.Reason, By: p.Name, Time: now()})
+	if err := applied(res, err); err != nil {
+		return err
+	}
+	a.b.Kick()
+	writeJSON(w, http.StatusOK, res.Machine)
+	return nil
+}

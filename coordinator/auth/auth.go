@@ -1,0 +1,161 @@
+// Package auth resolves a bearer token to a principal and makes the tokens.
+//
+// Three kinds of token, each with a prefix so a leaked one is recognisable in a scan:
+//   - operator and enrolment tokens "rvo_<id>_<secret>": a random secret; the store keeps
+//     only its SHA-256, so a snapshot does not reveal it. Role admin, viewer or enrol.
+//   - machine tokens "rvm_<machine id>_<gen>_<mac>": an HMAC of the machine id and its
+//     token generation under the cluster's token secret. Bound to the machine id, never
+//     stored, revoked by bumping the generation (retire does).
+//   - the internal token "rvi_<mac>", with which followers forward writes to the leader.
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Kind is what a principal is.
+type Kind string
+
+const (
+	KindAdmin    Kind = "admin"
+	KindViewer   Kind = "viewer"
+	KindEnrol    Kind = "enrol"
+	KindMachine  Kind = "machine"
+	KindInternal Kind = "internal"
+)
+
+// Principal is who is calling.
+type Principal struct {
+	Kind      Kind
+	Name      string           // token name, for timelines ("by alice")
+	MachineID shared.MachineID // for machine tokens
+}
+
+// CanRead reports whether the principal may read the fleet.
+func (p Principal) CanRead() bool { return p.Kind == KindAdmin || p.Kind == KindViewer }
+
+// IsAdmin reports whether the principal may act.
+func (p Principal) IsAdmin() bool { return p.Kind == KindAdmin }
+
+// TokenReader is the part of the store auth needs.
+type TokenReader interface {
+	Token(id string) (state.Token, bool)
+	TokenGen(id shared.MachineID) uint64
+	Cluster() state.Cluster
+}
+
+// Resolve checks a bearer token and returns who it belongs to.
+func Resolve(store TokenReader, bearer string) (Principal, error) {
+	switch {
+	case strings.HasPrefix(bearer, "rvo_"):
+		return resolveStored(store, bearer)
+	case strings.HasPrefix(bearer, "rvm_"):
+		return resolveMachine(store, bearer)
+	case strings.HasPrefix(bearer, "rvi_"):
+		if secret := store.Cluster().TokenSecret; secret != "" && hmac.Equal([]byte(bearer), []byte(InternalToken(secret))) {
+			return Principal{Kind: KindInternal, Name: "coordinator"}, nil
+		}
+	}
+	return Principal{}, fmt.Errorf("unknown or revoked token")
+}
+
+func resolveStored(store TokenReader, bearer string) (Principal, error) {
+	parts := strings.Split(bearer, "_")
+	if len(parts) != 3 {
+		return Principal{}, fmt.Errorf("malformed token")
+	}
+	t, ok := store.Token(parts[1])
+	if !ok {
+		return Principal{}, fmt.Errorf("unknown or revoked token")
+	}
+	sum := sha256.Sum256([]byte(parts[2]))
+	if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(t.SecretHash)) != 1 {
+		return Principal{}, fmt.Errorf("unknown or revoked token")
+	}
+	return Principal{Kind: Kind(t.Role), Name: t.Name}, nil
+}
+
+func resolveMachine(store TokenReader, bearer string) (Principal, error) {
+	parts := strings.Split(bearer, "_")
+	if len(parts) != 4 {
+		return Principal{}, fmt.Errorf("malformed machine token")
+	}
+	id := shared.MachineID(parts[1])
+	gen, err := strconv.ParseUint(parts[2], 10, 64)
+	secret := store.Cluster().TokenSecret
+	if err != nil || id.Validate() != nil || secret == "" || gen != store.TokenGen(id) {
+		return Principal{}, fmt.Errorf("unknown or revoked machine token")
+	}
+	if !hmac.Equal([]byte(bearer), []byte(MachineToken(secret, id, gen))) {
+		return Principal{}, fmt.Errorf("unknown or revoked machine token")
+	}
+	return Principal{Kind: KindMachine, Name: string(id), MachineID: id}, nil
+}
+
+// MachineToken computes the token bound to a machine id and generation.
+func MachineToken(secret string, id shared.MachineID, gen uint64) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	fmt.Fprintf(mac, "machine:%s:%d", id, gen)
+	return fmt.Sprintf("rvm_%s_%d_%s", id, gen, hex.EncodeToString(mac.Sum(nil)))
+}
+
+// InternalToken is the token coordinators use among themselves.
+func InternalToken(secret string) string {
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("internal"))
+	return "rvi_" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// NewToken makes a stored token: the record to replicate and the secret to show once.
+func NewToken(name, role string, now time.Time) (state.Token, string) {
+	id := randomHex(6)
+	secret := randomHex(24)
+	sum := sha256.Sum256([]byte(secret))
+	rec := state.Token{ID: id, Name: name, Role: role, SecretHash: hex.EncodeToString(sum[:]), CreatedAt: now}
+	return rec, "rvo_" + id + "_" + secret
+}
+
+// NewSecret returns n random bytes, hex-encoded.
+func NewSecret(n int) string { return randomHex(n) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("auth: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+// Redact replaces anything that looks like a Rivet token or a swarm join token in s, for
+// log lines that quote foreign text.
+func Redact(s string) string {
+	for _, prefix := range []string{"rvo_", "rvm_", "rvi_", "SWMTKN-"} {
+		for {
+			i := strings.Index(s, prefix)
+			if i < 0 {
+				break
+			}
+			j := i + len(prefix)
+			for j < len(s) && (isTokenByte(s[j])) {
+				j++
+			}
+			s = s[:i] + "[redacted]" + s[j:]
+		}
+	}
+	return s
+}
+
+func isTokenByte(c byte) bool {
+	return c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}

@@ -1,0 +1,184 @@
+// Package cli is the `rivet` command: the coordinator daemon and the operator verbs.
+// Run is the whole program; main only wires signals and the exit code.
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Env is what a command runs with.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, env *Env, args []string) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"coordinator": {"run a coordinator (the embedded default, or one of a 3/5 node cluster)", runCoordinator},
+		"machines":    {"list, show, watch and act on machines", runMachines},
+		"roles":       {"apply, list, show and remove roles", runRoles},
+		"plan":        {"show what the planner would do with a machine", runPlan},
+		"members":     {"show the coordinators (Raft) and the gossip pool (Serf)", runMembers},
+		"tokens":      {"create, list and revoke operator and enrolment tokens", runTokens},
+		"health":      {"show this coordinator's health", runHealth},
+		"digest":      {"print the digest of the replicated state", runDigest},
+		"bench":       {"measure Rivet against reference tools (store, image, boot)", runBench},
+		"lab":         {"bring a lab of PXE-booting VMs up or down", runLab},
+		"version":     {"print the version", runVersion},
+	}
+}
+
+// Run runs the rivet command line.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	env := &Env{Stdout: stdout, Stderr: stderr}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		return nil
+	}
+	cmd, ok := commands()[args[0]]
+	if !ok {
+		usage(stderr)
+		return fmt.Errorf("unknown command %q", args[0])
+	}
+	err := cmd.run(ctx, env, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "rivet %s — bare metal to Docker Swarm\n\nUsage: rivet COMMAND [flags]\n\nCommands:\n", shared.Version)
+	cmds := commands()
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintf(w, "\nRun `rivet COMMAND --help` for a command's flags.\n"+
+		"Client commands read RIVET_SERVER, RIVET_TOKEN and RIVET_CA_FINGERPRINT, or --env-file\n"+
+		"(a coordinator writes DATA_DIR/operator.env when it creates a cluster).\n")
+}
+
+func runVersion(_ context.Context, env *Env, _ []string) error {
+	fmt.Fprintln(env.Stdout, shared.Version)
+	return nil
+}
+
+// subcommand dispatches "rivet NOUN VERB ..." to a verb table.
+func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs map[string]command) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintf(env.Stdout, "Usage: rivet %s VERB [flags]\n\nVerbs:\n", noun)
+		names := make([]string, 0, len(verbs))
+		for n := range verbs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(env.Stdout, "  %-10s %s\n", n, verbs[n].summary)
+		}
+		return nil
+	}
+	v, ok := verbs[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown verb %q for `rivet %s` (see `rivet %s --help`)", args[0], noun, noun)
+	}
+	return v.run(ctx, env, args[1:])
+}
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	server, token, caFingerprint, envFile, output string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.server, "server", "", "coordinator API URL(s), comma-separated (env RIVET_SERVER)")
+	fs.StringVar(&c.token, "token", "", "operator token (env RIVET_TOKEN)")
+	fs.StringVar(&c.caFingerprint, "ca-fingerprint", "", "cluster CA fingerprint sha256:... (env RIVET_CA_FINGERPRINT)")
+	fs.StringVar(&c.envFile, "env-file", os.Getenv("RIVET_ENV_FILE"), "read RIVET_* settings from this file (e.g. DATA_DIR/operator.env)")
+	fs.StringVar(&c.output, "output", "text", "output format: text or json")
+}
+
+// client builds an API client from flags, then the env file, then the environment.
+func (c *clientFlags) client() (*shared.Client, error) {
+	if c.output != "text" && c.output != "json" {
+		return nil, fmt.Errorf("--output %q: want text or json", c.output)
+	}
+	fileVals := map[string]string{}
+	if c.envFile != "" {
+		var err error
+		if fileVals, err = readEnvFile(c.envFile); err != nil {
+			return nil, err
+		}
+	}
+	pick := func(flagVal, key string) string {
+		if flagVal != "" {
+			return flagVal
+		}
+		if v := os.Getenv(key); v != "" {
+			return v
+		}
+		return fileVals[key]
+	}
+	server := pick(c.server, "RIVET_SERVER")
+	var urls []string
+	for _, u := range strings.Split(server, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return shared.NewClient(shared.ClientConfig{URLs: urls, Token: pick(c.token, "RIVET_TOKEN"),
+		CAFingerprint: pick(c.caFingerprint, "RIVET_CA_FINGERPRINT")})
+}
+
+func readEnvFile(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--env-file: %w", err)
+	}
+	defer f.Close()
+	vals := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if ok {
+			vals[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
+		}
+	}
+	return vals, sc.Err()
+}
+
+// newFlags makes a flag set whose --help prints the usage line and the flags.
+func newFlags(env *Env, name, usageLine string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stdout, "Usage: %s\n\nFlags:\n", usageLine)
+		fs.SetOutput(env.Stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(env.Stderr)
+	}
+	return fs
+}

@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/rivetmetal/rivet/coordinator"
+)
+
+func runCoordinator(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "coordinator", "rivet coordinator --data-dir DIR [--join URL --token TOKEN --ca-fingerprint FP]")
+	var cfg coordinator.Config
+	var dc coordinator.DaemonConfig
+	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/rivet-coordinator", "where the Raft log, snapshots and operator.env live")
+	fs.StringVar(&cfg.NodeID, "node-id", "", "this coordinator's id (default: kept in DATA_DIR/node-id, first set from the host name)")
+	fs.StringVar(&dc.APIAddr, "api-addr", ":7443", "HTTPS API listen address")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", ":7400", "Raft listen address")
+	fs.StringVar(&cfg.Advertise, "advertise", "127.0.0.1", "IP other coordinators and agents reach this one at")
+	join := fs.String("join", "", "API URL(s) of an existing cluster to join, comma-separated")
+	fs.StringVar(&cfg.JoinToken, "token", os.Getenv("RIVET_TOKEN"), "admin token of the cluster to join (env RIVET_TOKEN)")
+	fs.StringVar(&cfg.CAFingerprint, "ca-fingerprint", os.Getenv("RIVET_CA_FINGERPRINT"), "CA fingerprint of the cluster to join (env RIVET_CA_FINGERPRINT)")
+	fs.StringVar(&dc.ImageDir, "image-dir", "", "directory of OS images served at /v1/images/ (default DATA_DIR/images)")
+	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 4096, "log entries kept after a snapshot")
+	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(env, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = logger
+	if *join != "" {
+		cfg.Join = strings.Split(*join, ",")
+	}
+	dc.Server = cfg
+	wirePlanner(&dc)
+	return coordinator.RunDaemon(ctx, dc)
+}
+
+func newLogger(env *Env, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(env.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(env.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// wirePlanner connects the planner once it exists; until then machines stay discovered.
+func wirePlanner(*coordinator.DaemonConfig) {}

@@ -1,0 +1,212 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+func runMachines(ctx context.Context, env *Env, args []string) error {
+	verbs := map[string]command{
+		"ls":     {"list machines", machinesList},
+		"show":   {"show one machine: identity, inventory, plan, steps, timeline", machinesShow},
+		"events": {"print a machine's event timeline", machinesEvents},
+	}
+	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire} {
+		verbs[act] = command{actionSummary(act), actionVerb(act)}
+	}
+	return subcommand(ctx, env, "machines", args, verbs)
+}
+
+func actionSummary(act string) string {
+	return map[string]string{
+		shared.ActionRetry:   "re-run a failed machine's failed step",
+		shared.ActionReplan:  "forget a machine's plan and match a role again",
+		shared.ActionRelease: "bring a retired machine back as discovered",
+		shared.ActionRetire:  "take a machine out of service (boot services stay silent)",
+	}[act]
+}
+
+func machinesList(ctx context.Context, env *Env, args []string) error {
+	var cf clientFlags
+	fs := newFlags(env, "machines ls", "rivet machines ls [--state STATE] [--role ROLE] [--output json]")
+	cf.register(fs)
+	stateFilter := fs.String("state", "", "only machines in this state")
+	roleFilter := fs.String("role", "", "only machines with this role")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	all, err := c.Machines(ctx)
+	if err != nil {
+		return err
+	}
+	var ms []shared.MachineSummary
+	for _, m := range all {
+		if (*stateFilter == "" || string(m.State) == *stateFilter) && (*roleFilter == "" || m.Role == *roleFilter) {
+			ms = append(ms, m)
+		}
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, ms)
+	}
+	rows := make([][]string, 0, len(ms))
+	for _, m := range ms {
+		rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
+			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60))})
+	}
+	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR"}, rows)
+	fmt.Fprintf(env.Stdout, "%d machines\n", len(ms))
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+func machineArg(fs interface{ Args() []string }, verb string) (shared.MachineID, error) {
+	if len(fs.Args()) != 1 {
+		return "", fmt.Errorf("usage: rivet machines %s MACHINE_ID (see `rivet machines ls`)", verb)
+	}
+	id := shared.MachineID(fs.Args()[0])
+	return id, id.Validate()
+}
+
+func machinesShow(ctx context.Context, env *Env, args []string) error {
+	var cf clientFlags
+	fs := newFlags(env, "machines show", "rivet machines show MACHINE_ID [--output json]")
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	id, err := machineArg(fs, "show")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	m, err := c.Machine(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, m)
+	}
+	printMachine(env, m)
+	evs, err := c.Events(ctx, id)
+	if err == nil {
+		fmt.Fprintln(env.Stdout, "\nTimeline (latest 10):")
+		for _, e := range evs[max(0, len(evs)-10):] {
+			fmt.Fprintf(env.Stdout, "  %s  %-10s %s\n", e.Time.Format("15:04:05"), e.Kind, e.Message)
+		}
+	}
+	return nil
+}
+
+func printMachine(env *Env, m *shared.Machine) {
+	w := env.Stdout
+	fmt.Fprintf(w, "Machine   %s (id from %s)\nState     %s\nRole      %s\nBoot      %s\nAddr      %s\nAgent     %s %s, seen %s\n",
+		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(m.Agent.Mode), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
+	if len(m.Labels) > 0 {
+		keys := make([]string, 0, len(m.Labels))
+		for k := range m.Labels {
+			keys = append(keys, k+"="+m.Labels[k])
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(w, "Labels    %s\n", strings.Join(keys, ", "))
+	}
+	if m.Unmatched != "" {
+		fmt.Fprintf(w, "Not planned: %s\n  (apply a role that matches: `rivet roles apply -f roles.yaml --dry-run`)\n", m.Unmatched)
+	}
+	if inv := m.Inventory; inv != nil {
+		fmt.Fprintf(w, "Hardware  %s %s, serial %s; %s, %d cores/%d threads; %s RAM; %d disks, %d NICs, %s firmware\n",
+			orDash(inv.System.Vendor), orDash(inv.System.Product), orDash(inv.System.Serial), orDash(inv.CPU.Model),
+			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(inv.NICs),
+			orDash(inv.System.Firmware))
+	}
+	if m.Plan != nil {
+		fmt.Fprintf(w, "\nPlan (generation %d):\n", m.Plan.Generation)
+		rows := [][]string{}
+		for i, st := range m.Plan.Steps {
+			s := m.Steps[i]
+			rows = append(rows, []string{st.Name, string(st.Kind), string(st.Phase), string(s.Status),
+				orDash(progressText(s.Progress)), orDash(truncate(s.Error, 60))})
+		}
+		table(w, []string{"  STEP", "KIND", "PHASE", "STATUS", "PROGRESS", "ERROR"}, rows)
+	}
+	if e := m.LastError; e != nil {
+		fmt.Fprintf(w, "\nLast error (step %s): %s\n", orDash(e.Step), e.Message)
+		if e.Hint != "" {
+			fmt.Fprintf(w, "  What to do: %s\n", e.Hint)
+		}
+		fmt.Fprintf(w, "  Retry with `rivet machines retry %s`.\n", m.ID)
+	}
+}
+
+func machinesEvents(ctx context.Context, env *Env, args []string) error {
+	var cf clientFlags
+	fs := newFlags(env, "machines events", "rivet machines events MACHINE_ID [--output json]")
+	cf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	id, err := machineArg(fs, "events")
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	evs, err := c.Events(ctx, id)
+	if err != nil {
+		return err
+	}
+	if cf.output == "json" {
+		return printJSON(env.Stdout, evs)
+	}
+	for _, e := range evs {
+		fmt.Fprintf(env.Stdout, "%s  %-10s %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+	}
+	return nil
+}
+
+func actionVerb(act string) func(context.Context, *Env, []string) error {
+	return func(ctx context.Context, env *Env, args []string) error {
+		var cf clientFlags
+		fs := newFlags(env, "machines "+act, "rivet machines "+act+" MACHINE_ID [--reason TEXT]")
+		cf.register(fs)
+		reason := fs.String("reason", "", "why (kept on the machine's timeline)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		id, err := machineArg(fs, act)
+		if err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		m, err := c.Action(ctx, id, act, *reason)
+		if err != nil {
+			return err
+		}
+		if cf.output == "json" {
+			return printJSON(env.Stdout, m)
+		}
+		fmt.Fprintf(env.Stdout, "%s: %s done, now %s\n", m.ID, act, m.State)
+		return nil
+	}
+}

@@ -1,0 +1,79 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Health is this coordinator's view of itself and the cluster.
+func (s *Server) Health() shared.Health {
+	_, leaderID := s.raft.LeaderWithID()
+	h := shared.Health{
+		Status:        "ok",
+		NodeID:        s.cfg.NodeID,
+		RaftState:     s.raft.State().String(),
+		Leader:        string(leaderID),
+		AppliedIndex:  s.store.Applied(),
+		Machines:      len(s.store.Machines()),
+		Version:       shared.Version,
+		CAFingerprint: s.CAFingerprint(),
+	}
+	if c, ok := s.store.Coordinator(string(leaderID)); ok {
+		h.LeaderAPI = c.APIAddr
+	}
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				h.Voters++
+			}
+		}
+	}
+	if leaderID == "" || !s.store.Cluster().Initialised() {
+		h.Status = "degraded"
+	}
+	return h
+}
+
+// Snapshot takes a Raft snapshot on this coordinator now (backups, log compaction).
+func (s *Server) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+// Members lists the Raft peers and the gossip pool.
+func (s *Server) Members() shared.Members {
+	var out shared.Members
+	_, leaderID := s.raft.LeaderWithID()
+	if f := s.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			p := shared.RaftPeer{ID: string(srv.ID), Address: string(srv.Address),
+				Suffrage: srv.Suffrage.String(), Leader: srv.ID == leaderID}
+			if c, ok := s.store.Coordinator(string(srv.ID)); ok {
+				p.APIAddr = c.APIAddr
+			}
+			out.Raft = append(out.Raft, p)
+		}
+	}
+	if s.gossip != nil {
+		out.Serf = s.gossip.Members()
+	}
+	return out
+}
+
+// GossipInfo is what agents need to join the pool: the key and the coordinators'
+// gossip addresses. The key is a secret: only enrolled machines and admins see it.
+func (s *Server) GossipInfo() shared.GossipInfo {
+	info := shared.GossipInfo{Key: s.store.Cluster().GossipKey}
+	for _, c := range s.store.Coordinators() {
+		if c.GossipAddr != "" {
+			info.Addrs = append(info.Addrs, c.GossipAddr)
+		}
+	}
+	return info
+}

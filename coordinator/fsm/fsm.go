@@ -1,0 +1,208 @@
+// Package fsm is the coordinator's Raft state machine. A command is one type byte followed
+// by its JSON body; the enum below is append-only: a number, once used, keeps its meaning
+// forever, because old log entries and snapshots are replayed with it.
+package fsm
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rivetmetal/rivet/coordinator/state"
+)
+
+// Type is a command's type byte.
+type Type uint8
+
+// The command enum. Append only; never renumber or reuse.
+const (
+	TypeInitCluster       Type = 1
+	TypePutCoordinator    Type = 2
+	TypeRemoveCoordinator Type = 3
+	TypeRegister          Type = 4
+	TypeCheckin           Type = 5
+	TypeSetPlan           Type = 6
+	TypeReport            Type = 7
+	TypeSetBoot           Type = 8
+	TypeGossip            Type = 9
+	TypeAction            Type = 10
+	TypePutRole           Type = 11
+	TypeDeleteRole        Type = 12
+	TypePutToken          Type = 13
+	TypeDeleteToken       Type = 14
+	TypeSwarmClaim        Type = 15
+	TypeSwarmReport       Type = 16
+)
+
+// typeOf maps a command body to its type byte; Encode uses it.
+func typeOf(body any) (Type, error) {
+	switch body.(type) {
+	case state.InitCluster:
+		return TypeInitCluster, nil
+	case state.PutCoordinator:
+		return TypePutCoordinator, nil
+	case state.RemoveCoordinator:
+		return TypeRemoveCoordinator, nil
+	case state.Register:
+		return TypeRegister, nil
+	case state.Checkin:
+		return TypeCheckin, nil
+	case state.SetPlan:
+		return TypeSetPlan, nil
+	case state.Report:
+		return TypeReport, nil
+	case state.SetBoot:
+		return TypeSetBoot, nil
+	case state.Gossip:
+		return TypeGossip, nil
+	case state.Action:
+		return TypeAction, nil
+	case state.PutRole:
+		return TypePutRole, nil
+	case state.DeleteRole:
+		return TypeDeleteRole, nil
+	case state.PutToken:
+		return TypePutToken, nil
+	case state.DeleteToken:
+		return TypeDeleteToken, nil
+	case state.SwarmClaim:
+		return TypeSwarmClaim, nil
+	case state.SwarmReport:
+		return TypeSwarmReport, nil
+	}
+	return 0, fmt.Errorf("fsm: no command type for %T", body)
+}
+
+// Encode turns a command body into a log entry: type byte + JSON.
+func Encode(body any) ([]byte, error) {
+	t, err := typeOf(body)
+	if err != nil {
+		return nil, err
+	}
+	js, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte{byte(t)}, js...), nil
+}
+
+// Apply decodes one entry and applies it to the store.
+func Apply(s *state.Store, data []byte, index uint64) state.Result {
+	if len(data) == 0 {
+		return state.Result{Err: internalErr("empty command")}
+	}
+	body := data[1:]
+	switch Type(data[0]) {
+	case TypeInitCluster:
+		return apply(body, index, s.ApplyInitCluster)
+	case TypePutCoordinator:
+		return apply(body, index, s.ApplyPutCoordinator)
+	case TypeRemoveCoordinator:
+		return apply(body, index, s.ApplyRemoveCoordinator)
+	case TypeRegister:
+		return apply(body, index, s.ApplyRegister)
+	case TypeCheckin:
+		return apply(body, index, s.ApplyCheckin)
+	case TypeSetPlan:
+		return apply(body, index, s.ApplySetPlan)
+	case TypeReport:
+		return apply(body, index, s.ApplyReport)
+	case TypeSetBoot:
+		return apply(body, index, s.ApplySetBoot)
+	case TypeGossip:
+		return apply(body, index, s.ApplyGossip)
+	case TypeAction:
+		return apply(body, index, s.ApplyAction)
+	case TypePutRole:
+		return apply(body, index, s.ApplyPutRole)
+	case TypeDeleteRole:
+		return apply(body, index, s.ApplyDeleteRole)
+	case TypePutToken:
+		return apply(body, index, s.ApplyPutToken)
+	case TypeDeleteToken:
+		return apply(body, index, s.ApplyDeleteToken)
+	case TypeSwarmClaim:
+		return apply(body, index, s.ApplySwarmClaim)
+	case TypeSwarmReport:
+		return apply(body, index, s.ApplySwarmReport)
+	}
+	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
+	// silently diverging from the coordinators that understand it.
+	panic(fmt.Sprintf("fsm: unknown command type %d at index %d: upgrade this coordinator", data[0], index))
+}
+
+func apply[T any](body []byte, index uint64, fn func(T, uint64) state.Result) state.Result {
+	var cmd T
+	if err := json.Unmarshal(body, &cmd); err != nil {
+		return state.Result{Err: internalErr(fmt.Sprintf("decoding %T: %v", cmd, err))}
+	}
+	return fn(cmd, index)
+}
+
+// FSM adapts the store to raft.FSM (and raft.BatchingFSM, so a batch of entries is
+// applied in one call).
+type FSM struct {
+	Store *state.Store
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	return Apply(f.Store, l.Data, l.Index)
+}
+
+// ApplyBatch implements raft.BatchingFSM.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.Apply(l)
+	}
+	return out
+}
+
+// Snapshot implements raft.FSM. The encoding is taken under the read lock, so it is a
+// consistent point-in-time copy; Persist then only writes bytes.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	b, applied, err := f.Store.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &snapshot{data: b, applied: applied}, nil
+}
+
+// Restore implements raft.FSM.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var env snapshotEnvelope
+	if err := json.NewDecoder(rc).Decode(&env); err != nil {
+		return fmt.Errorf("fsm: reading snapshot: %w", err)
+	}
+	return f.Store.Restore(env.State, env.Applied)
+}
+
+type snapshotEnvelope struct {
+	Applied uint64          `json:"applied"`
+	State   json.RawMessage `json:"state"`
+}
+
+type snapshot struct {
+	data    []byte
+	applied uint64
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	err := json.NewEncoder(sink).Encode(snapshotEnvelope{Applied: s.applied, State: s.data})
+	if err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}

@@ -1,0 +1,204 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/rivetmetal/rivet/coordinator/auth"
+	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// RunLeaderLoop does the leader's chores while this node leads: initialise the cluster
+// once, publish this coordinator's addresses, and plan discovered machines. It returns
+// when ctx ends.
+func (s *Server) RunLeaderLoop(ctx context.Context, apiAddr string, planner func(context.Context)) {
+	leaderCh := s.raft.LeaderCh()
+	var cancel context.CancelFunc = func() {}
+	for {
+		select {
+		case <-ctx.Done():
+			cancel()
+			return
+		case isLeader := <-leaderCh:
+			cancel()
+			if !isLeader {
+				cancel = func() {}
+				continue
+			}
+			var lctx context.Context
+			lctx, cancel = context.WithCancel(ctx)
+			go s.lead(lctx, apiAddr, planner)
+		}
+	}
+}
+
+func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.Context)) {
+	s.log.Info("leading the cluster", "node", s.cfg.NodeID)
+	// The barrier makes sure every entry from earlier terms is applied before we read.
+	if err := s.raft.Barrier(s.cfg.ApplyTimeout).Error(); err != nil {
+		s.log.Warn("leader barrier failed", "err", err)
+		return
+	}
+	if err := s.initCluster(ctx, apiAddr); err != nil {
+		s.log.Error("initialising the cluster failed", "err", err)
+	}
+	if err := s.publishSelf(ctx, apiAddr); err != nil {
+		s.log.Error("publishing this coordinator's addresses failed", "err", err)
+	}
+	if planner == nil {
+		return
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		planner(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// initCluster creates the CA, the gossip key, the token secret and the first admin and
+// enrolment tokens, once per cluster. The admin token's secret exists only in
+// DATA_DIR/operator.env (0600) on the first coordinator.
+func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
+	if s.store.Cluster().Initialised() {
+		return nil
+	}
+	now := time.Now().UTC()
+	ca, err := pki.NewCA("Rivet cluster CA", now)
+	if err != nil {
+		return err
+	}
+	gossipKey := make([]byte, 32)
+	if _, err := rand.Read(gossipKey); err != nil {
+		return err
+	}
+	admin, adminSecret := auth.NewToken("admin", shared.TokenAdmin, now)
+	enrol, enrolSecret := auth.NewToken("default-enrol", shared.TokenEnrol, now)
+	cmd := state.InitCluster{
+		Cluster: state.Cluster{CACertPEM: ca.CertPEM, CAKeyPEM: ca.KeyPEM,
+			GossipKey:   base64.StdEncoding.EncodeToString(gossipKey),
+			TokenSecret: auth.NewSecret(32), EnrolToken: enrolSecret, CreatedAt: now},
+		AdminToken: admin, EnrolToken: enrol,
+	}
+	res, err := s.Apply(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if res.Value != "initialised" {
+		return nil
+	}
+	fp, _ := ca.Fingerprint()
+	path := filepath.Join(s.cfg.DataDir, "operator.env")
+	env := fmt.Sprintf("# Rivet operator credentials for this cluster. Keep secret.\n"+
+		"RIVET_SERVER=https://%s\nRIVET_CA_FINGERPRINT=%s\nRIVET_TOKEN=%s\nRIVET_ENROL_TOKEN=%s\n",
+		publicAddr(apiAddr, s.cfg.Advertise), fp, adminSecret, enrolSecret)
+	if err := os.WriteFile(path, []byte(env), 0o600); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	s.log.Info("cluster initialised", "ca_fingerprint", fp, "operator_credentials", path)
+	return nil
+}
+
+// publishSelf records this coordinator's addresses if they changed, so followers know
+// where to forward and agents where to gossip.
+func (s *Server) publishSelf(ctx context.Context, apiAddr string) error {
+	want := state.Coordinator{ID: s.cfg.NodeID, RaftAddr: string(s.transport.LocalAddr()),
+		APIAddr: publicAddr(apiAddr, s.cfg.Advertise)}
+	if s.gossip != nil {
+		for _, a := range s.gossip.GossipAddrs() {
+			want.GossipAddr = a
+		}
+	}
+	if have, ok := s.store.Coordinator(s.cfg.NodeID); ok && have == want {
+		return nil
+	}
+	_, err := s.Apply(ctx, state.PutCoordinator{Coordinator: want})
+	return err
+}
+
+// Join adds a coordinator as a voter. Only the leader can; followers forward.
+func (s *Server) Join(ctx context.Context, req shared.JoinRequest) error {
+	if s.raft.State() != raft.Leader {
+		var out struct{}
+		return s.forwarder.postJSON(ctx, shared.PathClusterJoin, req, &out)
+	}
+	cfgFuture := s.raft.GetConfiguration()
+	if err := cfgFuture.Error(); err != nil {
+		return err
+	}
+	for _, srv := range cfgFuture.Configuration().Servers {
+		if srv.ID == raft.ServerID(req.ID) && srv.Address == raft.ServerAddress(req.RaftAddr) {
+			return s.putCoordinator(ctx, req) // already a member: joining again is a no-op
+		}
+		if srv.ID == raft.ServerID(req.ID) || srv.Address == raft.ServerAddress(req.RaftAddr) {
+			if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
+				return fmt.Errorf("removing stale member %s: %w", srv.ID, err)
+			}
+		}
+	}
+	if err := s.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, 0).Error(); err != nil {
+		return fmt.Errorf("adding voter %s: %w", req.ID, err)
+	}
+	s.log.Info("coordinator joined", "id", req.ID, "raft", req.RaftAddr, "api", req.APIAddr)
+	return s.putCoordinator(ctx, req)
+}
+
+func (s *Server) putCoordinator(ctx context.Context, req shared.JoinRequest) error {
+	c := state.Coordinator{ID: req.ID, RaftAddr: req.RaftAddr, APIAddr: req.APIAddr}
+	if have, ok := s.store.Coordinator(req.ID); ok && have.RaftAddr == c.RaftAddr && have.APIAddr == c.APIAddr {
+		return nil
+	}
+	_, err := s.Apply(ctx, state.PutCoordinator{Coordinator: c})
+	return err
+}
+
+// JoinCluster asks an existing cluster to add this coordinator, retrying until it is
+// accepted or ctx ends.
+func (s *Server) JoinCluster(ctx context.Context, apiAddr string) error {
+	client, err := shared.NewClient(shared.ClientConfig{URLs: s.cfg.Join, CAFingerprint: s.cfg.CAFingerprint,
+		Token: s.cfg.JoinToken, Timeout: 15 * time.Second})
+	if err != nil {
+		return fmt.Errorf("--join: %w", err)
+	}
+	req := &shared.JoinRequest{ID: s.cfg.NodeID, RaftAddr: string(s.transport.LocalAddr()),
+		APIAddr: publicAddr(apiAddr, s.cfg.Advertise)}
+	for attempt := 0; ; attempt++ {
+		err := client.Join(ctx, req)
+		if err == nil {
+			s.log.Info("joined the cluster", "via", s.cfg.Join)
+			return nil
+		}
+		if st := shared.StatusOf(err); st == 401 || st == 403 {
+			return fmt.Errorf("joining %v: %w (pass an admin token with --token or RIVET_TOKEN)", s.cfg.Join, err)
+		}
+		s.log.Warn("join failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+// publicAddr turns a listen address into the host:port others dial.
+func publicAddr(listen, ip string) string {
+	a, err := advertiseAddr(listen, ip)
+	if err != nil {
+		return listen
+	}
+	return a.String()
+}

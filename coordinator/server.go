@@ -1,0 +1,329 @@
+// Package coordinator wires one coordinator together: the Raft node and its store, the
+// HTTPS API, the boot services and gossip, and the leader loop that initialises the
+// cluster and plans machines. Any coordinator answers any call; writes that arrive at a
+// follower are forwarded to the leader.
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rivetmetal/rivet/coordinator/fsm"
+	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Config is one coordinator's configuration.
+type Config struct {
+	NodeID        string   // unique and stable; defaults to the host name
+	DataDir       string   // Raft log, snapshots, operator.env
+	APIAddr       string   // HTTPS API listen address, e.g. ":7443"
+	RaftAddr      string   // Raft transport listen address, e.g. ":7400"
+	Advertise     string   // the IP other coordinators and agents reach this one at
+	Join          []string // API URLs of an existing cluster to join
+	JoinToken     string   // an admin token of that cluster
+	CAFingerprint string   // that cluster's CA fingerprint
+	Logger        *slog.Logger
+	Registry      *prometheus.Registry
+	// ApplyTimeout bounds one Raft write (enqueue plus commit).
+	ApplyTimeout time.Duration
+	// FastElections shortens Raft timeouts for loopback test clusters.
+	FastElections bool
+	// TrailingLogs is how many log entries a snapshot keeps (default 4096); fewer
+	// make a late joiner catch up through a snapshot.
+	TrailingLogs uint64
+}
+
+// Server is a running coordinator.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *state.Store
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	bolt      *raftboltdb.BoltStore
+	metrics   *metrics
+	forwarder *forwarder
+
+	certMu sync.Mutex
+	cert   atomic.Pointer[tls.Certificate]
+
+	// kick asks the leader loop to plan now (a machine registered, a role changed).
+	kick chan struct{}
+	// gossip is the Serf side, set by SetMembership; nil when gossip is off.
+	gossip Membership
+
+	lastSeen sync.Map // machine id → time: liveness stays out of Raft
+}
+
+// Membership is the gossip pool as the server needs it.
+type Membership interface {
+	Members() []shared.SerfMember
+	Nudge(ctx context.Context, id shared.MachineID) error
+	GossipAddrs() []string
+}
+
+// New opens the Raft node (bootstrapping a new single-node cluster when the data
+// directory is empty and no join address is given) and returns the server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, store: state.New(), kick: make(chan struct{}, 1)}
+	s.metrics = newMetrics(cfg.Registry, s)
+	if err := s.openRaft(); err != nil {
+		return nil, err
+	}
+	s.forwarder = newForwarder(s)
+	s.store.OnMachineChange(func(shared.MachineID) { s.metrics.machineChanged() })
+	return s, nil
+}
+
+func (c *Config) fill() error {
+	if c.DataDir == "" {
+		return errors.New("--data-dir is required")
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Registry == nil {
+		c.Registry = prometheus.NewRegistry()
+	}
+	if c.NodeID == "" {
+		id, err := loadOrCreateNodeID(c.DataDir)
+		if err != nil {
+			return err
+		}
+		c.NodeID = id
+	}
+	if err := shared.ValidateName("coordinator", c.NodeID); err != nil {
+		return fmt.Errorf("--node-id: %w", err)
+	}
+	if c.Advertise == "" {
+		c.Advertise = "127.0.0.1"
+	}
+	if net.ParseIP(c.Advertise) == nil {
+		return fmt.Errorf("--advertise %q: want an IP address", c.Advertise)
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	return nil
+}
+
+// loadOrCreateNodeID keeps the node id in the data dir so a restart keeps its identity.
+func loadOrCreateNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	if b, err := os.ReadFile(path); err == nil {
+		return string(trimNewline(b)), nil
+	}
+	host, _ := os.Hostname()
+	id := sanitizeName(host)
+	if id == "" {
+		id = "coordinator"
+	}
+	return id, os.WriteFile(path, []byte(id+"\n"), 0o600)
+}
+
+func sanitizeName(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(out) < 63; i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+			out = append(out, c)
+		case c >= 'A' && c <= 'Z':
+			out = append(out, c+'a'-'A')
+		case c == '-' || c == '.' || c == '_':
+			out = append(out, '-')
+		}
+	}
+	for len(out) > 0 && out[len(out)-1] == '-' {
+		out = out[:len(out)-1]
+	}
+	return string(out)
+}
+
+func (s *Server) openRaft() error {
+	cfg := s.cfg
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = newHCLog(s.log, "raft", hclog.Warn)
+	// Concurrent writes share one log append (one fsync): the leader drains its apply
+	// channel into a single batch of up to MaxAppendEntries.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 512
+	rc.SnapshotThreshold = 4096
+	rc.TrailingLogs = 4096
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	if cfg.FastElections {
+		rc.HeartbeatTimeout = 500 * time.Millisecond
+		rc.ElectionTimeout = 500 * time.Millisecond
+		rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	}
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("opening raft log %s: %w (is another coordinator using this data dir?)",
+			filepath.Join(cfg.DataDir, "raft.db"), err)
+	}
+	s.bolt = bolt
+	logs, err := raft.NewLogCache(1024, bolt)
+	if err != nil {
+		return err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, newHCLog(s.log, "raft-snapshots", hclog.Warn))
+	if err != nil {
+		return err
+	}
+	advertise, err := advertiseAddr(cfg.RaftAddr, cfg.Advertise)
+	if err != nil {
+		return err
+	}
+	s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 5, 10*time.Second,
+		newHCLog(s.log, "raft-net", hclog.Warn))
+	if err != nil {
+		return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
+	}
+	existing, err := raft.HasExistingState(logs, bolt, snaps)
+	if err != nil {
+		return err
+	}
+	s.raft, err = raft.NewRaft(rc, &fsm.FSM{Store: s.store}, logs, bolt, snaps, s.transport)
+	if err != nil {
+		return err
+	}
+	if !existing && len(cfg.Join) == 0 {
+		s.log.Info("bootstrapping a new cluster", "node", cfg.NodeID, "raft", s.transport.LocalAddr())
+		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: s.transport.LocalAddr()}}}
+		if err := s.raft.BootstrapCluster(boot).Error(); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+// advertiseAddr turns a listen address such as ":7400" into one peers can dial.
+func advertiseAddr(listen, ip string) (*net.TCPAddr, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", listen, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = ip
+	}
+	return net.ResolveTCPAddr("tcp", net.JoinHostPort(host, port))
+}
+
+// Store is the replicated state, for reads.
+func (s *Server) Store() *state.Store { return s.store }
+
+// NodeID is this coordinator's id.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// SetMembership attaches the gossip pool.
+func (s *Server) SetMembership(m Membership) { s.gossip = m }
+
+// Kick asks the leader loop to plan now.
+func (s *Server) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// IsLeader reports whether this coordinator leads.
+func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Shutdown stops Raft and closes the log.
+func (s *Server) Shutdown() error {
+	err := s.raft.Shutdown().Error()
+	_ = s.transport.Close()
+	if cerr := s.bolt.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// TLSConfig serves with a certificate issued by the cluster CA, made the first time a
+// client connects after the CA exists (a joining coordinator gets the CA by replication).
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.certificate()
+		},
+	}
+}
+
+func (s *Server) certificate() (*tls.Certificate, error) {
+	if c := s.cert.Load(); c != nil {
+		return c, nil
+	}
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	if c := s.cert.Load(); c != nil {
+		return c, nil
+	}
+	cl := s.store.Cluster()
+	if !cl.Initialised() {
+		return nil, errors.New("the cluster CA does not exist yet (no leader has initialised the cluster)")
+	}
+	host, _ := os.Hostname()
+	cert, err := pki.CA{CertPEM: cl.CACertPEM, KeyPEM: cl.CAKeyPEM}.IssueServer(
+		[]string{s.cfg.Advertise, "127.0.0.1", "::1", "localhost", host}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.cert.Store(&cert)
+	return &cert, nil
+}
+
+// CAFingerprint is the fingerprint of the cluster CA, or "" before initialisation.
+func (s *Server) CAFingerprint() string {
+	cl := s.store.Cluster()
+	if !cl.Initialised() {
+		return ""
+	}
+	fp, _ := pki.CA{CertPEM: cl.CACertPEM}.Fingerprint()
+	return fp
+}
+
+// WaitReady blocks until this coordinator has the cluster CA and knows a leader.
+func (s *Server) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		_, leader := s.raft.LeaderWithID()
+		if s.store.Cluster().Initialised() && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a leader and the cluster CA: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// SeenAgent records that an agent spoke (in memory only: liveness never goes through Raft).
+func (s *Server) SeenAgent(id shared.MachineID) { s.lastSeen.Store(id, time.Now()) }

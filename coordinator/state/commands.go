@@ -1,0 +1,140 @@
+package state
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// The command bodies. Each is applied by one Apply* method in mutations.go. Bodies are
+// part of the Raft log forever: add fields, never change the meaning of one.
+
+// InitCluster creates the cluster secrets and the first tokens, once.
+type InitCluster struct {
+	Cluster    Cluster `json:"cluster"`
+	AdminToken Token   `json:"admin_token"`
+	EnrolToken Token   `json:"enrol_token"`
+}
+
+// PutCoordinator records a coordinator's addresses.
+type PutCoordinator struct {
+	Coordinator Coordinator `json:"coordinator"`
+}
+
+// RemoveCoordinator forgets a coordinator.
+type RemoveCoordinator struct {
+	ID string `json:"id"`
+}
+
+// Register creates or refreshes a machine from an agent's registration.
+type Register struct {
+	ID        shared.MachineID  `json:"id"`
+	Basis     string            `json:"basis"`
+	Inventory shared.Inventory  `json:"inventory"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Mode      string            `json:"mode"`
+	Version   string            `json:"version"`
+	Addr      string            `json:"addr,omitempty"`
+	Time      time.Time         `json:"time"`
+}
+
+// Checkin records that an agent is up; from the installed OS it is the first disk boot.
+type Checkin struct {
+	ID      shared.MachineID `json:"id"`
+	Mode    string           `json:"mode"`
+	Version string           `json:"version"`
+	Addr    string           `json:"addr,omitempty"`
+	Time    time.Time        `json:"time"`
+}
+
+// SetPlan is the planner's verdict for a discovered machine: a plan, or why there is none.
+type SetPlan struct {
+	ID        shared.MachineID `json:"id"`
+	Role      string           `json:"role,omitempty"`
+	Plan      *shared.Plan     `json:"plan,omitempty"`
+	Unmatched string           `json:"unmatched,omitempty"`
+	Time      time.Time        `json:"time"`
+}
+
+// Report records a step's progress or result.
+type Report struct {
+	ID     shared.MachineID  `json:"id"`
+	Report shared.StepReport `json:"report"`
+	Time   time.Time         `json:"time"`
+}
+
+// SetBoot records the machine's next network-boot answer.
+type SetBoot struct {
+	ID   shared.MachineID  `json:"id"`
+	Boot shared.BootTarget `json:"boot"`
+	Time time.Time         `json:"time"`
+}
+
+// Gossip turns a Serf event into a hint: lost, or alive again.
+type Gossip struct {
+	ID     shared.MachineID `json:"id"`
+	Alive  bool             `json:"alive"`
+	Reason string           `json:"reason,omitempty"`
+	Time   time.Time        `json:"time"`
+}
+
+// Action is an operator's action on a machine.
+type Action struct {
+	ID     shared.MachineID `json:"id"`
+	Action string           `json:"action"`
+	Reason string           `json:"reason,omitempty"`
+	By     string           `json:"by,omitempty"` // the operator token's name
+	Time   time.Time        `json:"time"`
+}
+
+// PutRole creates or replaces a role.
+type PutRole struct {
+	Role shared.Role `json:"role"`
+	Time time.Time   `json:"time"`
+}
+
+// DeleteRole removes a role.
+type DeleteRole struct {
+	Name string `json:"name"`
+}
+
+// PutToken creates a token (its secret's hash only).
+type PutToken struct {
+	Token Token `json:"token"`
+}
+
+// DeleteToken revokes a token.
+type DeleteToken struct {
+	ID string `json:"id"`
+}
+
+// SwarmClaim asks to be the manager that creates the swarm; the first one wins.
+type SwarmClaim struct {
+	ID shared.MachineID `json:"id"`
+}
+
+// SwarmReport records a node's swarm identity and, from the creator, the tokens.
+type SwarmReport struct {
+	ID     shared.MachineID   `json:"id"`
+	Report shared.SwarmReport `json:"report"`
+	Time   time.Time          `json:"time"`
+}
+
+// Result is what applying a command gives back to the caller that proposed it.
+type Result struct {
+	Machine *shared.Machine  `json:"machine,omitempty"`
+	Value   string           `json:"value,omitempty"`
+	Err     *shared.APIError `json:"error,omitempty"`
+}
+
+func failed(status int, code, hint, format string, args ...any) Result {
+	e := shared.Errorf(status, code, hint, format, args...)
+	e.Status = status
+	return Result{Err: e}
+}
+
+func notFound(id shared.MachineID) Result {
+	return failed(http.StatusNotFound, shared.CodeNotFound, "list machines with `rivet machines ls`",
+		"machine %s not found", id)
+}

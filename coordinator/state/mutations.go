@@ -1,0 +1,467 @@
+package state
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// The Apply* methods are called by the FSM only, in log order. index is the Raft index
+// of the command; it orders timeline events. None of them reads a clock.
+
+// ApplyInitCluster stores the cluster secrets the first time; later calls change nothing.
+func (s *Store) ApplyInitCluster(c InitCluster, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		if s.data.Cluster.Initialised() {
+			return Result{Value: "already initialised"}
+		}
+		s.data.Cluster = c.Cluster
+		for _, t := range []Token{c.AdminToken, c.EnrolToken} {
+			tok := t
+			s.data.Tokens[t.ID] = &tok
+		}
+		return Result{Value: "initialised"}
+	})
+}
+
+// ApplyPutCoordinator records a coordinator's addresses.
+func (s *Store) ApplyPutCoordinator(c PutCoordinator, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		s.data.Coordinators[c.Coordinator.ID] = c.Coordinator
+		return Result{}
+	})
+}
+
+// ApplyRemoveCoordinator forgets a coordinator.
+func (s *Store) ApplyRemoveCoordinator(c RemoveCoordinator, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		delete(s.data.Coordinators, c.ID)
+		return Result{}
+	})
+}
+
+// ApplyRegister creates a machine in state discovered, or refreshes an existing one.
+// Registering again never duplicates and never moves a machine backwards.
+func (s *Store) ApplyRegister(c Register, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, exists := s.data.Machines[c.ID]
+		if !exists {
+			m = &shared.Machine{ID: c.ID, State: shared.StateDiscovered, Boot: shared.BootAgent,
+				CreatedAt: c.Time, Labels: map[string]string{}}
+			s.data.Machines[c.ID] = m
+			s.event(index, c.Time, c.ID, shared.EventRegistered,
+				fmt.Sprintf("registered (%s mode, id from %s)", c.Mode, c.Basis))
+		} else {
+			s.event(index, c.Time, c.ID, shared.EventRegistered, fmt.Sprintf("registered again (%s mode)", c.Mode))
+		}
+		inv := c.Inventory
+		m.Basis, m.Inventory, m.Hostname = c.Basis, &inv, inv.System.Hostname
+		m.MACs = physicalMACs(&inv)
+		s.indexMACs(c.ID, m.MACs)
+		for k, v := range c.Labels {
+			if m.Labels == nil {
+				m.Labels = map[string]string{}
+			}
+			m.Labels[k] = v
+		}
+		m.Agent = shared.AgentInfo{Version: c.Version, Mode: c.Mode, LastSeen: c.Time}
+		if c.Addr != "" {
+			m.Addr = c.Addr
+		}
+		s.returnIfLost(index, c.Time, m, "agent registered")
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+func physicalMACs(inv *shared.Inventory) []string {
+	var macs []string
+	for _, n := range inv.PhysicalNICs() {
+		macs = append(macs, strings.ToLower(n.MAC))
+	}
+	sort.Strings(macs)
+	return macs
+}
+
+// ApplyCheckin records the agent's mode and version. A service-mode check-in from a
+// machine whose boot target is the disk is its first disk boot: it is now installed.
+func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		m.Agent = shared.AgentInfo{Version: c.Version, Mode: c.Mode, LastSeen: c.Time}
+		if c.Addr != "" {
+			m.Addr = c.Addr
+		}
+		s.returnIfLost(index, c.Time, m, "agent checked in")
+		if c.Mode == shared.ModeService && m.Boot == shared.BootDisk &&
+			(m.State == shared.StateProvisioning || m.State == shared.StatePlanned) {
+			s.setState(index, c.Time, m, shared.StateInstalled, "first boot from disk checked in")
+			s.finishIfDone(index, c.Time, m)
+		}
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+// ApplySetPlan stores the planner's verdict for a discovered machine.
+func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		if m.State != shared.StateDiscovered {
+			return failed(http.StatusConflict, shared.CodeConflict, "re-plan it with `rivet machines replan`",
+				"machine %s is %s, only discovered machines are planned", c.ID, m.State)
+		}
+		if c.Plan == nil {
+			if m.Unmatched != c.Unmatched {
+				m.Unmatched = c.Unmatched
+				s.event(index, c.Time, c.ID, shared.EventPlan, "not planned: "+c.Unmatched)
+				m.UpdatedAt = c.Time
+			}
+			return Result{Machine: clone(m)}
+		}
+		m.Role, m.Plan, m.Unmatched = c.Role, c.Plan, ""
+		m.Steps = make([]shared.StepState, len(c.Plan.Steps))
+		for i, st := range c.Plan.Steps {
+			m.Steps[i] = shared.StepState{Name: st.Name, Status: shared.StepPending}
+		}
+		m.LastError = nil
+		s.event(index, c.Time, c.ID, shared.EventPlan,
+			fmt.Sprintf("planned: role %s, generation %d, %d steps", c.Role, c.Plan.Generation, len(c.Plan.Steps)))
+		s.setState(index, c.Time, m, shared.StatePlanned, "matched role "+c.Role)
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+// ApplyReport records a step's progress or result and moves the machine along.
+func (s *Store) ApplyReport(c Report, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		r := c.Report
+		if m.Plan == nil || m.Plan.Generation != r.Generation {
+			return failed(http.StatusConflict, shared.CodeConflict, "fetch the current plan and start again",
+				"report for plan generation %d, but the machine's plan is %s", r.Generation, planGen(m))
+		}
+		idx := stepIndex(m.Plan, r.Step)
+		if idx < 0 {
+			return failed(http.StatusBadRequest, shared.CodeBadRequest, "", "plan has no step %q", r.Step)
+		}
+		if m.State == shared.StateRetired || m.State == shared.StateFailed && r.Status == shared.StepRunning && m.Steps[idx].Status == shared.StepFailed {
+			return failed(http.StatusConflict, shared.CodeConflict, "retry it with `rivet machines retry`",
+				"machine %s is %s", c.ID, m.State)
+		}
+		s.returnIfLost(index, c.Time, m, "agent reported")
+		st := &m.Steps[idx]
+		s.recordStep(index, c.Time, m, st, m.Plan.Steps[idx], r)
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+func (s *Store) recordStep(index uint64, now timeT, m *shared.Machine, st *shared.StepState, step shared.Step, r shared.StepReport) {
+	switch r.Status {
+	case shared.StepRunning:
+		if st.Status != shared.StepRunning || st.Attempt != r.Attempt {
+			st.StartedAt = now
+			s.event(index, now, m.ID, shared.EventStep, fmt.Sprintf("step %s running (attempt %d)", st.Name, max(r.Attempt, 1)))
+		}
+		st.Status, st.Attempt, st.Progress, st.Error = shared.StepRunning, r.Attempt, r.Progress, ""
+		switch {
+		case step.Phase == shared.PhaseRAM && m.State == shared.StatePlanned:
+			s.setState(index, now, m, shared.StateProvisioning, "first step started")
+		case step.Phase == shared.PhaseDisk && m.State == shared.StateInstalled:
+			s.setState(index, now, m, shared.StateJoining, "disk-phase steps started")
+		}
+	case shared.StepSucceeded, shared.StepSkipped:
+		st.Status, st.Progress, st.Error, st.FinishedAt = r.Status, r.Progress, "", now
+		s.event(index, now, m.ID, shared.EventStep, fmt.Sprintf("step %s %s", st.Name, r.Status))
+		if step.Kind == shared.StepBootCfg && step.BootCfg != nil {
+			m.Boot = step.BootCfg.Boot
+		}
+		s.finishIfDone(index, now, m)
+	case shared.StepFailed:
+		st.Status, st.Error, st.FinishedAt = shared.StepFailed, r.Error, now
+		m.LastError = &shared.MachineError{Step: st.Name, Message: r.Error, Hint: r.Hint, At: now}
+		s.event(index, now, m.ID, shared.EventStep, fmt.Sprintf("step %s failed: %s", st.Name, r.Error))
+		s.setState(index, now, m, shared.StateFailed, "step "+st.Name+" failed")
+	}
+}
+
+// finishIfDone moves an installed or joining machine to ready once every step is done.
+func (s *Store) finishIfDone(index uint64, now timeT, m *shared.Machine) {
+	if m.State != shared.StateInstalled && m.State != shared.StateJoining {
+		return
+	}
+	for _, st := range m.Steps {
+		if st.Status != shared.StepSucceeded && st.Status != shared.StepSkipped {
+			return
+		}
+	}
+	if m.State == shared.StateInstalled {
+		s.setState(index, now, m, shared.StateJoining, "no disk-phase steps left")
+	}
+	s.setState(index, now, m, shared.StateReady, "all steps done")
+}
+
+// ApplySetBoot records the next network-boot answer.
+func (s *Store) ApplySetBoot(c SetBoot, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		if m.Boot != c.Boot {
+			m.Boot = c.Boot
+			s.event(index, c.Time, c.ID, shared.EventState, "next network boot: "+string(c.Boot))
+			m.UpdatedAt = c.Time
+		}
+		return Result{Machine: clone(m)}
+	})
+}
+
+// ApplyGossip marks a machine lost when gossip says it failed, and returns it to the
+// state it was in when gossip sees it again. Lost is a hint, never a reason to re-plan.
+func (s *Store) ApplyGossip(c Gossip, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		switch {
+		case c.Alive:
+			s.returnIfLost(index, c.Time, m, "gossip: alive again")
+		case m.State != shared.StateLost && m.State != shared.StateRetired:
+			m.LostFrom = m.State
+			s.setState(index, c.Time, m, shared.StateLost, "gossip: "+c.Reason)
+		}
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+func (s *Store) returnIfLost(index uint64, now timeT, m *shared.Machine, why string) {
+	if m.State != shared.StateLost {
+		return
+	}
+	back := m.LostFrom
+	if back == "" {
+		back = shared.StateDiscovered
+	}
+	m.LostFrom = ""
+	m.State = back
+	s.event(index, now, m.ID, shared.EventGossip, fmt.Sprintf("back from lost to %s: %s", back, why))
+}
+
+// ApplyAction carries out an operator action: retry, replan, release or retire.
+func (s *Store) ApplyAction(c Action, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		var err error
+		switch c.Action {
+		case shared.ActionRetry:
+			err = s.retry(index, c, m)
+		case shared.ActionReplan:
+			err = s.replan(index, c, m)
+		case shared.ActionRelease:
+			err = s.transition(index, c, m, shared.StateDiscovered)
+			if err == nil {
+				m.Boot, m.Plan, m.Steps, m.Role, m.LastError = shared.BootAgent, nil, nil, "", nil
+			}
+		case shared.ActionRetire:
+			err = s.transition(index, c, m, shared.StateRetired)
+			if err == nil {
+				m.Boot, m.LostFrom = shared.BootNone, ""
+				s.data.TokenGens[c.ID]++ // revokes the machine token
+			}
+		default:
+			err = fmt.Errorf("unknown action %q: want retry, replan, release or retire", c.Action)
+		}
+		if err != nil {
+			return failed(http.StatusConflict, shared.CodeConflict, "see the machine's state with `rivet machines show`", "%s %s: %v", c.Action, c.ID, err)
+		}
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}
+	})
+}
+
+func (s *Store) transition(index uint64, c Action, m *shared.Machine, to shared.State) error {
+	if err := shared.CanTransition(m.State, to, m.LostFrom); err != nil {
+		return err
+	}
+	s.event(index, c.Time, m.ID, shared.EventAction, actionText(c))
+	s.setState(index, c.Time, m, to, c.Action)
+	return nil
+}
+
+func (s *Store) retry(index uint64, c Action, m *shared.Machine) error {
+	if m.State != shared.StateFailed || m.Plan == nil {
+		return fmt.Errorf("only a failed machine with a plan can be retried (it is %s)", m.State)
+	}
+	to := shared.StatePlanned
+	for i, st := range m.Steps {
+		if st.Status == shared.StepFailed {
+			m.Steps[i].Status, m.Steps[i].Error = shared.StepPending, ""
+			if m.Plan.Steps[i].Phase == shared.PhaseDisk {
+				to = shared.StateInstalled
+			}
+		}
+	}
+	m.LastError = nil
+	return s.transition(index, c, m, to)
+}
+
+func (s *Store) replan(index uint64, c Action, m *shared.Machine) error {
+	switch m.State {
+	case shared.StateRetired, shared.StateLost:
+		return fmt.Errorf("a %s machine cannot be re-planned", m.State)
+	}
+	s.event(index, c.Time, m.ID, shared.EventAction, actionText(c))
+	if m.State != shared.StateDiscovered {
+		s.setState(index, c.Time, m, shared.StateDiscovered, "re-plan")
+	}
+	m.Plan, m.Steps, m.Role, m.LastError, m.Unmatched = nil, nil, "", nil, ""
+	m.Boot = shared.BootAgent
+	return nil
+}
+
+func actionText(c Action) string {
+	t := "operator action " + c.Action
+	if c.By != "" {
+		t += " by " + c.By
+	}
+	if c.Reason != "" {
+		t += ": " + c.Reason
+	}
+	return t
+}
+
+// ApplyPutRole creates or replaces a role.
+func (s *Store) ApplyPutRole(c PutRole, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		r := c.Role
+		_, existed := s.data.Roles[r.Name]
+		s.data.Roles[r.Name] = &r
+		if existed {
+			return Result{Value: "updated"}
+		}
+		return Result{Value: "created"}
+	})
+}
+
+// ApplyDeleteRole removes a role; machines already planned keep their plans.
+func (s *Store) ApplyDeleteRole(c DeleteRole, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		if _, ok := s.data.Roles[c.Name]; !ok {
+			return failed(http.StatusNotFound, shared.CodeNotFound, "list roles with `rivet roles ls`", "role %s not found", c.Name)
+		}
+		delete(s.data.Roles, c.Name)
+		return Result{}
+	})
+}
+
+// ApplyPutToken stores a new token.
+func (s *Store) ApplyPutToken(c PutToken, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		for _, t := range s.data.Tokens {
+			if t.Name == c.Token.Name {
+				return failed(http.StatusConflict, shared.CodeConflict, "pick another name or delete the old token",
+					"a token named %s exists", c.Token.Name)
+			}
+		}
+		t := c.Token
+		s.data.Tokens[t.ID] = &t
+		return Result{}
+	})
+}
+
+// ApplyDeleteToken revokes a token.
+func (s *Store) ApplyDeleteToken(c DeleteToken, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		if _, ok := s.data.Tokens[c.ID]; !ok {
+			return failed(http.StatusNotFound, shared.CodeNotFound, "list tokens with `rivet tokens ls`", "token %s not found", c.ID)
+		}
+		delete(s.data.Tokens, c.ID)
+		return Result{}
+	})
+}
+
+// ApplySwarmClaim makes the first manager that asks the one that creates the swarm.
+func (s *Store) ApplySwarmClaim(c SwarmClaim, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		if s.data.Swarm.InitBy == "" {
+			s.data.Swarm.InitBy = c.ID
+		}
+		return Result{Value: string(s.data.Swarm.InitBy)}
+	})
+}
+
+// ApplySwarmReport records a node's swarm id; the creator's report carries the tokens.
+func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
+	return s.mutate(index, c.ID, func() Result {
+		m, ok := s.data.Machines[c.ID]
+		if !ok {
+			return notFound(c.ID)
+		}
+		r, sw := c.Report, &s.data.Swarm
+		if sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID {
+			return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
+				"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID)
+		}
+		if r.ManagerToken != "" {
+			if sw.InitBy != c.ID {
+				return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
+			}
+			sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
+		}
+		if r.Addr != "" && !contains(sw.ManagerAddrs, r.Addr) {
+			sw.ManagerAddrs = append(sw.ManagerAddrs, r.Addr)
+			sort.Strings(sw.ManagerAddrs)
+		}
+		if m.SwarmNodeID != r.NodeID {
+			m.SwarmNodeID = r.NodeID
+			s.event(index, c.Time, c.ID, shared.EventStep, "swarm node "+r.NodeID)
+			m.UpdatedAt = c.Time
+		}
+		return Result{Machine: clone(m)}
+	})
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func planGen(m *shared.Machine) string {
+	if m.Plan == nil {
+		return "not set"
+	}
+	return fmt.Sprintf("generation %d", m.Plan.Generation)
+}
+
+func stepIndex(p *shared.Plan, name string) int {
+	for i, st := range p.Steps {
+		if st.Name == name {
+			return i
+		}
+	}
+	return -1
+}

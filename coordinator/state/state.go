@@ -1,0 +1,360 @@
+// Package state is the coordinator's replicated data and its one owner. Every mutation
+// comes from the FSM (coordinator/fsm) in log order and must be deterministic: it reads
+// the time and ids from the command, never from the clock or a random source. Readers
+// (API handlers, status pages, boot services) take copies under a read lock.
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// MaxEventsPerMachine bounds a machine's timeline; older events fall off.
+const MaxEventsPerMachine = 200
+
+// Data is everything that is replicated: the snapshot is its canonical JSON.
+type Data struct {
+	Cluster      Cluster                              `json:"cluster"`
+	Coordinators map[string]Coordinator               `json:"coordinators"`
+	Machines     map[shared.MachineID]*shared.Machine `json:"machines"`
+	Events       map[shared.MachineID][]shared.Event  `json:"events"`
+	Roles        map[string]*shared.Role              `json:"roles"`
+	Tokens       map[string]*Token                    `json:"tokens"`
+	Swarm        Swarm                                `json:"swarm"`
+	TokenGens    map[shared.MachineID]uint64          `json:"token_gens"`
+}
+
+// Cluster holds the secrets created once, on the first leader. They are replicated so
+// that every coordinator serves with the same CA and verifies the same tokens.
+type Cluster struct {
+	CACertPEM   string    `json:"ca_cert_pem,omitempty"`
+	CAKeyPEM    string    `json:"ca_key_pem,omitempty"`
+	GossipKey   string    `json:"gossip_key,omitempty"`   // base64 AES-256 key
+	TokenSecret string    `json:"token_secret,omitempty"` // HMAC key for machine and internal tokens
+	EnrolToken  string    `json:"enrol_token,omitempty"`  // the default enrolment token, for boot scripts
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+}
+
+// Initialised reports whether the cluster secrets exist.
+func (c Cluster) Initialised() bool { return c.CACertPEM != "" }
+
+// Coordinator is one Raft member's addresses.
+type Coordinator struct {
+	ID         string `json:"id"`
+	RaftAddr   string `json:"raft_addr"`
+	APIAddr    string `json:"api_addr"`
+	GossipAddr string `json:"gossip_addr,omitempty"`
+}
+
+// Token is an operator or enrolment token. Only the SHA-256 of its secret is kept.
+type Token struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Role       string    `json:"role"`
+	SecretHash string    `json:"secret_hash"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Info is the token without its hash.
+func (t *Token) Info() shared.TokenInfo {
+	return shared.TokenInfo{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
+}
+
+// Swarm is the one Docker Swarm of this site. The tokens are secrets.
+type Swarm struct {
+	InitBy       shared.MachineID `json:"init_by,omitempty"` // the manager that creates the swarm
+	ClusterID    string           `json:"cluster_id,omitempty"`
+	ManagerToken string           `json:"manager_token,omitempty"`
+	WorkerToken  string           `json:"worker_token,omitempty"`
+	ManagerAddrs []string         `json:"manager_addrs,omitempty"`
+}
+
+// Store is the replicated state with its lock. Mutating methods are for the FSM only.
+type Store struct {
+	mu      sync.RWMutex
+	data    Data
+	applied uint64
+	byMAC   map[string]shared.MachineID // derived: MAC → machine, for the boot services
+	watch   func(shared.MachineID)      // called after a machine changed (status pages)
+}
+
+// New returns an empty store.
+func New() *Store {
+	s := &Store{}
+	s.reset(emptyData())
+	return s
+}
+
+func emptyData() Data {
+	return Data{
+		Coordinators: map[string]Coordinator{},
+		Machines:     map[shared.MachineID]*shared.Machine{},
+		Events:       map[shared.MachineID][]shared.Event{},
+		Roles:        map[string]*shared.Role{},
+		Tokens:       map[string]*Token{},
+		TokenGens:    map[shared.MachineID]uint64{},
+	}
+}
+
+func (s *Store) reset(d Data) {
+	s.data = d
+	s.byMAC = map[string]shared.MachineID{}
+	for id, m := range d.Machines {
+		s.indexMACs(id, m.MACs)
+	}
+}
+
+// OnMachineChange registers a callback run (outside the lock) after a machine changes.
+func (s *Store) OnMachineChange(fn func(shared.MachineID)) {
+	s.mu.Lock()
+	s.watch = fn
+	s.mu.Unlock()
+}
+
+func (s *Store) indexMACs(id shared.MachineID, macs []string) {
+	for _, mac := range macs {
+		if hw, err := net.ParseMAC(mac); err == nil {
+			s.byMAC[hw.String()] = id
+		}
+	}
+}
+
+// Applied returns the Raft index of the last applied command.
+func (s *Store) Applied() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
+}
+
+// Snapshot returns the canonical encoding of the whole state and the applied index.
+// encoding/json sorts map keys, so equal states encode to equal bytes.
+func (s *Store) Snapshot() ([]byte, uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	b, err := json.Marshal(&s.data)
+	return b, s.applied, err
+}
+
+// Restore replaces the whole state with a snapshot taken by Snapshot.
+func (s *Store) Restore(b []byte, applied uint64) error {
+	d := emptyData()
+	if err := json.Unmarshal(b, &d); err != nil {
+		return fmt.Errorf("restoring snapshot: %w", err)
+	}
+	fillNilMaps(&d)
+	s.mu.Lock()
+	s.reset(d)
+	s.applied = applied
+	s.mu.Unlock()
+	return nil
+}
+
+func fillNilMaps(d *Data) {
+	e := emptyData()
+	if d.Coordinators == nil {
+		d.Coordinators = e.Coordinators
+	}
+	if d.Machines == nil {
+		d.Machines = e.Machines
+	}
+	if d.Events == nil {
+		d.Events = e.Events
+	}
+	if d.Roles == nil {
+		d.Roles = e.Roles
+	}
+	if d.Tokens == nil {
+		d.Tokens = e.Tokens
+	}
+	if d.TokenGens == nil {
+		d.TokenGens = e.TokenGens
+	}
+}
+
+// Digest is the SHA-256 of the canonical state: equal on every coordinator that applied
+// the same log, and across restarts.
+func (s *Store) Digest() (shared.Digest, error) {
+	b, applied, err := s.Snapshot()
+	if err != nil {
+		return shared.Digest{}, err
+	}
+	sum := sha256.Sum256(b)
+	return shared.Digest{Index: applied, SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// Cluster returns the cluster secrets.
+func (s *Store) Cluster() Cluster {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.data.Cluster
+}
+
+// Swarm returns the swarm record (with its secrets: callers decide who may see them).
+func (s *Store) Swarm() Swarm {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sw := s.data.Swarm
+	sw.ManagerAddrs = append([]string(nil), sw.ManagerAddrs...)
+	return sw
+}
+
+// Coordinators returns the known coordinators sorted by id.
+func (s *Store) Coordinators() []Coordinator {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Coordinator, 0, len(s.data.Coordinators))
+	for _, c := range s.data.Coordinators {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Coordinator returns one coordinator's record.
+func (s *Store) Coordinator(id string) (Coordinator, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.data.Coordinators[id]
+	return c, ok
+}
+
+// Machine returns a deep copy of one machine.
+func (s *Store) Machine(id shared.MachineID) (*shared.Machine, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.data.Machines[id]
+	if !ok {
+		return nil, false
+	}
+	return clone(m), true
+}
+
+// MachineByMAC finds the machine that registered a NIC with this MAC.
+func (s *Store) MachineByMAC(mac net.HardwareAddr) (*shared.Machine, bool) {
+	s.mu.RLock()
+	id, ok := s.byMAC[mac.String()]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return s.Machine(id)
+}
+
+// Machines returns summaries of every machine, sorted by id.
+func (s *Store) Machines() []shared.MachineSummary {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]shared.MachineSummary, 0, len(s.data.Machines))
+	for _, m := range s.data.Machines {
+		out = append(out, m.Summary())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// MachinesFull returns deep copies of every machine, sorted by id (for the planner).
+func (s *Store) MachinesFull() []*shared.Machine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*shared.Machine, 0, len(s.data.Machines))
+	for _, m := range s.data.Machines {
+		out = append(out, clone(m))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// CountByState counts machines per state.
+func (s *Store) CountByState() map[shared.State]int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	counts := map[shared.State]int{}
+	for _, m := range s.data.Machines {
+		counts[m.State]++
+	}
+	return counts
+}
+
+// Events returns a machine's timeline, oldest first.
+func (s *Store) Events(id shared.MachineID) []shared.Event {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]shared.Event(nil), s.data.Events[id]...)
+}
+
+// Roles returns every role sorted by name.
+func (s *Store) Roles() []shared.Role {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]shared.Role, 0, len(s.data.Roles))
+	for _, r := range s.data.Roles {
+		out = append(out, *cloneRole(r))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Role returns one role.
+func (s *Store) Role(name string) (*shared.Role, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.data.Roles[name]
+	if !ok {
+		return nil, false
+	}
+	return cloneRole(r), true
+}
+
+// Token returns a token record by id.
+func (s *Store) Token(id string) (Token, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.data.Tokens[id]
+	if !ok {
+		return Token{}, false
+	}
+	return *t, true
+}
+
+// Tokens lists tokens without their hashes, sorted by name.
+func (s *Store) Tokens() []shared.TokenInfo {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]shared.TokenInfo, 0, len(s.data.Tokens))
+	for _, t := range s.data.Tokens {
+		out = append(out, t.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// TokenGen returns the machine token generation: retiring a machine bumps it, which
+// revokes the machine's token.
+func (s *Store) TokenGen(id shared.MachineID) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.data.TokenGens[id]
+}
+
+// clone deep-copies a machine through JSON: simple, and machines are small.
+func clone(m *shared.Machine) *shared.Machine {
+	b, _ := json.Marshal(m)
+	var c shared.Machine
+	_ = json.Unmarshal(b, &c)
+	return &c
+}
+
+func cloneRole(r *shared.Role) *shared.Role {
+	b, _ := json.Marshal(r)
+	var c shared.Role
+	_ = json.Unmarshal(b, &c)
+	return &c
+}

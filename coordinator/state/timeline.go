@@ -1,0 +1,45 @@
+package state
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+type timeT = time.Time
+
+// mutate runs fn under the write lock, records the applied index, and tells the watcher
+// which machine changed (outside the lock, so it may read the store).
+func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Result {
+	s.mu.Lock()
+	res := fn()
+	if index > s.applied {
+		s.applied = index
+	}
+	watch := s.watch
+	s.mu.Unlock()
+	if watch != nil && id != "" && res.Err == nil {
+		watch(id)
+	}
+	return res
+}
+
+// event appends to a machine's timeline, dropping the oldest beyond the cap.
+func (s *Store) event(index uint64, now time.Time, id shared.MachineID, kind, msg string) {
+	evs := append(s.data.Events[id], shared.Event{Index: index, Time: now, MachineID: id, Kind: kind, Message: msg})
+	if len(evs) > MaxEventsPerMachine {
+		evs = append([]shared.Event(nil), evs[len(evs)-MaxEventsPerMachine:]...)
+	}
+	s.data.Events[id] = evs
+}
+
+// setState moves a machine and records the transition on its timeline. Callers have
+// checked that the transition is allowed where an outside party asked for it.
+func (s *Store) setState(index uint64, now time.Time, m *shared.Machine, to shared.State, why string) {
+	if m.State == to {
+		return
+	}
+	s.event(index, now, m.ID, shared.EventState, fmt.Sprintf("%s → %s: %s", m.State, to, why))
+	m.State = to
+}
