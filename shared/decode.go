@@ -28,10 +28,14 @@ type Validator interface {
 // *APIError (400 or 413) ready to send back.
 func Decode(r io.Reader, limit int64, v Validator) error {
 	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		limit = min(limit, tooLarge.Limit)
+	case err != nil:
 		return Errorf(http.StatusBadRequest, CodeBadRequest, "", "reading body: %v", err)
 	}
-	if int64(len(data)) > limit {
+	if tooLarge != nil || int64(len(data)) > limit {
 		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge,
 			"send a smaller body", "body is larger than the limit of %d bytes", limit)
 	}

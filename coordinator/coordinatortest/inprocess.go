@@ -1,0 +1,100 @@
+package coordinatortest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// InProcess is a single coordinator running inside the test process: the real server,
+// Raft, store and HTTPS API, on a free loopback port.
+type InProcess struct {
+	Server      *coordinator.Server
+	URL         string
+	Fingerprint string
+	AdminToken  string
+	EnrolToken  string
+	stop        context.CancelFunc
+	done        chan error
+}
+
+// StartInProcess starts a coordinator with its data in dir, logging to logger. dc may
+// preset DaemonConfig fields (planner, extra handlers); addresses are chosen here.
+func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coordinator.DaemonConfig) (*InProcess, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &InProcess{stop: cancel, done: make(chan error, 1), URL: fmt.Sprintf("https://127.0.0.1:%d", ports[0])}
+	ready := make(chan *coordinator.Server, 1)
+	dc.Server.DataDir, dc.Server.NodeID, dc.Server.Logger = dir, "solo", logger
+	dc.Server.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	dc.Server.FastElections = true
+	dc.APIAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dc.Started = func(s *coordinator.Server) { ready <- s }
+	go func() { p.done <- coordinator.RunDaemon(ctx, dc) }()
+	select {
+	case p.Server = <-ready:
+	case err := <-p.done:
+		cancel()
+		return nil, fmt.Errorf("coordinator stopped: %w", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		return nil, errors.New("coordinator did not start within 30s")
+	}
+	if err := p.Server.WaitReady(ctx); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	env, err := readEnv(filepath.Join(dir, "operator.env"), ctx)
+	if err != nil {
+		p.Stop()
+		return nil, err
+	}
+	p.Fingerprint, p.AdminToken, p.EnrolToken = env["RIVET_CA_FINGERPRINT"], env["RIVET_TOKEN"], env["RIVET_ENROL_TOKEN"]
+	return p, nil
+}
+
+func readEnv(path string, ctx context.Context) (map[string]string, error) {
+	vals := map[string]string{}
+	err := poll(ctx, 10*time.Second, func() error {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				vals[k] = v
+			}
+		}
+		if vals["RIVET_TOKEN"] == "" {
+			return errors.New("operator.env incomplete")
+		}
+		return nil
+	})
+	return vals, err
+}
+
+// Client returns a client for the coordinator carrying token.
+func (p *InProcess) Client(token string) *shared.Client {
+	c, err := shared.NewClient(shared.ClientConfig{URLs: []string{p.URL}, CAFingerprint: p.Fingerprint, Token: token})
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// Stop shuts the coordinator down and waits for it.
+func (p *InProcess) Stop() {
+	p.stop()
+	<-p.done
+}
