@@ -1,8 +1,0 @@
-package cli
-
-import (
-	"context"
-	"errors"
-)
-
-func benchStore(context.Context, *Env, []string) error { return errors.New("not yet") }
