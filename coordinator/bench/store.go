@@ -31,7 +31,7 @@ type StoreOptions struct {
 	// LatencyClients writers measure commit latency under light load, where queueing
 	// behind other writers does not hide the commit path itself.
 	LatencyClients int
-	Dir      string // scratch directory (removed after)
+	Dir            string // scratch directory (removed after)
 }
 
 // StoreResult is one system's figures.
