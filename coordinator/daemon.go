@@ -18,8 +18,8 @@ type DaemonConfig struct {
 	Server   Config
 	APIAddr  string // HTTPS listen address
 	ImageDir string // OS images served under /v1/images/; default DATA_DIR/images
-	Planner  api.Planner
-	Plan     func(ctx context.Context, s *Server) // the leader's planning pass; nil: none
+	// Plan tunes the leader's planning pass (settle time, manager placement).
+	Plan PlanOptions
 	// Extra handlers mounted on the API mux (status pages, boot files).
 	Extra map[string]http.Handler
 	// Started is called once the API listens, with the server (tests and the lab use it).
@@ -41,10 +41,16 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 			s.log.Warn("raft shutdown", "err", err)
 		}
 	}()
+	if dc.Plan.Settle == 0 {
+		dc.Plan.Settle = 5 * time.Second
+	}
+	if dc.Plan.MaxWait == 0 {
+		dc.Plan.MaxWait = time.Minute
+	}
 	if dc.ImageDir == "" {
 		dc.ImageDir = filepath.Join(s.cfg.DataDir, "images")
 	}
-	handler := api.New(api.Config{Backend: s, Planner: dc.Planner, ImageDir: dc.ImageDir,
+	handler := api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement}, ImageDir: dc.ImageDir,
 		Logger: s.log, Registry: s.cfg.Registry, Extra: dc.Extra})
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
@@ -58,11 +64,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var planFn func(context.Context)
-	if dc.Plan != nil {
-		planFn = func(c context.Context) { dc.Plan(c, s) }
-	}
-	go s.RunLeaderLoop(ctx, dc.APIAddr, planFn)
+	go s.RunLeaderLoop(ctx, dc.APIAddr, func(c context.Context) { s.PlanFleet(c, dc.Plan) })
 	if len(s.cfg.Join) > 0 {
 		if err := s.JoinCluster(ctx, dc.APIAddr); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
 )
@@ -24,6 +25,10 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&cfg.CAFingerprint, "ca-fingerprint", os.Getenv("RIVET_CA_FINGERPRINT"), "CA fingerprint of the cluster to join (env RIVET_CA_FINGERPRINT)")
 	fs.StringVar(&dc.ImageDir, "image-dir", "", "directory of OS images served at /v1/images/ (default DATA_DIR/images)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 4096, "log entries kept after a snapshot")
+	fs.IntVar(&dc.Plan.Placement.FiveAbove, "five-managers-above", 50, "a Swarm of more machines than this gets 5 managers instead of 3")
+	fs.StringVar(&dc.Plan.Placement.DomainLabel, "failure-domain-label", "rack", "machine label that names a failure domain for manager placement")
+	fs.DurationVar(&dc.Plan.Settle, "plan-settle", 5*time.Second, "plan once no new machine was discovered for this long (a rack powering on is planned as one fleet)")
+	fs.DurationVar(&dc.Plan.MaxWait, "plan-max-wait", time.Minute, "plan at the latest this long after a machine was discovered")
 	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -39,7 +44,6 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		cfg.Join = strings.Split(*join, ",")
 	}
 	dc.Server = cfg
-	wirePlanner(&dc)
 	return coordinator.RunDaemon(ctx, dc)
 }
 
@@ -57,6 +61,3 @@ func newLogger(env *Env, format, level string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
-
-// wirePlanner connects the planner once it exists; until then machines stay discovered.
-func wirePlanner(*coordinator.DaemonConfig) {}

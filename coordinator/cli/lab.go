@@ -54,7 +54,6 @@ func labUp(ctx context.Context, env *Env, args []string) error {
 				"               bin/rivet machines ls --env-file %s\nPress Ctrl-C to stop.\n", *apiAddr, envFile, envFile, envFile)
 		},
 	}
-	wirePlanner(&dc)
 	return coordinator.RunDaemon(ctx, dc)
 }
 

@@ -1,0 +1,78 @@
+package planner
+
+import (
+	"fmt"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Step names in every plan. They are stable: reports, the agent's journal and the status
+// pages refer to steps by name.
+const (
+	StepNameDisk    = "disk"
+	StepNameImage   = "image"
+	StepNameBootCfg = "bootcfg"
+	StepNameReboot  = "reboot"
+	StepNameSwarm   = "swarm"
+)
+
+// Plan builds machine m's plan for role: in RAM, wipe the install disk and lay out a GPT,
+// write the image, make the next network boot fall through to the disk, reboot; then, on
+// the installed OS, take its part in the Swarm. swarmRole is the placement's verdict
+// (manager or worker) and is needed only when the role's swarm part is auto; a role with
+// swarm none gets no swarm step.
+func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole string) (*shared.Plan, error) {
+	if err := m.ID.Validate(); err != nil {
+		return nil, err
+	}
+	if err := role.Validate(); err != nil {
+		return nil, err
+	}
+	swarm, err := swarmPart(role, swarmRole)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s: %w", m.ID, err)
+	}
+	target, err := InstallDisk(role.InstallDisk, m.Inventory)
+	if err != nil {
+		return nil, fmt.Errorf("machine %s, role %s: %w", m.ID, role.Name, err)
+	}
+	steps := []shared.Step{
+		{Name: StepNameDisk, Kind: shared.StepDisk, Phase: shared.PhaseRAM,
+			Disk: &shared.DiskStep{Target: target, GPT: true}},
+		{Name: StepNameImage, Kind: shared.StepImage, Phase: shared.PhaseRAM,
+			Image: &shared.ImageStep{Target: target, Image: role.Image}},
+		{Name: StepNameBootCfg, Kind: shared.StepBootCfg, Phase: shared.PhaseRAM,
+			BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
+		{Name: StepNameReboot, Kind: shared.StepReboot, Phase: shared.PhaseRAM,
+			Reboot: &shared.RebootStep{}},
+	}
+	if swarm != "" {
+		// No advertise address: the installed OS may not keep the RAM agent's address. The
+		// agent knows its own address when the step runs.
+		steps = append(steps, shared.Step{Name: StepNameSwarm, Kind: shared.StepSwarm, Phase: shared.PhaseDisk,
+			Swarm: &shared.SwarmStep{Role: swarm}})
+	}
+	p := &shared.Plan{MachineID: m.ID, Role: role.Name, Generation: generation, Steps: steps}
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("machine %s: planner built an invalid plan (a bug): %w", m.ID, err)
+	}
+	return p, nil
+}
+
+// swarmPart returns the swarm role of the plan's swarm step, "" for none.
+func swarmPart(role *shared.Role, placed string) (string, error) {
+	switch role.Swarm.Role {
+	case shared.SwarmNone:
+		return "", nil
+	case shared.SwarmManager, shared.SwarmWorker:
+		if placed != "" && placed != role.Swarm.Role {
+			return "", fmt.Errorf("role %s is a swarm %s, but placement says %s", role.Name, role.Swarm.Role, placed)
+		}
+		return role.Swarm.Role, nil
+	}
+	if placed != shared.SwarmManager && placed != shared.SwarmWorker {
+		return "", fmt.Errorf("role %s places swarm roles automatically: run PlaceManagers first (got %q)",
+			role.Name, placed)
+	}
+	return placed, nil
+}
