@@ -107,8 +107,8 @@ func verifyPinned(chain []*x509.Certificate, fingerprint string) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("server's CA does not match the pinned fingerprint %s: wrong cluster, "+
-		"or check --ca-fingerprint", fingerprint)
+	return fmt.Errorf("server's certificate chain has no CA with the pinned fingerprint %s: a different "+
+		"cluster, a wrong --ca-fingerprint, or a server that does not send its CA certificate", fingerprint)
 }
 
 // WithToken returns a copy of c that sends another token.

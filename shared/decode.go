@@ -92,6 +92,17 @@ func ParseRoles(data []byte) (*RoleList, error) {
 		return nil, fmt.Errorf("role file is larger than %d bytes", MaxBody)
 	}
 	var list RoleList
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		// JSON goes straight to the strict decoder: the YAML parser would rewrite some
+		// characters (e.g. U+0085) that JSON carries fine.
+		if err := parseRoleJSON(trimmed, &list); err != nil {
+			return nil, err
+		}
+		if err := list.Validate(); err != nil {
+			return nil, err
+		}
+		return &list, nil
+	}
 	for _, doc := range splitYAMLDocuments(data) {
 		js, err := yaml.YAMLToJSON(doc)
 		if err != nil {
@@ -100,28 +111,36 @@ func ParseRoles(data []byte) (*RoleList, error) {
 		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
 			continue
 		}
-		var probe map[string]json.RawMessage
-		if err := json.Unmarshal(js, &probe); err != nil {
-			return nil, fmt.Errorf("a role file holds objects: %w", err)
-		}
-		if _, many := probe["roles"]; many {
-			var part RoleList
-			if err := strictUnmarshal(js, &part); err != nil {
-				return nil, err
-			}
-			list.Roles = append(list.Roles, part.Roles...)
-			continue
-		}
-		var r Role
-		if err := strictUnmarshal(js, &r); err != nil {
+		if err := parseRoleJSON(js, &list); err != nil {
 			return nil, err
 		}
-		list.Roles = append(list.Roles, r)
 	}
 	if err := list.Validate(); err != nil {
 		return nil, err
 	}
 	return &list, nil
+}
+
+// parseRoleJSON appends one JSON document, a role or {"roles": [...]}, to list.
+func parseRoleJSON(js []byte, list *RoleList) error {
+	var probe map[string]json.RawMessage
+	if err := json.Unmarshal(js, &probe); err != nil {
+		return fmt.Errorf("a role file holds objects: %w", err)
+	}
+	if _, many := probe["roles"]; many {
+		var part RoleList
+		if err := strictUnmarshal(js, &part); err != nil {
+			return err
+		}
+		list.Roles = append(list.Roles, part.Roles...)
+		return nil
+	}
+	var r Role
+	if err := strictUnmarshal(js, &r); err != nil {
+		return err
+	}
+	list.Roles = append(list.Roles, r)
+	return nil
 }
 
 func strictUnmarshal(data []byte, v any) error {

@@ -81,6 +81,9 @@ func (t Tags) Validate() error {
 		if t.API == "" {
 			return fmt.Errorf("coordinator tags need api")
 		}
+		if t.MachineID != "" || t.State != "" {
+			return fmt.Errorf("coordinator tags carry no machine id or state")
+		}
 	case KindAgent:
 		if err := t.MachineID.Validate(); err != nil {
 			return err

@@ -1,0 +1,172 @@
+package shared
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA is a self-made certificate authority, as a coordinator makes one at first start.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+// serverCert issues a leaf for 127.0.0.1 and returns it with the given chain after it.
+func (ca *testCA) serverCert(t *testing.T, usage x509.ExtKeyUsage, chain ...*x509.Certificate) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "coordinator"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	for _, c := range chain {
+		out.Certificate = append(out.Certificate, c.Raw)
+	}
+	return out
+}
+
+func startTLSServer(t *testing.T, cert tls.Certificate) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != PathHealth {
+			w.WriteHeader(http.StatusNotFound)
+			_ = json.NewEncoder(w).Encode(ErrorBody{Error: APIError{Code: CodeNotFound, Message: "no such thing", Hint: "check the path"}})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(Health{Status: "ok", NodeID: "c1", Version: "test"})
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are the point of some tests
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPinnedTLS(t *testing.T) {
+	ca, other := newTestCA(t, "rivet cluster CA"), newTestCA(t, "rivet cluster CA") // same name, other key
+	pin := Fingerprint(ca.cert.Raw)
+	tests := []struct {
+		name string
+		cert tls.Certificate
+		pin  string
+		err  string // "" means the call succeeds
+	}{
+		{"right fingerprint", ca.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert), pin, ""},
+		{"wrong fingerprint", ca.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert), Fingerprint(other.cert.Raw),
+			"no CA with the pinned fingerprint"},
+		// An impostor can send the real CA's public certificate along; its leaf must still
+		// have been signed by that CA.
+		{"impostor showing the pinned CA", other.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert), pin,
+			"does not verify against the pinned CA"},
+		{"server does not send its CA", ca.serverCert(t, x509.ExtKeyUsageServerAuth), pin,
+			"no CA with the pinned fingerprint"},
+		{"leaf not for servers", ca.serverCert(t, x509.ExtKeyUsageClientAuth, ca.cert), pin,
+			"does not verify against the pinned CA"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := startTLSServer(t, tt.cert)
+			c, err := NewClient(ClientConfig{URLs: []string{srv.URL}, CAFingerprint: tt.pin, Timeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := c.Health(context.Background())
+			if tt.err == "" {
+				if err != nil || h.NodeID != "c1" {
+					t.Fatalf("Health = %+v, %v", h, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestPinnedTLSConfigNeedsAFingerprint(t *testing.T) {
+	if _, err := PinnedTLSConfig(""); err == nil || !strings.Contains(err.Error(), "--ca-fingerprint") {
+		t.Errorf("no fingerprint: %v, want a hint naming --ca-fingerprint", err)
+	}
+	for _, fp := range []string{"abc", "sha256:" + strings.Repeat("A", 64), "sha1:" + strings.Repeat("a", 40)} {
+		if _, err := PinnedTLSConfig(fp); err == nil {
+			t.Errorf("PinnedTLSConfig(%q) accepted a malformed fingerprint", fp)
+		}
+	}
+	if fp := Fingerprint([]byte("x")); ValidateFingerprint(fp) != nil {
+		t.Errorf("Fingerprint gives %q, which does not validate", fp)
+	}
+}
+
+func TestClientFailsOverAndDecodesErrors(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	srv := startTLSServer(t, ca.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert))
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURL := "https://" + dead.Addr().String()
+	dead.Close() // nothing listens there any more: connections are refused
+
+	c, err := NewClient(ClientConfig{URLs: []string{deadURL, srv.URL}, CAFingerprint: Fingerprint(ca.cert.Raw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, err := c.Health(context.Background()); err != nil || h.Status != "ok" {
+		t.Fatalf("Health with the first coordinator down = %+v, %v", h, err)
+	}
+	_, err = c.Machine(context.Background(), "m-0123456789abcdef")
+	if StatusOf(err) != http.StatusNotFound || !strings.Contains(err.Error(), "check the path") {
+		t.Errorf("a 404 answer = %v, want an APIError with status 404 and the server's hint", err)
+	}
+	if _, err := NewClient(ClientConfig{URLs: []string{"10.0.0.1:7443"}, CAFingerprint: Fingerprint(ca.cert.Raw)}); err == nil {
+		t.Error("a URL without scheme was accepted")
+	}
+}
