@@ -1,0 +1,111 @@
+package netboot
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// HTTP paths of the boot handler.
+const (
+	scriptPath = "/boot.ipxe"  // ?mac=${net0/mac}: the script for one machine
+	scriptDir  = "/boot/"      // /boot/{mac}.ipxe: the same, with the MAC in the path (what DHCP hands out)
+	filesPath  = "/boot/files" // /boot/files/{name}: kernel, initramfs, iPXE binaries from BootDir
+)
+
+func (s *Server) newHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+scriptPath, s.serveScriptQuery)
+	mux.HandleFunc("GET "+scriptDir+"{script}", s.serveScriptPath)
+	mux.HandleFunc("GET "+filesPath+"/{name}", s.serveFile)
+	return mux
+}
+
+// ScriptURL is the URL of a machine's iPXE script, which proxyDHCP hands to iPXE.
+func (s *Server) ScriptURL(mac net.HardwareAddr) string {
+	return s.bootURL() + scriptDir + strings.ReplaceAll(mac.String(), ":", "-") + ".ipxe"
+}
+
+func (s *Server) serveScriptQuery(w http.ResponseWriter, r *http.Request) {
+	s.serveScript(w, r, r.URL.Query().Get("mac"))
+}
+
+func (s *Server) serveScriptPath(w http.ResponseWriter, r *http.Request) {
+	mac, ok := strings.CutSuffix(r.PathValue("script"), ".ipxe")
+	if !ok {
+		http.NotFound(w, r) // not a script path
+		return
+	}
+	s.serveScript(w, r, mac)
+}
+
+// serveScript always answers a script path with 200 and a script, even for a MAC it
+// cannot parse: an HTTP error makes some UEFI firmwares stop in their menu
+// (siderolabs/sidero#558), while a script can print why and exit with failure.
+func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, macText string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store") // the answer changes with the machine's state
+	mac, err := net.ParseMAC(macText)
+	if err != nil || len(mac) != 6 {
+		s.log.Warn("boot script asked for a bad MAC", "mac", macText, "remote", r.RemoteAddr)
+		fmt.Fprintf(w, "#!ipxe\necho Rivet: %q is not a MAC address; ask for /boot.ipxe?mac= and the MAC of the booting NIC\nexit 1\n",
+			strings.Map(printable, macText))
+		return
+	}
+	script, target, id := s.renderScript(mac)
+	s.log.Info("boot script", "mac", mac.String(), "machine", id, "target", target, "remote", r.RemoteAddr)
+	w.Write(script)
+}
+
+func printable(r rune) rune {
+	if r < ' ' || r > '~' || r == '"' || r == '$' {
+		return '?'
+	}
+	return r
+}
+
+// serveFile serves one file of BootDir with Range and conditional requests
+// (http.ServeContent). An *os.File body lets net/http hand the copy to sendfile(2).
+// The ETag is size and modification time: a rebuilt initramfs gets a new one.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if !validFileName(name) {
+		http.Error(w, "bad boot file name", http.StatusBadRequest)
+		return
+	}
+	f, err := os.Open(filepath.Join(s.cfg.BootDir, name))
+	if err != nil {
+		s.log.Warn("boot file not found", "file", name, "dir", s.cfg.BootDir, "remote", r.RemoteAddr)
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		http.NotFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
+	h.Set("Cache-Control", "no-cache") // cache, but revalidate: the file may be rebuilt
+	http.ServeContent(w, r, name, st.ModTime(), f)
+}
+
+// validFileName accepts one plain path element: no directories, no "..", no hidden
+// files. BootDir is the operator's; symlinks inside it are followed on purpose (the
+// kernel and initramfs are often links into a build cache).
+func validFileName(name string) bool {
+	if name == "" || len(name) > 255 || name[0] == '.' {
+		return false
+	}
+	for _, r := range name {
+		if r == '/' || r == '\\' || r < ' ' || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
