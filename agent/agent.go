@@ -1,0 +1,352 @@
+// Package agent is the rivet-agent's main loop, the same in RAM mode (PID 1 in the
+// initramfs, before install) and in service mode (under systemd on the installed OS):
+//
+//	inventory → register (enrolment token; retried) → keep the machine token
+//	→ join the gossip pool → loop { check in, fetch the plan, run this mode's phase,
+//	  publish state and step as gossip tags, wait for a nudge or the poll interval }
+//
+// Secrets (the enrolment and machine tokens, the gossip key) are never logged.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rivetmetal/rivet/agent/config"
+	"github.com/rivetmetal/rivet/agent/membership"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// PhaseRunner runs the steps of one phase of a plan, reporting each; *step.Runner is one.
+type PhaseRunner interface {
+	RunPhase(ctx context.Context, view *shared.PlanView, phase shared.Phase) error
+}
+
+// Reporter sends a step report; the agent hands the runner one that also updates the
+// gossip tags and the step metrics. It has the shape of step.Reporter.
+type Reporter interface {
+	Report(ctx context.Context, id shared.MachineID, r *shared.StepReport) error
+}
+
+// Deps are the agent's parts that main wires (and tests replace).
+type Deps struct {
+	// Inventory collects the machine's inventory (inventory.Collect with its options).
+	Inventory func(ctx context.Context) *shared.Inventory
+	// NewRunner builds the step runner once the machine id is known. client carries the
+	// machine token (executors use it for images, boot config and the swarm); reporter
+	// must receive every step report.
+	NewRunner func(id shared.MachineID, client *shared.Client, reporter Reporter) PhaseRunner
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registry receives the agent's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	// Progress prints numbered console lines in RAM mode (boot.Env.Progress); may be nil.
+	Progress func(step int, format string, args ...any)
+}
+
+// Console progress steps after boot.Prepare's three.
+const (
+	progressRegistered = 4
+	progressGossip     = 5
+	progressPlan       = 6
+)
+
+// Agent is one machine's agent.
+type Agent struct {
+	cfg     config.Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *metrics
+	phase   shared.Phase
+
+	mu     sync.Mutex
+	id     shared.MachineID
+	client *shared.Client // carries the machine token
+	gossip shared.GossipInfo
+	state  shared.State
+	step   string
+	starts map[string]time.Time // step name → when its current attempt started
+
+	member     *membership.Member
+	nextGossip time.Time // when to try starting or rejoining gossip again
+	gossipWait time.Duration
+	lastNote   string // last "why nothing runs" message, logged on change only
+	gen        uint64 // plan generation last seen
+}
+
+// New returns an agent for a validated configuration.
+func New(cfg config.Config, deps Deps) *Agent {
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if deps.Registry == nil {
+		deps.Registry = prometheus.NewRegistry()
+	}
+	phase := shared.PhaseDisk
+	if cfg.Mode == shared.ModeRAM {
+		phase = shared.PhaseRAM
+	}
+	return &Agent{cfg: cfg, deps: deps, log: log, phase: phase,
+		metrics: newMetrics(deps.Registry, cfg.Mode), starts: map[string]time.Time{}}
+}
+
+// Run registers the machine and then serves its plan until ctx ends. It returns an error
+// only for what retrying cannot fix (no token at all, bad wiring); network trouble and
+// refusals are logged with what to fix and retried.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.deps.Inventory == nil || a.deps.NewRunner == nil {
+		return errors.New("agent: Deps.Inventory and Deps.NewRunner are required")
+	}
+	a.log.Info("rivet-agent starting", "version", shared.Version, "config", a.cfg)
+	if a.cfg.MetricsAddr != config.MetricsOff {
+		_, stop := a.serveMetrics(a.cfg.MetricsAddr)
+		defer stop()
+	}
+	inv := a.deps.Inventory(ctx)
+	if inv == nil {
+		return errors.New("agent: inventory collection returned nothing")
+	}
+	for section, msg := range inv.Errors {
+		a.log.Warn("inventory section incomplete", "section", section, "err", msg)
+	}
+	if err := a.enrol(ctx, inv); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer a.stopGossip()
+	return a.serve(ctx)
+}
+
+// serve is the steady loop: check in, fetch the plan, run what is due, wait.
+func (a *Agent) serve(ctx context.Context) error {
+	runner := a.newRunner()
+	trigger := "start"
+	for {
+		a.ensureGossip(ctx)
+		ran, err := a.tick(ctx, runner, trigger)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errReenrolled) {
+			runner = a.newRunner() // new token: executors must use it
+			trigger = "reenrol"
+			continue
+		}
+		if err != nil {
+			a.log.Warn("poll failed; trying again later", "err", err)
+		}
+		if ran && err == nil {
+			trigger = "work" // steps ran: look again at once, the next may be due
+			continue
+		}
+		trigger = a.wait(ctx)
+		if trigger == "" {
+			return nil
+		}
+	}
+}
+
+func (a *Agent) newRunner() PhaseRunner {
+	id, client := a.identity()
+	return a.deps.NewRunner(id, client, reporter{a})
+}
+
+var errReenrolled = errors.New("re-enrolled")
+
+// tick does one check-in and plan poll, and runs the phase's due steps. ran says
+// whether steps were run.
+func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (ran bool, err error) {
+	id, client := a.identity()
+	a.metrics.polls.WithLabelValues(trigger).Inc()
+	m, err := client.Checkin(ctx, id, &shared.CheckinRequest{
+		Mode: a.cfg.Mode, Version: shared.Version, Addr: a.advertiseIP(), Generation: a.generation(),
+	})
+	if err != nil {
+		a.metrics.checkins.WithLabelValues("error").Inc()
+		return false, a.handleAuthError(ctx, "check-in", err)
+	}
+	a.metrics.checkins.WithLabelValues("ok").Inc()
+	a.setState(m.State)
+	view, err := client.Plan(ctx, id)
+	if err != nil {
+		return false, a.handleAuthError(ctx, "plan", err)
+	}
+	if view.State != "" {
+		a.setState(view.State)
+	}
+	due, note := a.due(view, m)
+	if !due {
+		a.noteOnce(note)
+		return false, nil
+	}
+	a.noteOnce("")
+	a.progress(progressPlan, "plan %s generation %d: running %s steps", view.Plan.Role, view.Plan.Generation, a.phase)
+	a.rememberGeneration(view.Plan.Generation)
+	if err := runner.RunPhase(ctx, view, a.phase); err != nil {
+		return true, fmt.Errorf("running %s steps: %w", a.phase, err)
+	}
+	return true, nil
+}
+
+// due decides whether this mode's phase has steps to run now, and if not, why.
+func (a *Agent) due(view *shared.PlanView, m *shared.Machine) (bool, string) {
+	if view.Plan == nil {
+		if m.Unmatched != "" {
+			return false, "no role matches this machine: " + m.Unmatched
+		}
+		return false, fmt.Sprintf("no plan yet (state %s)", a.currentState())
+	}
+	a.rememberGeneration(view.Plan.Generation)
+	switch st := a.currentState(); {
+	case st == shared.StateRetired:
+		return false, "machine is retired; waiting for an operator to release it"
+	case st == shared.StateFailed:
+		return false, "machine is failed; waiting for an operator's retry or re-plan"
+	case a.phase == shared.PhaseRAM && (st == shared.StateInstalled || st == shared.StateJoining || st == shared.StateReady):
+		// Never run install steps on a machine the record says is installed.
+		return false, fmt.Sprintf("machine is %s; RAM-phase steps are not run again", st)
+	}
+	recorded := map[string]shared.StepStatus{}
+	for _, s := range view.Steps {
+		recorded[s.Name] = s.Status
+	}
+	for _, s := range view.Plan.Steps {
+		if s.Phase != a.phase {
+			continue
+		}
+		switch recorded[s.Name] {
+		case shared.StepSucceeded, shared.StepSkipped:
+			continue
+		case shared.StepFailed:
+			return false, fmt.Sprintf("step %s failed; waiting for an operator's retry", s.Name)
+		}
+		return true, ""
+	}
+	return false, fmt.Sprintf("all %s-phase steps done (state %s)", a.phase, a.currentState())
+}
+
+// noteOnce logs why nothing runs, only when the reason changes.
+func (a *Agent) noteOnce(note string) {
+	a.mu.Lock()
+	changed := note != a.lastNote
+	a.lastNote = note
+	a.mu.Unlock()
+	if changed && note != "" {
+		a.log.Info(note)
+		a.progress(progressPlan, "%s", note)
+	}
+}
+
+// handleAuthError re-enrols when the coordinator no longer knows the token or the
+// machine (a revoked token, a rebuilt cluster); otherwise it passes err on.
+func (a *Agent) handleAuthError(ctx context.Context, op string, err error) error {
+	switch shared.StatusOf(err) {
+	case 401, 403, 404:
+		a.log.Warn(op+" refused; registering again", "err", err)
+		if rerr := a.reenrol(ctx); rerr != nil {
+			return rerr
+		}
+		return errReenrolled
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// wait sleeps until a nudge, the poll interval (with jitter) or the end of ctx, and
+// returns what woke it ("" for ctx).
+func (a *Agent) wait(ctx context.Context) string {
+	a.updateMemberGauge()
+	timer := time.NewTimer(jitter(a.cfg.PollInterval.Std(), 0.2))
+	defer timer.Stop()
+	var nudges <-chan struct{}
+	var stopped <-chan struct{}
+	if m := a.currentMember(); m != nil {
+		nudges, stopped = m.Nudges(), m.Stopped()
+	}
+	select {
+	case <-ctx.Done():
+		return ""
+	case <-nudges:
+		a.log.Debug("nudged: plan changed")
+		return "nudge"
+	case <-stopped:
+		a.gossipStopped()
+		return "gossip"
+	case <-timer.C:
+		return "interval"
+	}
+}
+
+func (a *Agent) identity() (shared.MachineID, *shared.Client) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id, a.client
+}
+
+func (a *Agent) setState(st shared.State) {
+	a.mu.Lock()
+	changed := a.state != st
+	a.state = st
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("machine state", "state", st)
+		a.publishTags()
+	}
+}
+
+func (a *Agent) currentState() shared.State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.state
+}
+
+func (a *Agent) progress(step int, format string, args ...any) {
+	if a.deps.Progress != nil {
+		a.deps.Progress(step, format, args...)
+	}
+}
+
+// reporter passes step reports to the coordinator and watches them go by: the step
+// name becomes a gossip tag, and finished attempts feed the step duration histogram.
+type reporter struct{ a *Agent }
+
+func (r reporter) Report(ctx context.Context, id shared.MachineID, rep *shared.StepReport) error {
+	r.a.observeReport(rep)
+	_, client := r.a.identity()
+	return client.Report(ctx, id, rep)
+}
+
+func (a *Agent) observeReport(rep *shared.StepReport) {
+	a.mu.Lock()
+	var took time.Duration
+	finished := false
+	switch rep.Status {
+	case shared.StepRunning:
+		if _, ok := a.starts[rep.Step]; !ok {
+			a.starts[rep.Step] = time.Now()
+		}
+	default:
+		if start, ok := a.starts[rep.Step]; ok {
+			took, finished = time.Since(start), true
+			delete(a.starts, rep.Step)
+		}
+	}
+	changed := a.step != rep.Step
+	a.step = rep.Step
+	a.mu.Unlock()
+	if finished {
+		a.metrics.stepSeconds.WithLabelValues(rep.Step, string(rep.Status)).Observe(took.Seconds())
+	}
+	if changed {
+		a.publishTags()
+	}
+}

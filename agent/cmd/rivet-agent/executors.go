@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os/exec"
+
+	"github.com/rivetmetal/rivet/agent/boot"
+	"github.com/rivetmetal/rivet/agent/step"
+	"github.com/rivetmetal/rivet/agent/step/bootcfg"
+	"github.com/rivetmetal/rivet/agent/step/disk"
+	"github.com/rivetmetal/rivet/agent/step/image"
+	"github.com/rivetmetal/rivet/agent/step/reboot"
+	"github.com/rivetmetal/rivet/agent/step/swarm"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// executors builds one executor per step kind. client carries the machine token: the
+// image step streams through it, bootcfg records the next boot with it, the swarm step
+// fetches its join token with it. A kind without an executor is reported by the runner
+// as a failed step, visibly.
+func executors(id shared.MachineID, client *shared.Client, mode, advertise string, leaveGossip func(), log *slog.Logger) map[shared.StepKind]step.Executor {
+	ex := map[shared.StepKind]step.Executor{
+		shared.StepDisk:    &disk.Executor{Logger: log.With("step", "disk")},
+		shared.StepImage:   &image.Executor{Source: client, Logger: log.With("step", "image")},
+		shared.StepBootCfg: &bootcfg.Executor{ID: id, Booter: client},
+		shared.StepReboot: &reboot.Executor{Logger: log.With("step", "reboot"), Reboot: func() error {
+			// Leave gossip first, so the coordinators record a planned absence ("left")
+			// rather than a failure that marks the machine lost.
+			leaveGossip()
+			return rebootMachine(mode)
+		}},
+	}
+	sw, err := swarm.New(swarm.Config{MachineID: id, Coordinator: client, AdvertiseAddr: advertise,
+		Logger: log.With("step", "swarm")})
+	if err != nil {
+		log.Error("swarm executor unavailable", "err", err)
+	} else {
+		ex[shared.StepSwarm] = sw
+	}
+	return ex
+}
+
+// rebootMachine restarts the machine: directly as PID 1 in RAM mode, through systemd
+// on an installed OS (services stop cleanly, filesystems unmount).
+func rebootMachine(mode string) error {
+	if mode == shared.ModeRAM && boot.IsPID1() {
+		return boot.Reboot()
+	}
+	if out, err := exec.Command("systemctl", "reboot").CombinedOutput(); err != nil {
+		return fmt.Errorf("systemctl reboot: %v: %s", err, out)
+	}
+	return nil
+}

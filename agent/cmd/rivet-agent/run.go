@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent"
+	"github.com/rivetmetal/rivet/agent/boot"
+	"github.com/rivetmetal/rivet/agent/config"
+	"github.com/rivetmetal/rivet/agent/inventory"
+	"github.com/rivetmetal/rivet/agent/step"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// fatalRebootDelay is how long a RAM agent that cannot go on shows its error on the
+// console before it reboots to try again. PID 1 must never exit: the kernel would panic.
+const fatalRebootDelay = 2 * time.Minute
+
+func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags := config.RegisterFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: rivet-agent run [flags]\n\n"+
+			"Register this machine with the coordinator and carry out its plan.\n"+
+			"Precedence: flags > config file > kernel command line (RAM mode) > defaults.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("run takes no arguments, got %q", fs.Args())
+	}
+	pid1 := boot.IsPID1()
+	bootLog := slog.New(slog.NewTextHandler(stderr, nil))
+	var env *boot.Env
+	cfg, err := flags.Load(pid1, func() (shared.BootParams, error) {
+		if !pid1 {
+			return config.ReadCmdline("/proc/cmdline")
+		}
+		var err error
+		env, err = boot.Prepare(ctx, bootLog, nil)
+		if err != nil {
+			return shared.BootParams{}, err
+		}
+		return env.Params, nil
+	})
+	if err == nil {
+		logOut := stderr
+		if env != nil {
+			logOut = env.Console
+			defer env.Close()
+		}
+		err = serve(ctx, cfg, newLogger(cfg, logOut), env)
+	}
+	if err != nil && pid1 {
+		bootLog.Error("rivet-agent cannot go on; rebooting to try again", "err", err, "in", fatalRebootDelay)
+		time.Sleep(fatalRebootDelay)
+		return boot.Reboot()
+	}
+	return err
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Level()}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve wires the agent's parts and runs it.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, env *boot.Env) error {
+	var ag *agent.Agent
+	deps := agent.Deps{
+		Inventory: func(ctx context.Context) *shared.Inventory {
+			return inventory.Collect(ctx, inventory.Options{SystemUUID: cfg.SystemUUID, Logger: log.With("subsystem", "inventory")})
+		},
+		NewRunner: func(id shared.MachineID, client *shared.Client, rep agent.Reporter) agent.PhaseRunner {
+			return step.NewRunner(step.RunnerConfig{
+				ID: id, Reporter: rep, StateDir: cfg.StateDir, Logger: log.With("subsystem", "step"),
+				Executors: executors(id, client, cfg.Mode, ag.AdvertiseIP(), ag.LeaveGossip, log),
+			})
+		},
+		Logger: log,
+	}
+	if env != nil {
+		deps.Progress = env.Progress
+	}
+	ag = agent.New(cfg, deps)
+	return ag.Run(ctx)
+}
+
+func runInventory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	uuid := fs.String("system-uuid", "", "report this system UUID instead of the firmware's")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: rivet-agent inventory [flags]\n\n"+
+			"Print this machine's inventory as JSON, as the agent would register it.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	inv := inventory.Collect(ctx, inventory.Options{SystemUUID: *uuid, Logger: log})
+	if id, err := shared.DeriveMachineID(inv); err == nil {
+		fmt.Fprintf(stderr, "machine id %s (from %s)\n", id.ID, id.Basis)
+	} else {
+		fmt.Fprintln(stderr, "no machine id:", err)
+	}
+	return writeJSON(stdout, inv)
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "inventory" {
+		fmt.Fprintln(stderr, "Usage: rivet-agent bench inventory [--runs=N]")
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return flag.ErrHelp
+		}
+		return fmt.Errorf("bench: want the inventory benchmark")
+	}
+	fs := flag.NewFlagSet("bench inventory", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	runs := fs.Int("runs", 10, "collections to time (each side)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: rivet-agent bench inventory [flags]\n\n"+
+			"Time the inventory collection against lshw -json on this machine.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	return inventory.RunBench(ctx, stdout, *runs)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,338 @@
+// Package membership is the agent's side of the Serf gossip pool: one member named by
+// the machine id, with small tags (kind, id, state, step, version) that the coordinators
+// watch, and an ear for the "rivet-plan-changed" query that makes the agent poll now.
+package membership
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// QueryPlanChanged is the Serf query a coordinator sends to one agent when its plan
+// changed (the coordinator side sends the same name).
+const QueryPlanChanged = "rivet-plan-changed"
+
+// DefaultBindAddr is where the agent gossips unless configured otherwise.
+const DefaultBindAddr = "0.0.0.0:7946"
+
+// Config configures the agent's member.
+type Config struct {
+	ID            shared.MachineID
+	BindAddr      string      // host:port (UDP and TCP); DefaultBindAddr when empty; port 0 picks one
+	AdvertiseAddr string      // "ip" or "ip:port" the coordinators reach us at; derived when empty
+	Key           string      // base64 32-byte gossip key from the coordinator; required
+	Tags          shared.Tags // initial tags; Kind and MachineID are filled in
+	Logger        *slog.Logger
+	// DeadNodeReclaim: how long before a failed member's name may come back from a new
+	// address. Zero means 30s.
+	DeadNodeReclaim time.Duration
+}
+
+// Member is the agent's running pool member.
+type Member struct {
+	id     shared.MachineID
+	serf   *serf.Serf
+	events chan serf.Event
+	nudges chan struct{}
+	log    *slog.Logger
+
+	tagMu   sync.Mutex
+	current shared.Tags // last tags asked for
+	tagWake chan struct{}
+
+	stop     context.CancelFunc
+	stopOnce sync.Once
+	done     sync.WaitGroup
+}
+
+// Start creates the member. It joins nobody yet: call Join with GossipInfo.Addrs.
+func Start(cfg Config) (*Member, error) {
+	if err := cfg.ID.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	tags := cfg.Tags
+	tags.Kind, tags.MachineID = shared.KindAgent, cfg.ID
+	if err := tags.Validate(); err != nil {
+		return nil, fmt.Errorf("gossip tags: %w", err)
+	}
+	conf, err := serfConfig(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	conf.Tags = tags.Map()
+	events := make(chan serf.Event, 64)
+	conf.EventCh = events
+	s, err := serf.Create(conf)
+	if err != nil {
+		return nil, fmt.Errorf("starting gossip on %s:%d: %w (is the port free? set --gossip-bind)",
+			conf.MemberlistConfig.BindAddr, conf.MemberlistConfig.BindPort, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Member{
+		id: cfg.ID, serf: s, events: events, log: logger,
+		nudges: make(chan struct{}, 1), tagWake: make(chan struct{}, 1),
+		current: tags, stop: cancel,
+	}
+	m.done.Add(2)
+	go func() { defer m.done.Done(); m.readEvents(ctx) }()
+	go func() { defer m.done.Done(); m.applyTags(ctx) }()
+	return m, nil
+}
+
+func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
+	key, err := decodeKey(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	bind := cfg.BindAddr
+	if bind == "" {
+		bind = DefaultBindAddr
+	}
+	host, port, err := splitHostPort(bind)
+	if err != nil {
+		return nil, fmt.Errorf("gossip bind address %q: %w", bind, err)
+	}
+	ml := memberlist.DefaultLANConfig()
+	ml.Name = string(cfg.ID)
+	ml.BindAddr, ml.BindPort, ml.AdvertisePort = host, port, port
+	if cfg.AdvertiseAddr != "" {
+		if ml.AdvertiseAddr, ml.AdvertisePort, err = splitAdvertise(cfg.AdvertiseAddr, port); err != nil {
+			return nil, err
+		}
+	}
+	ml.SecretKey = key
+	ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
+	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaim
+	if ml.DeadNodeReclaimTime == 0 {
+		ml.DeadNodeReclaimTime = 30 * time.Second
+	}
+	ml.Logger = serfLogger(logger.With("subsystem", "memberlist"))
+
+	conf := serf.DefaultConfig()
+	conf.NodeName = string(cfg.ID)
+	conf.MemberlistConfig = ml
+	conf.Logger = serfLogger(logger.With("subsystem", "serf"))
+	conf.LogOutput = nil
+	return conf, nil
+}
+
+// decodeKey checks the base64 AES-256 key without ever echoing it.
+func decodeKey(encoded string) ([]byte, error) {
+	if encoded == "" {
+		return nil, fmt.Errorf("the coordinator sent no gossip key; the pool is always encrypted")
+	}
+	key, err := base64.StdEncoding.DecodeString(encoded)
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("the coordinator's gossip key is not 32 base64-encoded bytes")
+	}
+	return key, nil
+}
+
+func splitHostPort(hostport string) (string, int, error) {
+	host, portText, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", portText)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
+
+func splitAdvertise(addr string, bindPort int) (string, int, error) {
+	if ip := net.ParseIP(addr); ip != nil {
+		return ip.String(), bindPort, nil
+	}
+	host, port, err := splitHostPort(addr)
+	if err != nil || net.ParseIP(host) == nil {
+		return "", 0, fmt.Errorf("gossip advertise address %q: want an IP or ip:port", addr)
+	}
+	return host, port, nil
+}
+
+// Join contacts the coordinators (host:port). It returns how many answered; an error
+// only when none did.
+func (m *Member) Join(addrs []string) (int, error) {
+	n, err := m.serf.Join(addrs, true)
+	if err != nil {
+		return n, fmt.Errorf("joining gossip via %v: %w (firewall on the gossip port? the coordinator's key?)", addrs, err)
+	}
+	return n, nil
+}
+
+// SetTags publishes new state and step tags. It returns at once: the broadcast, which
+// can wait seconds for the pool, happens in the background and the newest tags win.
+func (m *Member) SetTags(t shared.Tags) error {
+	t.Kind, t.MachineID = shared.KindAgent, m.id
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	m.tagMu.Lock()
+	changed := m.current != t
+	m.current = t
+	m.tagMu.Unlock()
+	if changed {
+		select {
+		case m.tagWake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Tags returns the tags last asked for.
+func (m *Member) Tags() shared.Tags {
+	m.tagMu.Lock()
+	defer m.tagMu.Unlock()
+	return m.current
+}
+
+func (m *Member) applyTags(ctx context.Context) {
+	var applied map[string]string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.tagWake:
+		}
+		want := m.Tags().Map()
+		if applied != nil && mapsEqual(applied, want) {
+			continue
+		}
+		if err := m.serf.SetTags(want); err != nil {
+			// The local tags are set even when the broadcast timed out; gossip catches up.
+			m.log.Debug("gossip tag broadcast", "err", err)
+		}
+		applied = want
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Nudges delivers a value when a coordinator said this machine's plan changed. Several
+// nudges before the agent looks collapse into one.
+func (m *Member) Nudges() <-chan struct{} { return m.nudges }
+
+// readEvents drains Serf's channel (Serf blocks while it is full) and keeps only the
+// nudges; member events are the coordinators' business.
+func (m *Member) readEvents(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-m.events:
+			q, ok := ev.(*serf.Query)
+			if !ok || q.Name != QueryPlanChanged {
+				continue
+			}
+			m.log.Debug("plan-changed nudge", "from", q.SourceNode())
+			select {
+			case m.nudges <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Counts returns the number of pool members by status ("alive", "failed", ...).
+func (m *Member) Counts() map[string]int {
+	counts := map[string]int{}
+	for _, mem := range m.serf.Members() {
+		counts[mem.Status.String()]++
+	}
+	return counts
+}
+
+// CoordinatorsAlive counts the alive coordinators this member sees. Zero means the
+// agent should join again (after every coordinator restarted, say).
+func (m *Member) CoordinatorsAlive() int {
+	n := 0
+	for _, mem := range m.serf.Members() {
+		if mem.Status != serf.StatusAlive || mem.Name == string(m.id) {
+			continue
+		}
+		if t, err := shared.ParseTags(mem.Tags); err == nil && t.Kind == shared.KindCoordinator {
+			n++
+		}
+	}
+	return n
+}
+
+// Members lists the pool as this agent sees it, members with unusable tags left out.
+func (m *Member) Members() []shared.SerfMember {
+	var out []shared.SerfMember
+	for _, mem := range m.serf.Members() {
+		t, err := shared.ParseTags(mem.Tags)
+		if err != nil {
+			continue
+		}
+		out = append(out, shared.SerfMember{Name: mem.Name, Status: mem.Status.String(), Tags: t,
+			Addr: net.JoinHostPort(mem.Addr.String(), strconv.Itoa(int(mem.Port)))})
+	}
+	slices.SortFunc(out, func(a, b shared.SerfMember) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// LocalAddr is the advertised gossip host:port.
+func (m *Member) LocalAddr() string {
+	l := m.serf.LocalMember()
+	return net.JoinHostPort(l.Addr.String(), strconv.Itoa(int(l.Port)))
+}
+
+// Stopped is closed when gossip stopped, by Shutdown or on its own: Serf shuts a member
+// down when it loses a name conflict, i.e. another machine gossips with the same id.
+func (m *Member) Stopped() <-chan struct{} { return m.serf.ShutdownCh() }
+
+// Leave tells the pool this machine is going away on purpose (the coordinators record
+// "left", not "failed"). Call Shutdown afterwards.
+func (m *Member) Leave() error { return m.serf.Leave() }
+
+// Shutdown stops gossip. Without Leave first, the pool sees this machine fail.
+func (m *Member) Shutdown() error {
+	var err error
+	m.stopOnce.Do(func() {
+		err = m.serf.Shutdown()
+		m.stop()
+		m.done.Wait()
+	})
+	return err
+}
