@@ -60,8 +60,8 @@ func (s *Server) Members() shared.Members {
 			out.Raft = append(out.Raft, p)
 		}
 	}
-	if s.gossip != nil {
-		out.Serf = s.gossip.Members()
+	if p := s.pool(); p != nil {
+		out.Serf = p.Members()
 	}
 	return out
 }

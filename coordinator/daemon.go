@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/api"
+	"github.com/rivetmetal/rivet/coordinator/membership"
+	"github.com/rivetmetal/rivet/coordinator/netboot"
 )
 
 // DaemonConfig is a whole coordinator process: the server plus its listeners.
@@ -20,6 +22,11 @@ type DaemonConfig struct {
 	ImageDir string // OS images served under /v1/images/; default DATA_DIR/images
 	// Plan tunes the leader's planning pass (settle time, manager placement).
 	Plan PlanOptions
+	// GossipAddr is the Serf bind address (default ":7946"); "off" disables gossip.
+	GossipAddr string
+	// Netboot configures the boot services (proxyDHCP or DHCP, TFTP, HTTP boot); nil: off.
+	// The coordinator fills in the state-backed parts (Booter, API URLs, CA, token).
+	Netboot *netboot.Config
 	// Extra handlers mounted on the API mux (status pages, boot files).
 	Extra map[string]http.Handler
 	// Started is called once the API listens, with the server (tests and the lab use it).
@@ -70,20 +77,72 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 			return err
 		}
 	}
+	background := make(chan error, 2)
+	go func() { background <- s.runServices(ctx, dc) }()
 	if dc.Started != nil {
 		dc.Started(s)
 	}
 	select {
 	case <-ctx.Done():
+	case err := <-background:
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		<-ctx.Done()
 	case err := <-serveErr:
 		if !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("API server: %w", err)
 		}
 	}
+	if p := s.pool(); p != nil {
+		_ = p.(*membership.Pool).Leave()
+		_ = p.(*membership.Pool).Shutdown()
+	}
 	s.log.Info("coordinator shutting down")
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
 	_ = srv.Shutdown(shutdownCtx)
+	return nil
+}
+
+// runServices starts what needs the replicated cluster secrets: gossip (the key) and
+// the boot services (the CA fingerprint and enrolment token for the agent's kernel line).
+// It returns when ctx ends, or early with the error of a service that could not start.
+func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
+	if err := s.WaitReady(ctx); err != nil {
+		return nil // shutting down before the cluster was ready
+	}
+	if dc.GossipAddr != "off" {
+		if _, err := s.startGossip(ctx, orDefault(dc.GossipAddr, ":7946"), dc.APIAddr); err != nil {
+			return fmt.Errorf("gossip: %w", err)
+		}
+	} else if err := s.publishOwnRecord(ctx, dc.APIAddr); err != nil {
+		s.log.Warn("publishing addresses", "err", err)
+	}
+	if dc.Netboot == nil {
+		return nil
+	}
+	nb := *dc.Netboot
+	nb.Booter, nb.APIURLs, nb.CAFingerprint, nb.EnrolToken = s, s.APIURLs, s.CAFingerprint, s.EnrolToken
+	if nb.ServerIP == nil {
+		nb.ServerIP = net.ParseIP(s.cfg.Advertise)
+	}
+	if nb.BootDir == "" {
+		nb.BootDir = filepath.Join(s.cfg.DataDir, "boot")
+	}
+	if nb.Logger == nil {
+		nb.Logger = s.log.With("component", "netboot")
+	}
+	s.metrics.wireNetboot(&nb)
+	boot, err := netboot.NewServer(nb)
+	if err != nil {
+		return fmt.Errorf("boot services: %w", err)
+	}
+	s.log.Info("boot services starting", "mode", nb.Mode, "interface", nb.Interface, "http", nb.HTTPAddr, "dir", nb.BootDir)
+	if err := boot.Run(ctx); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("boot services: %w", err)
+	}
 	return nil
 }
 

@@ -51,8 +51,11 @@ func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.
 	if err := s.initCluster(ctx, apiAddr); err != nil {
 		s.log.Error("initialising the cluster failed", "err", err)
 	}
-	if err := s.publishSelf(ctx, apiAddr); err != nil {
+	if err := s.publishOwnRecord(ctx, apiAddr); err != nil {
 		s.log.Error("publishing this coordinator's addresses failed", "err", err)
+	}
+	if p := s.pool(); p != nil {
+		p.Reconcile() // replay what gossip knows: the old leader may have missed events
 	}
 	if planner == nil {
 		return
@@ -111,23 +114,6 @@ func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	}
 	s.log.Info("cluster initialised", "ca_fingerprint", fp, "operator_credentials", path)
 	return nil
-}
-
-// publishSelf records this coordinator's addresses if they changed, so followers know
-// where to forward and agents where to gossip.
-func (s *Server) publishSelf(ctx context.Context, apiAddr string) error {
-	want := state.Coordinator{ID: s.cfg.NodeID, RaftAddr: string(s.transport.LocalAddr()),
-		APIAddr: publicAddr(apiAddr, s.cfg.Advertise)}
-	if s.gossip != nil {
-		for _, a := range s.gossip.GossipAddrs() {
-			want.GossipAddr = a
-		}
-	}
-	if have, ok := s.store.Coordinator(s.cfg.NodeID); ok && have == want {
-		return nil
-	}
-	_, err := s.Apply(ctx, state.PutCoordinator{Coordinator: want})
-	return err
 }
 
 // Join adds a coordinator as a voter. Only the leader can; followers forward.

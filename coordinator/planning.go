@@ -52,6 +52,7 @@ func (s *Server) PlanFleet(ctx context.Context, opts PlanOptions) {
 			s.log.Warn("planning a machine failed", "machine", match.MachineID, "err", firstErr(err, res.Err))
 		} else if cmd.Plan != nil {
 			s.log.Info("machine planned", "machine", match.MachineID, "role", cmd.Role, "swarm", match.Swarm)
+			s.Nudge(match.MachineID)
 		}
 	}
 }

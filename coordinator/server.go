@@ -65,8 +65,9 @@ type Server struct {
 
 	// kick asks the leader loop to plan now (a machine registered, a role changed).
 	kick chan struct{}
-	// gossip is the Serf side, set by SetMembership; nil when gossip is off.
-	gossip Membership
+	// gossip is the Serf side, set once the gossip key has replicated; nil when off.
+	gossipMu sync.RWMutex
+	gossip   Membership
 
 	lastSeen sync.Map // machine id → time: liveness stays out of Raft
 }
@@ -75,7 +76,8 @@ type Server struct {
 type Membership interface {
 	Members() []shared.SerfMember
 	Nudge(ctx context.Context, id shared.MachineID) error
-	GossipAddrs() []string
+	LocalAddr() string
+	Reconcile() int
 }
 
 // New opens the Raft node (bootstrapping a new single-node cluster when the data
@@ -240,9 +242,6 @@ func (s *Server) Store() *state.Store { return s.store }
 // NodeID is this coordinator's id.
 func (s *Server) NodeID() string { return s.cfg.NodeID }
 
-// SetMembership attaches the gossip pool.
-func (s *Server) SetMembership(m Membership) { s.gossip = m }
-
 // Kick asks the leader loop to plan now.
 func (s *Server) Kick() {
 	select {
@@ -327,3 +326,16 @@ func (s *Server) WaitReady(ctx context.Context) error {
 
 // SeenAgent records that an agent spoke (in memory only: liveness never goes through Raft).
 func (s *Server) SeenAgent(id shared.MachineID) { s.lastSeen.Store(id, time.Now()) }
+
+// pool returns the gossip pool, or nil before it started or when gossip is off.
+func (s *Server) pool() Membership {
+	s.gossipMu.RLock()
+	defer s.gossipMu.RUnlock()
+	return s.gossip
+}
+
+func (s *Server) setPool(m Membership) {
+	s.gossipMu.Lock()
+	s.gossip = m
+	s.gossipMu.Unlock()
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/rivetmetal/rivet/coordinator/bench"
@@ -10,6 +11,8 @@ import (
 func runBench(ctx context.Context, env *Env, args []string) error {
 	return subcommand(ctx, env, "bench", args, map[string]command{
 		"store": {"committed writes/s and commit latency: Rivet 1 and 3 nodes vs a 3-member etcd", benchStore},
+		"image": {"image step MB/s vs curl | zstd -d | dd oflag=direct on the same loop device (root)", benchImage},
+		"boot":  {"TFTP vs tftpd-hpa, proxyDHCP vs dnsmasq, HTTP boot vs nginx (root)", benchBoot},
 	})
 }
 
@@ -26,4 +29,29 @@ func benchStore(ctx context.Context, env *Env, args []string) error {
 	}
 	_, err = bench.Store(ctx, env.Stdout, bench.StoreOptions{RivetBin: self, Writes: *writes, Clients: *clients})
 	return err
+}
+
+func benchImage(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "bench image", "rivet bench image")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return bench.Image(ctx, env.Stdout, bench.ImageOptions{})
+}
+
+func benchBoot(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "bench boot", "rivet bench boot")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := bench.TFTP(ctx, env.Stdout, bench.TFTPOptions{}); err != nil {
+		return fmt.Errorf("tftp: %w", err)
+	}
+	if err := bench.DHCP(ctx, env.Stdout, bench.DHCPOptions{}); err != nil {
+		return fmt.Errorf("proxydhcp: %w", err)
+	}
+	if err := bench.HTTP(ctx, env.Stdout, bench.HTTPOptions{}); err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
 }

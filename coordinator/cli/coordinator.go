@@ -30,6 +30,8 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.DurationVar(&dc.Plan.Settle, "plan-settle", 5*time.Second, "plan once no new machine was discovered for this long (a rack powering on is planned as one fleet)")
 	fs.DurationVar(&dc.Plan.MaxWait, "plan-max-wait", time.Minute, "plan at the latest this long after a machine was discovered")
 	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
+	fs.StringVar(&dc.GossipAddr, "gossip-addr", ":7946", "Serf gossip bind address (UDP and TCP); \"off\" disables gossip")
+	boot := bootFlags(fs)
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -44,6 +46,9 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		cfg.Join = strings.Split(*join, ",")
 	}
 	dc.Server = cfg
+	if dc.Netboot, err = boot.config(); err != nil {
+		return err
+	}
 	return coordinator.RunDaemon(ctx, dc)
 }
 

@@ -32,13 +32,14 @@ type Options struct {
 
 // Node is one coordinator process.
 type Node struct {
-	ID       string
-	DataDir  string
-	APIAddr  string
-	RaftAddr string
-	LogPath  string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	ID         string
+	DataDir    string
+	APIAddr    string
+	RaftAddr   string
+	GossipAddr string
+	LogPath    string
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // URL is the node's API base URL.
@@ -91,13 +92,15 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	c.mu.Lock()
 	idx := len(c.Nodes)
 	c.mu.Unlock()
-	ports, err := freePorts(2)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
+	// Fixed ports, kept across restarts, as on real machines.
 	n := &Node{ID: fmt.Sprintf("c%d", idx+1),
-		APIAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+		APIAddr:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		RaftAddr:   fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		GossipAddr: fmt.Sprintf("127.0.0.1:%d", ports[2])}
 	n.DataDir = filepath.Join(c.opts.Dir, n.ID)
 	n.LogPath = filepath.Join(c.opts.Dir, n.ID+".log")
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
@@ -120,7 +123,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 func (c *Cluster) launch(n *Node, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", "127.0.0.1",
-		"--fast-elections", "--log-format", "json"}
+		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr}
 	if join {
 		args = append(args, "--join", strings.Join(c.URLs(), ","), "--token", c.AdminToken,
 			"--ca-fingerprint", c.Fingerprint)

@@ -39,6 +39,9 @@ func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coo
 	dc.Server.DataDir, dc.Server.NodeID, dc.Server.Logger = dir, "solo", logger
 	dc.Server.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	dc.Server.FastElections = true
+	if dc.GossipAddr == "" {
+		dc.GossipAddr = "127.0.0.1:0"
+	}
 	dc.APIAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	dc.Started = func(s *coordinator.Server) { ready <- s }
 	go func() { p.done <- coordinator.RunDaemon(ctx, dc) }()
