@@ -13,7 +13,7 @@ import (
 // bootOptions are the coordinator's boot-service flags.
 type bootOptions struct {
 	mode, iface, dir, httpAddr, cmdline string
-	poolStart, poolEnd, router         string
+	poolStart, poolEnd, router          string
 }
 
 func bootFlags(fs *flag.FlagSet) *bootOptions {
