@@ -26,6 +26,8 @@ type Options struct {
 	Bin   string // path to the rivet binary
 	Dir   string // working directory: one data dir per node, and logs
 	Nodes int
+	// Host is the IP every coordinator listens on and advertises (default 127.0.0.1).
+	Host string
 	// ExtraArgs are passed to every `rivet coordinator`.
 	ExtraArgs []string
 }
@@ -73,6 +75,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Nodes < 1 {
 		opts.Nodes = 1
 	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
 	c := &Cluster{opts: opts}
 	if _, err := c.AddNode(ctx); err != nil {
 		c.Stop()
@@ -92,15 +97,15 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	c.mu.Lock()
 	idx := len(c.Nodes)
 	c.mu.Unlock()
-	ports, err := freePorts(3)
+	ports, err := freePorts(c.opts.Host, 3)
 	if err != nil {
 		return nil, err
 	}
 	// Fixed ports, kept across restarts, as on real machines.
 	n := &Node{ID: fmt.Sprintf("c%d", idx+1),
-		APIAddr:    fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		RaftAddr:   fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		GossipAddr: fmt.Sprintf("127.0.0.1:%d", ports[2])}
+		APIAddr:    net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[0])),
+		RaftAddr:   net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[1])),
+		GossipAddr: net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[2]))}
 	n.DataDir = filepath.Join(c.opts.Dir, n.ID)
 	n.LogPath = filepath.Join(c.opts.Dir, n.ID+".log")
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
@@ -122,7 +127,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 
 func (c *Cluster) launch(n *Node, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
-		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", "127.0.0.1",
+		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", c.opts.Host,
 		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr}
 	if join {
 		args = append(args, "--join", strings.Join(c.URLs(), ","), "--token", c.AdminToken,
@@ -305,7 +310,7 @@ func (c *Cluster) Logs() string {
 	return b.String()
 }
 
-func freePorts(n int) ([]int, error) {
+func freePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {
@@ -314,7 +319,7 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}

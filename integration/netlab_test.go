@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
+)
+
+// netLab is a LAN for agents: a bridge in its own network namespace, a veth from the
+// host (the coordinator listens on HostIP there), and one namespace per machine, each
+// with its own address. Everything is removed in t.Cleanup, also when the test fails.
+type netLab struct {
+	t      *testing.T
+	prefix string // e.g. "10.232.50"
+	tag    string // unique per run: keeps parallel tests and leftovers apart
+	lan    string // the bridge's namespace
+	HostIP string
+	hosts  []string
+}
+
+func newNetLab(t *testing.T, prefix string) *netLab {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "ip")
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	l := &netLab{t: t, prefix: prefix, tag: hex.EncodeToString(b), HostIP: prefix + ".1"}
+	l.lan = "rvtl" + l.tag
+	t.Cleanup(l.down)
+	l.ip("netns", "add", l.lan)
+	l.ip("-n", l.lan, "link", "set", "lo", "up")
+	l.ip("-n", l.lan, "link", "add", "br0", "type", "bridge")
+	l.ip("-n", l.lan, "link", "set", "br0", "up")
+	host := "rvth" + l.tag
+	l.ip("link", "add", host, "type", "veth", "peer", "name", "up0", "netns", l.lan)
+	l.ip("-n", l.lan, "link", "set", "up0", "master", "br0", "up")
+	l.ip("addr", "add", l.HostIP+"/24", "dev", host)
+	l.ip("link", "set", host, "up")
+	return l
+}
+
+// AddHost creates namespace number i with address prefix.(10+i) on the bridge and
+// returns its name and IP.
+func (l *netLab) AddHost(i int) (ns, ip string) {
+	ns = fmt.Sprintf("rvt%s-%d", l.tag, i)
+	ip = fmt.Sprintf("%s.%d", l.prefix, 10+i)
+	l.ip("netns", "add", ns)
+	l.hosts = append(l.hosts, ns)
+	l.ip("-n", ns, "link", "set", "lo", "up")
+	l.ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", fmt.Sprintf("p%d", i), "netns", l.lan)
+	l.ip("-n", l.lan, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
+	l.ip("-n", ns, "addr", "add", ip+"/24", "dev", "eth0")
+	l.ip("-n", ns, "link", "set", "eth0", "up")
+	return ns, ip
+}
+
+func (l *netLab) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// down removes every namespace (with their veths) and the host veth, and waits for the
+// kernel to finish: namespaces are destroyed asynchronously.
+func (l *netLab) down() {
+	for _, ns := range append(l.hosts, l.lan) {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	}
+	_ = exec.Command("ip", "link", "del", "rvth"+l.tag).Run()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("ip", "-br", "link").Output()
+		if !strings.Contains(string(out), "rvth"+l.tag) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), l.tag) {
+		l.t.Errorf("network namespaces left behind: %s", out)
+	}
+}
+
+func testenvLong(t *testing.T) { testenv.Long(t) }
