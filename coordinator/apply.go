@@ -90,9 +90,97 @@ type forwarder struct {
 	s      *Server
 	mu     sync.Mutex
 	client *http.Client // made once the cluster CA has replicated here
+	queue  chan *pending
 }
 
-func newForwarder(s *Server) *forwarder { return &forwarder{s: s} }
+// pending is one forwarded command waiting for its result.
+type pending struct {
+	data []byte
+	done chan forwardOutcome
+}
+
+type forwardOutcome struct {
+	res state.Result
+	err error
+}
+
+// forwardSenders is how many batches may be in flight to the leader at once. Under
+// load, commands queue while a batch travels, so batches grow by themselves: no timer.
+const (
+	forwardSenders  = 4
+	forwardMaxBatch = 256
+	// ForwardMaxBytes bounds one forwarded batch; the internal endpoint accepts twice that.
+	ForwardMaxBytes = 8 << 20
+)
+
+func newForwarder(s *Server) *forwarder {
+	f := &forwarder{s: s, queue: make(chan *pending, 4096)}
+	for range forwardSenders {
+		go f.sendLoop()
+	}
+	return f
+}
+
+// sendLoop takes a command, adds whatever else is already queued, and sends the batch.
+func (f *forwarder) sendLoop() {
+	for first := range f.queue {
+		batch, size := []*pending{first}, len(first.data)
+	fill:
+		for len(batch) < forwardMaxBatch && size < ForwardMaxBytes/2 {
+			select {
+			case p := <-f.queue:
+				batch = append(batch, p)
+				size += len(p.data)
+			default:
+				break fill
+			}
+		}
+		f.sendBatch(batch)
+	}
+}
+
+func (f *forwarder) sendBatch(batch []*pending) {
+	req := forwardBatch{Commands: make([][]byte, len(batch))}
+	for i, p := range batch {
+		req.Commands[i] = p.data
+	}
+	var out forwardBatchResult
+	ctx, cancel := context.WithTimeout(context.Background(), f.s.cfg.ApplyTimeout+5*time.Second)
+	defer cancel()
+	err := f.postJSON(ctx, shared.PathInternalApply, req, &out)
+	if err == nil && len(out.Results) != len(batch) {
+		err = fmt.Errorf("leader answered %d results for %d commands", len(out.Results), len(batch))
+	}
+	for i, p := range batch {
+		if err != nil {
+			p.done <- forwardOutcome{err: err}
+			continue
+		}
+		r := out.Results[i]
+		if r.Result.Err != nil {
+			r.Result.Err.Status = r.Status
+		}
+		var itemErr error
+		if r.Error != nil {
+			r.Error.Status = r.Status
+			itemErr = r.Error
+			if r.Status == http.StatusMisdirectedRequest || r.Status == http.StatusServiceUnavailable {
+				itemErr = fmt.Errorf("%w: %v", errRetry, r.Error)
+			}
+		}
+		p.done <- forwardOutcome{res: r.Result, err: itemErr}
+	}
+}
+
+// forwardBatch is what a follower sends the leader.
+type forwardBatch struct {
+	Commands [][]byte `json:"commands"`
+}
+
+// forwardBatchResult holds one outcome per command, in order.
+type forwardBatchResult struct {
+	Results []forwardedResult `json:"results"`
+}
 
 // leaderAPI returns the leader's API base URL, or errRetry while there is none.
 func (f *forwarder) leaderAPI() (string, error) {
@@ -134,20 +222,28 @@ func (f *forwarder) tlsClient() (*http.Client, error) {
 // forwardedResult carries a Result across the wire with its HTTP status (APIError's
 // Status is not part of its JSON).
 type forwardedResult struct {
-	Result state.Result `json:"result"`
-	Status int          `json:"status,omitempty"`
+	Result state.Result     `json:"result"`
+	Status int              `json:"status,omitempty"`
+	Error  *shared.APIError `json:"error,omitempty"` // the command was not applied
 }
 
+// apply queues a command for the leader and waits for its outcome.
 func (f *forwarder) apply(ctx context.Context, data []byte) (state.Result, error) {
-	var out forwardedResult
-	err := f.post(ctx, shared.PathInternalApply, "application/octet-stream", data, &out)
-	if err != nil {
+	if _, err := f.leaderAPI(); err != nil {
 		return state.Result{}, err
 	}
-	if out.Result.Err != nil {
-		out.Result.Err.Status = out.Status
+	p := &pending{data: data, done: make(chan forwardOutcome, 1)}
+	select {
+	case f.queue <- p:
+	case <-ctx.Done():
+		return state.Result{}, ctx.Err()
 	}
-	return out.Result, nil
+	select {
+	case out := <-p.done:
+		return out.res, out.err
+	case <-ctx.Done():
+		return state.Result{}, ctx.Err()
+	}
 }
 
 // post sends one request to the leader. Connection failures before the request was
@@ -189,22 +285,46 @@ func (f *forwarder) post(ctx context.Context, path, contentType string, body []b
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-// HandleInternalApply is the leader's side of forwarding: it applies a command a
-// follower sent. A node that is not the leader answers 421 so the follower asks again.
-func (s *Server) HandleInternalApply(ctx context.Context, data []byte) (forwardedResultJSON []byte, status int) {
+// HandleInternalApply is the leader's side of forwarding: it applies a batch of commands
+// a follower sent, concurrently, so Raft commits them together. A node that is not the
+// leader answers 421 so the follower asks again.
+func (s *Server) HandleInternalApply(ctx context.Context, body []byte) (resultJSON []byte, status int) {
 	if s.raft.State() != raft.Leader {
 		return nil, http.StatusMisdirectedRequest
 	}
+	var batch forwardBatch
+	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Commands) > forwardMaxBatch {
+		return nil, http.StatusBadRequest
+	}
+	out := forwardBatchResult{Results: make([]forwardedResult, len(batch.Commands))}
+	var wg sync.WaitGroup
+	for i, data := range batch.Commands {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out.Results[i] = s.applyForwarded(ctx, data)
+		}()
+	}
+	wg.Wait()
+	b, _ := json.Marshal(out)
+	return b, http.StatusOK
+}
+
+func (s *Server) applyForwarded(ctx context.Context, data []byte) forwardedResult {
+	if s.raft.State() != raft.Leader {
+		return forwardedResult{Status: http.StatusMisdirectedRequest,
+			Error: &shared.APIError{Code: shared.CodeNoLeader, Message: "no longer the leader"}}
+	}
 	res, err := s.ApplyEncoded(ctx, data)
 	if err != nil {
-		return nil, statusOr(err, http.StatusServiceUnavailable)
+		st := statusOr(err, http.StatusServiceUnavailable)
+		return forwardedResult{Status: st, Error: &shared.APIError{Code: shared.CodeNoLeader, Message: err.Error()}}
 	}
 	out := forwardedResult{Result: res}
 	if res.Err != nil {
 		out.Status = res.Err.Status
 	}
-	b, _ := json.Marshal(out)
-	return b, http.StatusOK
+	return out
 }
 
 func statusOr(err error, def int) int {

@@ -24,13 +24,10 @@ type PlanOptions struct {
 // one role it matches, with Swarm managers placed over the whole fleet, or a visible
 // reason why it has none (no role, or several). Nothing is guessed.
 func (s *Server) PlanFleet(ctx context.Context, opts PlanOptions) {
-	if s.store.CountByState()[shared.StateDiscovered] == 0 {
+	if !s.planDue(opts, time.Now()) {
 		return
 	}
 	machines := s.store.MachinesFull()
-	if !settled(machines, opts, time.Now()) {
-		return
-	}
 	roles := s.store.Roles()
 	byID := make(map[shared.MachineID]*shared.Machine, len(machines))
 	for _, m := range machines {
@@ -40,19 +37,27 @@ func (s *Server) PlanFleet(ctx context.Context, opts PlanOptions) {
 	for i := range roles {
 		byName[roles[i].Name] = &roles[i]
 	}
+	var batch state.SetPlans
 	for _, match := range planner.DryRun(roles, machines, opts.Placement) {
-		if ctx.Err() != nil {
-			return
-		}
 		cmd := s.planCommand(byID[match.MachineID], match, byName)
 		if cmd.Plan == nil && cmd.Unmatched == byID[match.MachineID].Unmatched {
 			continue // nothing new to say
 		}
-		if res, err := s.Apply(ctx, cmd); err != nil || res.Err != nil {
-			s.log.Warn("planning a machine failed", "machine", match.MachineID, "err", firstErr(err, res.Err))
-		} else if cmd.Plan != nil {
-			s.log.Info("machine planned", "machine", match.MachineID, "role", cmd.Role, "swarm", match.Swarm)
-			s.Nudge(match.MachineID)
+		batch.Plans = append(batch.Plans, cmd)
+	}
+	for len(batch.Plans) > 0 && ctx.Err() == nil {
+		// Chunks keep one log entry well under a megabyte.
+		chunk := state.SetPlans{Plans: batch.Plans[:min(len(batch.Plans), 200)]}
+		batch.Plans = batch.Plans[len(chunk.Plans):]
+		if res, err := s.Apply(ctx, chunk); err != nil || res.Err != nil {
+			s.log.Warn("recording a planning pass failed", "err", firstErr(err, res.Err))
+			return
+		}
+		for _, cmd := range chunk.Plans {
+			if cmd.Plan != nil {
+				s.log.Info("machine planned", "machine", cmd.ID, "role", cmd.Role)
+				s.Nudge(cmd.ID)
+			}
 		}
 	}
 }
@@ -88,23 +93,20 @@ func (d dryRunner) DryRun(roles []shared.Role, machines []*shared.Machine) []sha
 	return planner.DryRun(roles, machines, d.opts)
 }
 
-// settled reports whether discovery has been quiet for opts.Settle, or the oldest
-// discovered machine has waited opts.MaxWait.
-func settled(machines []*shared.Machine, opts PlanOptions, now time.Time) bool {
-	var newest, oldest time.Time
-	for _, m := range machines {
-		if m.State != shared.StateDiscovered || m.Unmatched != "" {
-			continue
-		}
-		if m.CreatedAt.After(newest) {
-			newest = m.CreatedAt
-		}
-		if oldest.IsZero() || m.CreatedAt.Before(oldest) {
-			oldest = m.CreatedAt
-		}
+// planDue decides cheaply, without copying machines, whether a planning pass is due:
+// new machines whose discovery has been quiet for opts.Settle (or waited opts.MaxWait),
+// or unmatched machines after a role changed. Machines already told why no role matches
+// are not re-planned on every tick.
+func (s *Server) planDue(opts PlanOptions, now time.Time) bool {
+	d := s.store.Discovery()
+	rolesVersion := s.store.RolesVersion()
+	rolesChanged := rolesVersion != s.plannedRoles.Load()
+	if d.Waiting == 0 && !(rolesChanged && d.Unmatched > 0) {
+		return false
 	}
-	if newest.IsZero() {
-		return true // only machines already told why they are unmatched: re-check them
+	if d.Waiting > 0 && now.Sub(d.Newest) < opts.Settle && (opts.MaxWait == 0 || now.Sub(d.Oldest) < opts.MaxWait) {
+		return false
 	}
-	return now.Sub(newest) >= opts.Settle || (opts.MaxWait > 0 && now.Sub(oldest) >= opts.MaxWait)
+	s.plannedRoles.Store(rolesVersion)
+	return true
 }

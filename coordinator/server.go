@@ -70,6 +70,8 @@ type Server struct {
 	gossip   Membership
 
 	lastSeen sync.Map // machine id → time: liveness stays out of Raft
+
+	plannedRoles atomicString // roles version of the last planning pass
 }
 
 // Membership is the gossip pool as the server needs it.
@@ -339,3 +341,13 @@ func (s *Server) setPool(m Membership) {
 	s.gossip = m
 	s.gossipMu.Unlock()
 }
+
+// atomicString is a string read and written atomically.
+type atomicString struct{ v atomic.Value }
+
+func (a *atomicString) Load() string {
+	s, _ := a.v.Load().(string)
+	return s
+}
+
+func (a *atomicString) Store(s string) { a.v.Store(s) }

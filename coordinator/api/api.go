@@ -160,12 +160,16 @@ func (w *statusWriter) Flush() {
 
 func (a *API) handle(pattern string, h handlerFunc, g guard) {
 	route := pattern
+	limit := int64(shared.MaxBody)
+	if pattern == "POST "+shared.PathInternalApply {
+		limit = 16 << 20 // a follower's batch of forwarded commands
+	}
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		p, err := a.authorize(r, g)
 		if err == nil {
-			r.Body = http.MaxBytesReader(sw, r.Body, shared.MaxBody)
+			r.Body = http.MaxBytesReader(sw, r.Body, limit)
 			err = h(sw, r, p)
 		}
 		if err != nil {

@@ -34,6 +34,7 @@ const (
 	TypeDeleteToken       Type = 14
 	TypeSwarmClaim        Type = 15
 	TypeSwarmReport       Type = 16
+	TypeSetPlans          Type = 17
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -71,6 +72,8 @@ func typeOf(body any) (Type, error) {
 		return TypeSwarmClaim, nil
 	case state.SwarmReport:
 		return TypeSwarmReport, nil
+	case state.SetPlans:
+		return TypeSetPlans, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", body)
 }
@@ -127,6 +130,8 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplySwarmClaim)
 	case TypeSwarmReport:
 		return apply(body, index, s.ApplySwarmReport)
+	case TypeSetPlans:
+		return apply(body, index, s.ApplySetPlans)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

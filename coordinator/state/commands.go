@@ -57,6 +57,12 @@ type SetPlan struct {
 	Time      time.Time        `json:"time"`
 }
 
+// SetPlans is a batch of planner verdicts, applied in order as one log entry: a
+// planning pass over a thousand machines costs one commit, not a thousand.
+type SetPlans struct {
+	Plans []SetPlan `json:"plans"`
+}
+
 // Report records a step's progress or result.
 type Report struct {
 	ID     shared.MachineID  `json:"id"`

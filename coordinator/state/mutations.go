@@ -142,6 +142,18 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 	})
 }
 
+// ApplySetPlans applies a batch of verdicts; each succeeds or fails on its own. The
+// result's Value counts the plans applied.
+func (s *Store) ApplySetPlans(c SetPlans, index uint64) Result {
+	applied := 0
+	for _, p := range c.Plans {
+		if res := s.ApplySetPlan(p, index); res.Err == nil && p.Plan != nil {
+			applied++
+		}
+	}
+	return Result{Value: fmt.Sprint(applied)}
+}
+
 // ApplyReport records a step's progress or result and moves the machine along.
 func (s *Store) ApplyReport(c Report, index uint64) Result {
 	return s.mutate(index, c.ID, func() Result {

@@ -344,11 +344,18 @@ func (s *Store) TokenGen(id shared.MachineID) uint64 {
 	return s.data.TokenGens[id]
 }
 
-// clone deep-copies a machine through JSON: simple, and machines are small.
+// clone copies a machine for a reader. Mutations replace Inventory, Plan, LastError,
+// MACs and step Progress wholesale and never change them in place, so those are shared;
+// Steps and Labels, which mutations do change in place, are copied.
 func clone(m *shared.Machine) *shared.Machine {
-	b, _ := json.Marshal(m)
-	var c shared.Machine
-	_ = json.Unmarshal(b, &c)
+	c := *m
+	c.Steps = append([]shared.StepState(nil), m.Steps...)
+	if m.Labels != nil {
+		c.Labels = make(map[string]string, len(m.Labels))
+		for k, v := range m.Labels {
+			c.Labels[k] = v
+		}
+	}
 	return &c
 }
 
@@ -357,4 +364,45 @@ func cloneRole(r *shared.Role) *shared.Role {
 	var c shared.Role
 	_ = json.Unmarshal(b, &c)
 	return &c
+}
+
+// Discovery summarises the machines waiting for a plan, without copying them: the
+// planner uses it to decide cheaply whether a planning pass is due.
+type Discovery struct {
+	Waiting        int       // discovered and not yet told why they are unmatched
+	Unmatched      int       // discovered, told why no role matches
+	Newest, Oldest time.Time // CreatedAt of the waiting machines
+}
+
+// Discovery returns the current discovery summary.
+func (s *Store) Discovery() Discovery {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var d Discovery
+	for _, m := range s.data.Machines {
+		if m.State != shared.StateDiscovered {
+			continue
+		}
+		if m.Unmatched != "" {
+			d.Unmatched++
+			continue
+		}
+		d.Waiting++
+		if m.CreatedAt.After(d.Newest) {
+			d.Newest = m.CreatedAt
+		}
+		if d.Oldest.IsZero() || m.CreatedAt.Before(d.Oldest) {
+			d.Oldest = m.CreatedAt
+		}
+	}
+	return d
+}
+
+// RolesVersion is a digest of the roles: it changes whenever a role does.
+func (s *Store) RolesVersion() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	b, _ := json.Marshal(s.data.Roles)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }
