@@ -2,8 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/pki"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -85,15 +84,15 @@ func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	if err != nil {
 		return err
 	}
-	gossipKey := make([]byte, 32)
-	if _, err := rand.Read(gossipKey); err != nil {
+	gossipKey, err := gossip.GenerateKey()
+	if err != nil {
 		return err
 	}
 	admin, adminSecret := auth.NewToken("admin", shared.TokenAdmin, now)
 	enrol, enrolSecret := auth.NewToken("default-enrol", shared.TokenEnrol, now)
 	cmd := state.InitCluster{
 		Cluster: state.Cluster{CACertPEM: ca.CertPEM, CAKeyPEM: ca.KeyPEM,
-			GossipKey:   base64.StdEncoding.EncodeToString(gossipKey),
+			GossipKey:   gossipKey,
 			TokenSecret: auth.NewSecret(32), EnrolToken: enrolSecret, CreatedAt: now},
 		AdminToken: admin, EnrolToken: enrol,
 	}

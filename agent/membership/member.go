@@ -5,7 +5,6 @@ package membership
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,12 +17,9 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
 )
-
-// QueryPlanChanged is the Serf query a coordinator sends to one agent when its plan
-// changed (the coordinator side sends the same name).
-const QueryPlanChanged = "rivet-plan-changed"
 
 // DefaultBindAddr is where the agent gossips unless configured otherwise.
 const DefaultBindAddr = "0.0.0.0:7946"
@@ -97,7 +93,7 @@ func Start(cfg Config) (*Member, error) {
 }
 
 func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
-	key, err := decodeKey(cfg.Key)
+	key, err := gossip.DecodeKey(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -123,26 +119,14 @@ func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
 	if ml.DeadNodeReclaimTime == 0 {
 		ml.DeadNodeReclaimTime = 30 * time.Second
 	}
-	ml.Logger = serfLogger(logger.With("subsystem", "memberlist"))
+	ml.Logger = gossip.Logger(logger.With("subsystem", "memberlist"))
 
 	conf := serf.DefaultConfig()
 	conf.NodeName = string(cfg.ID)
 	conf.MemberlistConfig = ml
-	conf.Logger = serfLogger(logger.With("subsystem", "serf"))
+	conf.Logger = gossip.Logger(logger.With("subsystem", "serf"))
 	conf.LogOutput = nil
 	return conf, nil
-}
-
-// decodeKey checks the base64 AES-256 key without ever echoing it.
-func decodeKey(encoded string) ([]byte, error) {
-	if encoded == "" {
-		return nil, fmt.Errorf("the coordinator sent no gossip key; the pool is always encrypted")
-	}
-	key, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil || len(key) != 32 {
-		return nil, fmt.Errorf("the coordinator's gossip key is not 32 base64-encoded bytes")
-	}
-	return key, nil
 }
 
 func splitHostPort(hostport string) (string, int, error) {
@@ -253,7 +237,7 @@ func (m *Member) readEvents(ctx context.Context) {
 			return
 		case ev := <-m.events:
 			q, ok := ev.(*serf.Query)
-			if !ok || q.Name != QueryPlanChanged {
+			if !ok || q.Name != gossip.QueryPlanChanged {
 				continue
 			}
 			m.log.Debug("plan-changed nudge", "from", q.SourceNode())

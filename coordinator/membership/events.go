@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -236,7 +237,7 @@ func (p *Pool) Nudge(ctx context.Context, id shared.MachineID) error {
 	if !p.aliveAgent(id) {
 		return ErrNotMember
 	}
-	resp, err := p.serf.Query(QueryPlanChanged, nil, &serf.QueryParam{
+	resp, err := p.serf.Query(gossip.QueryPlanChanged, nil, &serf.QueryParam{
 		FilterNodes: []string{string(id)}, // agents are named by machine id
 		RequestAck:  true,
 	})

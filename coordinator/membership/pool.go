@@ -28,12 +28,9 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
+	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
 )
-
-// QueryPlanChanged is the Serf query that tells one agent to fetch its plan now rather
-// than at its next poll. The agent side answers to the same name.
-const QueryPlanChanged = "rivet-plan-changed"
 
 // DefaultBindAddr is where the pool listens (UDP and TCP) unless told otherwise.
 const DefaultBindAddr = "0.0.0.0:7946"
@@ -133,7 +130,7 @@ func Start(cfg Config) (*Pool, error) {
 // serfConfig builds the Serf configuration shared by every coordinator: LAN failure
 // detection (memberlist.DefaultLANConfig), encryption enforced both ways.
 func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
-	key, err := DecodeKey(cfg.Key)
+	key, err := gossip.DecodeKey(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -162,12 +159,12 @@ func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
 	if ml.DeadNodeReclaimTime == 0 {
 		ml.DeadNodeReclaimTime = 30 * time.Second
 	}
-	ml.Logger = serfLogger(logger.With("subsystem", "memberlist"))
+	ml.Logger = gossip.Logger(logger.With("subsystem", "memberlist"))
 
 	conf := serf.DefaultConfig()
 	conf.NodeName = cfg.NodeName
 	conf.MemberlistConfig = ml
-	conf.Logger = serfLogger(logger.With("subsystem", "serf"))
+	conf.Logger = gossip.Logger(logger.With("subsystem", "serf"))
 	conf.LogOutput = nil
 	conf.SnapshotPath = cfg.SnapshotPath
 	conf.RejoinAfterLeave = true // a restarted coordinator comes back even after a clean stop

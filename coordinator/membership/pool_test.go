@@ -20,6 +20,7 @@ import (
 
 	agentmember "github.com/rivetmetal/rivet/agent/membership"
 	"github.com/rivetmetal/rivet/coordinator/membership"
+	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -96,7 +97,7 @@ func (r *recorder) callsFor(id shared.MachineID) []call {
 
 func newKey(t *testing.T) string {
 	t.Helper()
-	key, err := membership.GenerateKey()
+	key, err := gossip.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +362,7 @@ func TestMembersWithBadTagsAreIgnoredAndLoggedOnce(t *testing.T) {
 	var logs syncBuffer
 	pool := startPool(t, "coord-1", key, rec, slog.New(slog.NewTextHandler(&logs, nil)))
 
-	raw, err := membership.DecodeKey(key)
+	raw, err := gossip.DecodeKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,8 +460,8 @@ func contains(list []string, s string) bool {
 
 func TestKeys(t *testing.T) {
 	key := newKey(t)
-	raw, err := membership.DecodeKey(key)
-	if err != nil || len(raw) != membership.KeySize {
+	raw, err := gossip.DecodeKey(key)
+	if err != nil || len(raw) != gossip.KeySize {
 		t.Fatalf("DecodeKey(GenerateKey()) = %d bytes, %v", len(raw), err)
 	}
 	if other := newKey(t); other == key {
@@ -468,7 +469,7 @@ func TestKeys(t *testing.T) {
 	}
 	short := "c2hvcnQta2V5" // "short-key"
 	for _, bad := range []string{"", "not base64!", short} {
-		_, err := membership.DecodeKey(bad)
+		_, err := gossip.DecodeKey(bad)
 		if err == nil {
 			t.Errorf("DecodeKey(%q) accepted", bad)
 			continue

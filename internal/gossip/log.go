@@ -1,4 +1,4 @@
-package membership
+package gossip
 
 import (
 	"bytes"
@@ -8,10 +8,10 @@ import (
 	"strings"
 )
 
-// serfLogger adapts Serf and memberlist, which log "[LEVEL] subsystem: message" lines
+// Logger adapts Serf and memberlist, which log "[LEVEL] subsystem: message" lines
 // to a *log.Logger, onto slog, keeping their levels: memberlist is chatty at DEBUG and
 // an operator wants its WARN and ERR lines among Rivet's own.
-func serfLogger(l *slog.Logger) *log.Logger {
+func Logger(l *slog.Logger) *log.Logger {
 	return log.New(&levelWriter{log: l}, "", 0)
 }
 
