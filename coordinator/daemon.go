@@ -27,6 +27,8 @@ type DaemonConfig struct {
 	// Netboot configures the boot services (proxyDHCP or DHCP, TFTP, HTTP boot); nil: off.
 	// The coordinator fills in the state-backed parts (Booter, API URLs, CA, token).
 	Netboot *netboot.Config
+	// Pprof serves /debug/pprof/ to admin tokens.
+	Pprof bool
 	// Extra handlers mounted on the API mux (status pages, boot files).
 	Extra map[string]http.Handler
 	// Started is called once the API listens, with the server (tests and the lab use it).
@@ -58,7 +60,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 		dc.ImageDir = filepath.Join(s.cfg.DataDir, "images")
 	}
 	handler := api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement}, ImageDir: dc.ImageDir,
-		Logger: s.log, Registry: s.cfg.Registry, Extra: dc.Extra})
+		Logger: s.log, Registry: s.cfg.Registry, Extra: dc.Extra, Pprof: dc.Pprof})
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)

@@ -69,8 +69,17 @@ func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.
 		case <-tick.C:
 		case <-s.kick:
 		}
+		// A pass reads the whole fleet: space them out whatever the kicks.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minPlanInterval):
+		}
 	}
 }
+
+// minPlanInterval is the least time between two planning passes.
+const minPlanInterval = 500 * time.Millisecond
 
 // initCluster creates the CA, the gossip key, the token secret and the first admin and
 // enrolment tokens, once per cluster. The admin token's secret exists only in

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,8 @@ type Config struct {
 	ImageDir string  // OS images served under /v1/images/
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Pprof mounts Go's profiler at /debug/pprof/ for admin tokens.
+	Pprof bool
 	// Extra mounts more handlers on the same mux (status pages, boot files).
 	Extra map[string]http.Handler
 }
@@ -75,6 +78,9 @@ func New(cfg Config) *API {
 		a.mux.Handle("GET "+shared.PathMetrics, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
 	a.routes()
+	if cfg.Pprof {
+		a.handle("GET /debug/pprof/{name...}", a.pprof, allow(auth.KindAdmin))
+	}
 	for pattern, h := range cfg.Extra {
 		a.mux.Handle(pattern, h)
 	}
@@ -242,6 +248,21 @@ func applied(res state.Result, err error) error {
 	}
 	if res.Err != nil {
 		return res.Err
+	}
+	return nil
+}
+
+// pprof serves Go's profiles to admins (off unless --debug-pprof).
+func (a *API) pprof(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	switch name := r.PathValue("name"); name {
+	case "profile":
+		pprof.Profile(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	case "":
+		pprof.Index(w, r)
+	default:
+		pprof.Handler(name).ServeHTTP(w, r)
 	}
 	return nil
 }

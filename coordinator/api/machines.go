@@ -35,7 +35,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 		return err
 	}
 	a.b.SeenAgent(ident.ID)
-	a.b.Kick()
+	// No planner kick: the leader plans once discovery settles, on its own ticker.
 	secret := st.Cluster().TokenSecret
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
 		Machine:      *res.Machine,

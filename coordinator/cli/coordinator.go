@@ -32,6 +32,7 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
 	fs.StringVar(&dc.GossipAddr, "gossip-addr", ":7946", "Serf gossip bind address (UDP and TCP); \"off\" disables gossip")
 	boot := bootFlags(fs)
+	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
