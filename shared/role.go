@@ -7,7 +7,9 @@ import (
 )
 
 // Role says which machines it wants (Selector), where and what to install (InstallDisk,
-// Image) and what part they play in the Swarm. Roles are written as YAML or JSON.
+// Image) and what part they play in the Swarm. Roles are written as YAML or JSON. A role
+// with neither install_disk nor image adopts hosts that already run their OS (the agent
+// under systemd): their plan has only the Swarm step.
 type Role struct {
 	Name        string    `json:"name"`
 	Description string    `json:"description,omitempty"`
@@ -98,11 +100,13 @@ func (r *Role) Validate() error {
 	if err := r.Selector.Validate(); err != nil {
 		return fmt.Errorf("role %s: selector: %w", r.Name, err)
 	}
-	if err := r.InstallDisk.Validate(); err != nil {
-		return fmt.Errorf("role %s: install_disk: %w", r.Name, err)
-	}
-	if err := r.Image.Validate(); err != nil {
-		return fmt.Errorf("role %s: image: %w", r.Name, err)
+	if r.Installs() || r.InstallDisk != (DiskRule{}) {
+		if err := r.InstallDisk.Validate(); err != nil {
+			return fmt.Errorf("role %s: install_disk: %w", r.Name, err)
+		}
+		if err := r.Image.Validate(); err != nil {
+			return fmt.Errorf("role %s: image: %w (a role that installs needs both install_disk and image)", r.Name, err)
+		}
 	}
 	switch r.Swarm.Role {
 	case SwarmManager, SwarmWorker, SwarmAuto, SwarmNone:
@@ -113,6 +117,9 @@ func (r *Role) Validate() error {
 	}
 	return nil
 }
+
+// Installs reports whether the role installs an OS; false adopts hosts as they are.
+func (r *Role) Installs() bool { return r.Image != (ImageSpec{}) }
 
 // Validate checks the selector's values.
 func (s *Selector) Validate() error {

@@ -46,6 +46,7 @@ type Config struct {
 	Labels          map[string]string `json:"labels,omitempty"`
 	StateDir        string            `json:"state_dir,omitempty"`
 	SystemUUID      string            `json:"system_uuid,omitempty"` // overrides a bogus DMI UUID
+	DockerHost      string            `json:"docker_host,omitempty"` // the node's dockerd; default the local socket
 	GossipBind      string            `json:"gossip_bind,omitempty"` // host:port
 	GossipAdvertise string            `json:"gossip_advertise,omitempty"`
 	MetricsAddr     string            `json:"metrics_addr,omitempty"` // host:port, or "off"
@@ -135,6 +136,7 @@ func merge(base, over Config) Config {
 	}
 	set(&out.StateDir, over.StateDir)
 	set(&out.SystemUUID, over.SystemUUID)
+	set(&out.DockerHost, over.DockerHost)
 	set(&out.GossipBind, over.GossipBind)
 	set(&out.GossipAdvertise, over.GossipAdvertise)
 	set(&out.MetricsAddr, over.MetricsAddr)

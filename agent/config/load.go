@@ -32,6 +32,7 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	fs.StringVar(&f.layer.EnrolTokenFile, "token-file", "", "file holding the enrolment token")
 	fs.Var((*labelFlag)(&f.layer.Labels), "label", "label key=value for role selectors (repeatable)")
 	fs.StringVar(&f.layer.StateDir, "state-dir", "", "where the machine token is kept (default "+DefaultStateDir+")")
+	fs.StringVar(&f.layer.DockerHost, "docker-host", "", "the node's dockerd for the swarm step (default unix:///var/run/docker.sock)")
 	fs.StringVar(&f.layer.SystemUUID, "system-uuid", "", "use this system UUID instead of the firmware's (boards with a bogus DMI UUID)")
 	fs.StringVar(&f.layer.GossipBind, "gossip-bind", "", "gossip listen host:port (default "+DefaultGossipBind+")")
 	fs.StringVar(&f.layer.GossipAdvertise, "gossip-advertise", "", "IP (or ip:port) the coordinators reach this agent at (default: the address facing the coordinator)")

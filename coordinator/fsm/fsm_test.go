@@ -230,3 +230,20 @@ func mustMAC(s string) []byte {
 	}
 	return hw
 }
+
+// TestRoleThatInstallsNothingAdoptsTheHost: a plan with only disk-phase steps skips the
+// install: the machine is installed at once and boots from its disk.
+func TestRoleThatInstallsNothingAdoptsTheHost(t *testing.T) {
+	h := newHarness(t)
+	register(h)
+	plan := &shared.Plan{MachineID: id, Role: "swarm-host", Generation: 1, Steps: []shared.Step{
+		{Name: "swarm", Kind: shared.StepSwarm, Phase: shared.PhaseDisk, Swarm: &shared.SwarmStep{Role: shared.SwarmWorker}},
+	}}
+	m := h.ok(state.SetPlan{ID: id, Role: "swarm-host", Plan: plan, Time: t0})
+	if m.State != shared.StateInstalled || m.Boot != shared.BootDisk {
+		t.Fatalf("adopted host: %s boot %s, want installed boot disk", m.State, m.Boot)
+	}
+	if m = report(h, "swarm", shared.StepSucceeded); m.State != shared.StateReady {
+		t.Fatalf("after the swarm step: %s, want ready", m.State)
+	}
+}

@@ -20,7 +20,8 @@ const (
 // write the image, make the next network boot fall through to the disk, reboot; then, on
 // the installed OS, take its part in the Swarm. swarmRole is the placement's verdict
 // (manager or worker) and is needed only when the role's swarm part is auto; a role with
-// swarm none gets no swarm step.
+// swarm none gets no swarm step. A role that installs nothing adopts the host as it is:
+// its plan is the swarm step alone.
 func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole string) (*shared.Plan, error) {
 	if err := m.ID.Validate(); err != nil {
 		return nil, err
@@ -32,11 +33,24 @@ func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole str
 	if err != nil {
 		return nil, fmt.Errorf("machine %s: %w", m.ID, err)
 	}
+	steps, err := installSteps(m, role)
+	if err != nil {
+		return nil, err
+	}
+	return finishPlan(m, role, generation, swarmStepFor(steps, swarm))
+}
+
+// installSteps are the RAM-phase steps that install the role's image; none for a role
+// that adopts hosts already running their OS.
+func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {
+	if !role.Installs() {
+		return nil, nil
+	}
 	target, err := InstallDisk(role.InstallDisk, m.Inventory)
 	if err != nil {
 		return nil, fmt.Errorf("machine %s, role %s: %w", m.ID, role.Name, err)
 	}
-	steps := []shared.Step{
+	return []shared.Step{
 		{Name: StepNameDisk, Kind: shared.StepDisk, Phase: shared.PhaseRAM,
 			Disk: &shared.DiskStep{Target: target, GPT: true}},
 		{Name: StepNameImage, Kind: shared.StepImage, Phase: shared.PhaseRAM,
@@ -45,13 +59,21 @@ func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole str
 			BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: StepNameReboot, Kind: shared.StepReboot, Phase: shared.PhaseRAM,
 			Reboot: &shared.RebootStep{}},
-	}
+	}, nil
+}
+
+// swarmStepFor appends the swarm step when the role has a swarm part.
+func swarmStepFor(steps []shared.Step, swarm string) []shared.Step {
 	if swarm != "" {
 		// No advertise address: the installed OS may not keep the RAM agent's address. The
 		// agent knows its own address when the step runs.
 		steps = append(steps, shared.Step{Name: StepNameSwarm, Kind: shared.StepSwarm, Phase: shared.PhaseDisk,
 			Swarm: &shared.SwarmStep{Role: swarm}})
 	}
+	return steps
+}
+
+func finishPlan(m *shared.Machine, role *shared.Role, generation uint64, steps []shared.Step) (*shared.Plan, error) {
 	p := &shared.Plan{MachineID: m.ID, Role: role.Name, Generation: generation, Steps: steps}
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("machine %s: planner built an invalid plan (a bug): %w", m.ID, err)

@@ -137,6 +137,12 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 		s.event(index, c.Time, c.ID, shared.EventPlan,
 			fmt.Sprintf("planned: role %s, generation %d, %d steps", c.Role, c.Plan.Generation, len(c.Plan.Steps)))
 		s.setState(index, c.Time, m, shared.StatePlanned, "matched role "+c.Role)
+		if !hasPhase(c.Plan, shared.PhaseRAM) {
+			// Nothing to install: the host already runs its OS (the agent under systemd).
+			m.Boot = shared.BootDisk
+			s.setState(index, c.Time, m, shared.StateInstalled, "role installs nothing: the host keeps its OS")
+			s.finishIfDone(index, c.Time, m)
+		}
 		m.UpdatedAt = c.Time
 		return Result{Machine: clone(m)}
 	})
@@ -467,6 +473,15 @@ func planGen(m *shared.Machine) string {
 		return "not set"
 	}
 	return fmt.Sprintf("generation %d", m.Plan.Generation)
+}
+
+func hasPhase(p *shared.Plan, phase shared.Phase) bool {
+	for _, st := range p.Steps {
+		if st.Phase == phase {
+			return true
+		}
+	}
+	return false
 }
 
 func stepIndex(p *shared.Plan, name string) int {

@@ -19,7 +19,7 @@ import (
 // image step streams through it, bootcfg records the next boot with it, the swarm step
 // fetches its join token with it. A kind without an executor is reported by the runner
 // as a failed step, visibly.
-func executors(id shared.MachineID, client *shared.Client, mode, advertise string, leaveGossip func(), log *slog.Logger) map[shared.StepKind]step.Executor {
+func executors(id shared.MachineID, client *shared.Client, mode, advertise, dockerHost string, leaveGossip func(), log *slog.Logger) map[shared.StepKind]step.Executor {
 	ex := map[shared.StepKind]step.Executor{
 		shared.StepDisk:    &disk.Executor{Logger: log.With("step", "disk")},
 		shared.StepImage:   &image.Executor{Source: client, Logger: log.With("step", "image")},
@@ -31,7 +31,7 @@ func executors(id shared.MachineID, client *shared.Client, mode, advertise strin
 			return rebootMachine(mode)
 		}},
 	}
-	sw, err := swarm.New(swarm.Config{MachineID: id, Coordinator: client, AdvertiseAddr: advertise,
+	sw, err := swarm.New(swarm.Config{MachineID: id, Coordinator: client, AdvertiseAddr: advertise, DockerHost: dockerHost,
 		Logger: log.With("step", "swarm")})
 	if err != nil {
 		log.Error("swarm executor unavailable", "err", err)

@@ -1,0 +1,231 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/integration/swarmlab"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+const swarmRole = `
+name: swarm-host
+description: hosts that already run Debian with dockerd; Rivet only forms the Swarm
+selector: {labels: {pool: swarm}}
+swarm: {role: auto}
+`
+
+// TestAgentsFormASwarm is issue 4's Swarm proof on real parts: five real dockerd
+// instances in their own namespaces, a service-mode agent beside each, one coordinator.
+// The role gives 3 managers over 3 racks and 2 workers; `docker node ls` on a manager
+// shows all five Ready with those roles; restarting an agent does not rejoin or
+// duplicate; no join token appears in any log or API answer.
+func TestAgentsFormASwarm(t *testing.T) {
+	testenvLong(t)
+	lab := swarmlab.Up(t, 5, swarmlab.Config{Subnet: "10.232.60.0/24"})
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
+		Nodes: 1, Host: lab.HostIP.String(), ExtraArgs: []string{"--plan-settle", "2s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	admin := cluster.Client()
+	roles, err := shared.ParseRoles([]byte(swarmRole))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
+		t.Fatal(err)
+	}
+
+	racks := []string{"r1", "r2", "r3", "r1", "r2"}
+	agents := make([]*exec.Cmd, len(lab.Nodes))
+	logs := make([]string, len(lab.Nodes))
+	start := func(i int) {
+		n := lab.Nodes[i]
+		stateDir := filepath.Join(dir, fmt.Sprintf("agent%d", i))
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.WriteFile(filepath.Join(stateDir, "none.yaml"), nil, 0o600)
+		logs[i] = filepath.Join(dir, fmt.Sprintf("agent%d.log", i))
+		logf, err := os.OpenFile(logs[i], os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := n.Command(ctx, bin("rivet-agent"), "run", "--mode", "service", "--config", filepath.Join(stateDir, "none.yaml"),
+			"--server", cluster.Nodes[0].URL(), "--ca-fingerprint", cluster.Fingerprint, "--token", cluster.EnrolToken,
+			"--state-dir", stateDir, "--system-uuid", fmt.Sprintf("5a4a0000-0000-4000-8000-%012d", i),
+			"--gossip-bind", n.IP.String()+":7946", "--docker-host", n.DockerHost(), "--metrics-addr", "off",
+			"--poll-interval", "2s", "--label", "pool=swarm", "--label", "rack="+racks[i], "--log-format", "json")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		agents[i] = cmd
+		go func() { _ = cmd.Wait(); logf.Close() }()
+	}
+	stop := func(i int) {
+		if agents[i] != nil && agents[i].Process != nil {
+			_ = agents[i].Process.Kill()
+			for range 100 {
+				if agents[i].ProcessState != nil || syscall.Kill(agents[i].Process.Pid, 0) != nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for i := range agents {
+			stop(i)
+		}
+		if t.Failed() {
+			for i := range logs {
+				data, _ := os.ReadFile(logs[i])
+				t.Logf("agent %d log:\n%s", i, tail(string(data), 2500))
+			}
+			t.Logf("coordinator log:\n%s", tail(cluster.Logs(), 4000))
+		}
+	})
+	began := time.Now()
+	for i := range lab.Nodes {
+		start(i)
+	}
+
+	byIP := waitFor(t, ctx, 4*time.Minute, "five machines ready", func() (map[string]*shared.Machine, error) {
+		ms, err := admin.Machines(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(ms) != len(lab.Nodes) {
+			return nil, fmt.Errorf("%d machines registered", len(ms))
+		}
+		out := map[string]*shared.Machine{}
+		for _, s := range ms {
+			if s.State != shared.StateReady {
+				return nil, fmt.Errorf("%s is %s (step %q, %s)", s.ID, s.State, s.Step, s.Error)
+			}
+			m, err := admin.Machine(ctx, s.ID)
+			if err != nil {
+				return nil, err
+			}
+			out[m.Addr] = m
+		}
+		return out, nil
+	})
+	fmt.Printf("rivet-figure: swarm nodes=5 agents_start_to_all_ready_s=%.1f\n", time.Since(began).Seconds())
+
+	wantManager := map[string]bool{}
+	managerRacks := map[string]int{}
+	for _, n := range lab.Nodes {
+		m := byIP[n.IP.String()]
+		if m == nil {
+			t.Fatalf("no machine registered from %s", n.IP)
+		}
+		role := m.Plan.Steps[len(m.Plan.Steps)-1].Swarm.Role
+		wantManager[n.Name] = role == shared.SwarmManager
+		if role == shared.SwarmManager {
+			managerRacks[m.Labels["rack"]]++
+		}
+	}
+	if len(managerRacks) != 3 {
+		t.Fatalf("managers per rack %v, want one in each of 3 racks", managerRacks)
+	}
+	var manager *swarmlab.Node
+	for _, n := range lab.Nodes {
+		if wantManager[n.Name] {
+			manager = n
+			break
+		}
+	}
+	nodes := nodeList(ctx, t, manager)
+	if len(nodes) != 5 {
+		t.Fatalf("docker node ls shows %d nodes, want 5", len(nodes))
+	}
+	for _, node := range nodes {
+		isManager := node.ManagerStatus != nil
+		if node.Status.State != swarm.NodeStateReady || isManager != wantManager[node.Description.Hostname] {
+			t.Fatalf("node %s: state %s manager %v, want ready manager %v", node.Description.Hostname,
+				node.Status.State, isManager, wantManager[node.Description.Hostname])
+		}
+	}
+
+	// Restart one agent: it registers again, finds its swarm step done, joins nothing.
+	victim := 3
+	before := byIP[lab.Nodes[victim].IP.String()]
+	stop(victim)
+	start(victim)
+	waitFor(t, ctx, time.Minute, "the restarted agent to register again", func() (bool, error) {
+		evs, err := admin.Events(ctx, before.ID)
+		if err != nil {
+			return false, err
+		}
+		n := 0
+		for _, e := range evs {
+			if e.Kind == shared.EventRegistered {
+				n++
+			}
+		}
+		if n < 2 {
+			return false, fmt.Errorf("%d registrations", n)
+		}
+		return true, nil
+	})
+	after, err := admin.Machine(ctx, before.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.State != shared.StateReady || after.SwarmNodeID != before.SwarmNodeID {
+		t.Fatalf("after an agent restart: %s, swarm node %s (was %s)", after.State, after.SwarmNodeID, before.SwarmNodeID)
+	}
+	if got := len(nodeList(ctx, t, manager)); got != 5 {
+		t.Fatalf("after an agent restart docker node ls shows %d nodes, want 5", got)
+	}
+
+	// No join token anywhere: agent logs, coordinator logs, dockerd logs, API answers.
+	var haystack strings.Builder
+	for i := range logs {
+		data, _ := os.ReadFile(logs[i])
+		haystack.Write(data)
+	}
+	haystack.WriteString(cluster.Logs())
+	for _, n := range lab.Nodes {
+		haystack.WriteString(n.Log())
+	}
+	for _, m := range byIP {
+		full, err := admin.Machine(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&haystack, "%+v", *full)
+	}
+	ms, _ := admin.Machines(ctx)
+	fmt.Fprintf(&haystack, "%+v", ms)
+	if strings.Contains(haystack.String(), "SWMTKN-") {
+		t.Fatal("a swarm join token appears in a log or an API answer")
+	}
+}
+
+func nodeList(ctx context.Context, t *testing.T, n *swarmlab.Node) []swarm.Node {
+	t.Helper()
+	nodes, err := n.Client(t).NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodes
+}
