@@ -1,0 +1,207 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/agent/step"
+	"github.com/rivetmetal/rivet/agent/step/bootcfg"
+	"github.com/rivetmetal/rivet/agent/step/disk"
+	"github.com/rivetmetal/rivet/agent/step/disk/disktest"
+	"github.com/rivetmetal/rivet/agent/step/image"
+	"github.com/rivetmetal/rivet/agent/step/image/imagetest"
+	"github.com/rivetmetal/rivet/agent/step/reboot"
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// TestCoordinatorPlansAndServesAnImageOntoALoopDisk is issue 4's disk proof end to end:
+// the coordinator plans a machine whose inventory lists two loop-backed disks, choosing
+// the install disk by serial; serves a 1 GiB zstd image from its image directory; and
+// records every report. The agent's runner writes it, is interrupted mid-write, and on
+// the rerun the target hashes to the image's sha256 while the other disk is unchanged.
+func TestCoordinatorPlansAndServesAnImageOntoALoopDisk(t *testing.T) {
+	testenvLong(t)
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "losetup")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	imageDir := filepath.Join(dir, "images")
+	if err := os.MkdirAll(imageDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagetest.Build(dir, "os", 1<<30, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Zstd(filepath.Join(imageDir, "os.raw.zst")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two loop disks with serials that only the test's fake sysfs knows.
+	suffix := disktest.Suffix()
+	ids := map[string]disktest.Identity{}
+	var loops []*disktest.Loop
+	for i := range 2 {
+		l, err := disktest.Attach(t.TempDir(), 2<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := l.Detach(); err != nil {
+				t.Error(err)
+			}
+		})
+		loops = append(loops, l)
+		ids[l.Name] = disktest.Identity{Serial: fmt.Sprintf("RVT-%s-%d", suffix, i)}
+	}
+	target, other := loops[0], loops[1]
+	sysRoot := t.TempDir()
+	if err := disktest.FakeSysfs(sysRoot, ids); err != nil {
+		t.Fatal(err)
+	}
+	resolver := disk.Resolver{SysRoot: sysRoot}
+	otherBefore, err := disktest.SHA256(other.File, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
+		Nodes: 1, ExtraArgs: []string{"--image-dir", imageDir, "--plan-settle", "1s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("coordinator log:\n%s", tail(cluster.Logs(), 4000))
+		}
+	})
+	admin := cluster.Client()
+	role := fmt.Sprintf(`
+name: loop-install
+selector: {labels: {pool: loop}}
+install_disk: {serial: %s}
+image: {url: /v1/images/os.raw.zst, sha256: "%s", compression: zstd}
+swarm: {role: none}
+`, ids[target.Name].Serial, img.SHA256)
+	roles, err := shared.ParseRoles([]byte(role))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
+		t.Fatal(err)
+	}
+	req := coordinatortest.RegisterRequest(4242)
+	req.Labels = map[string]string{"pool": "loop"}
+	req.Inventory.Disks = nil
+	for _, l := range loops {
+		req.Inventory.Disks = append(req.Inventory.Disks, shared.Disk{Name: l.Name, SizeBytes: 2 << 30, Type: "ssd", Serial: ids[l.Name].Serial})
+	}
+	reg, err := cluster.Client().WithToken(cluster.EnrolToken).Register(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := reg.Machine.ID
+	machine := cluster.Client().WithToken(reg.MachineToken)
+	view := waitFor(t, ctx, time.Minute, "the machine planned", func() (*shared.PlanView, error) {
+		v, err := machine.Plan(ctx, id)
+		if err == nil && v.Plan == nil {
+			err = fmt.Errorf("state %s, no plan yet", v.State)
+		}
+		return v, err
+	})
+
+	var rebooted atomic.Bool
+	runner := func(rep step.Reporter, stateDir string) *step.Runner {
+		return step.NewRunner(step.RunnerConfig{ID: id, Reporter: rep, StateDir: stateDir, ProgressEvery: 100 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+			Executors: map[shared.StepKind]step.Executor{
+				shared.StepDisk:    &disk.Executor{Resolver: resolver},
+				shared.StepImage:   &image.Executor{Resolver: resolver, Source: machine},
+				shared.StepBootCfg: &bootcfg.Executor{ID: id, Booter: machine},
+				shared.StepReboot:  &reboot.Executor{Delay: time.Millisecond, Reboot: func() error { rebooted.Store(true); return nil }},
+			}})
+	}
+	stateDir := t.TempDir()
+
+	// First run: interrupted once 300 MiB of the image are on the disk, as a crash would.
+	runCtx, stop := context.WithCancel(ctx)
+	interrupting := &interruptAt{Reporter: machine, step: "image", after: 300 << 20, stop: stop}
+	if err := runner(interrupting, stateDir).RunPhase(runCtx, view, shared.PhaseRAM); err == nil {
+		t.Fatal("the interrupted run reported success")
+	}
+	if !interrupting.fired.Load() {
+		t.Fatal("the run ended before the interruption: the test proved nothing")
+	}
+
+	// Second run, same journal: it ends correct.
+	view, err = machine.Plan(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := runner(machine, stateDir).RunPhase(ctx, view, shared.PhaseRAM); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("rivet-figure: image_integration size_mb=1024 rerun_s=%.1f\n", time.Since(start).Seconds())
+	got, err := disktest.SHA256(target.File, img.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != img.SHA256 {
+		t.Fatalf("target holds %s, the image is %s", got, img.SHA256)
+	}
+	if after, _ := disktest.SHA256(other.File, -1); after != otherBefore {
+		t.Fatal("the disk the plan did not name was changed")
+	}
+	m, err := admin.Machine(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range m.Steps {
+		if st.Status != shared.StepSucceeded && st.Status != shared.StepSkipped {
+			t.Fatalf("coordinator records step %s as %s", st.Name, st.Status)
+		}
+	}
+	if m.Boot != shared.BootDisk || !rebooted.Load() {
+		t.Fatalf("boot %s, rebooted %v: want boot disk and a reboot", m.Boot, rebooted.Load())
+	}
+	evs, _ := admin.Events(ctx, id)
+	attempts := 0
+	for _, e := range evs {
+		if e.Kind == shared.EventStep && len(e.Message) > 0 && e.Message[:min(len(e.Message), 18)] == "step image running" {
+			attempts++
+		}
+	}
+	if attempts < 2 {
+		t.Fatalf("the timeline shows %d image attempts, want the interrupted one and the rerun", attempts)
+	}
+}
+
+// interruptAt passes reports on and cancels the run once a step has done enough bytes.
+type interruptAt struct {
+	step.Reporter
+	step  string
+	after int64
+	stop  context.CancelFunc
+	fired atomic.Bool
+	once  sync.Once
+}
+
+func (r *interruptAt) Report(ctx context.Context, id shared.MachineID, rep *shared.StepReport) error {
+	err := r.Reporter.Report(ctx, id, rep)
+	if rep.Step == r.step && rep.Progress != nil && rep.Progress.Done >= r.after {
+		r.once.Do(func() { r.fired.Store(true); r.stop() })
+	}
+	return err
+}
