@@ -20,7 +20,7 @@ func benchStore(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "bench store", "rivet bench store [--writes N] [--clients N]")
 	writes := fs.Int("writes", 5000, "committed writes per system")
 	clients := fs.Int("clients", 64, "concurrent writers")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	self, err := os.Executable()
@@ -33,7 +33,7 @@ func benchStore(ctx context.Context, env *Env, args []string) error {
 
 func benchImage(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "bench image", "rivet bench image")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	return bench.Image(ctx, env.Stdout, bench.ImageOptions{})
@@ -41,7 +41,7 @@ func benchImage(ctx context.Context, env *Env, args []string) error {
 
 func benchBoot(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "bench boot", "rivet bench boot")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := bench.TFTP(ctx, env.Stdout, bench.TFTPOptions{}); err != nil {

@@ -12,7 +12,7 @@ func runMembers(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "members", "rivet members [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -52,7 +52,7 @@ func runHealth(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "health", "rivet health [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -75,7 +75,7 @@ func runDigest(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "digest", "rivet digest [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -107,7 +107,7 @@ func tokensCreate(ctx context.Context, env *Env, args []string) error {
 	cf.register(fs)
 	name := fs.String("name", "", "token name, e.g. alice or rack-12-enrol")
 	role := fs.String("role", shared.TokenViewer, "admin (reads and acts), viewer (reads) or enrol (registers machines)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -129,7 +129,7 @@ func tokensList(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "tokens ls", "rivet tokens ls [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -155,7 +155,7 @@ func tokensRemove(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "tokens rm", "rivet tokens rm TOKEN_ID")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

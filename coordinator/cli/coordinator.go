@@ -35,7 +35,7 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	logger, err := newLogger(env, *logFormat, *logLevel)

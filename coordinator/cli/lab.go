@@ -27,7 +27,7 @@ func labDir() string {
 func labUp(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "lab up", "rivet lab up [--api-addr ADDR]")
 	apiAddr := fs.String("api-addr", "127.0.0.1:7443", "coordinator API address")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	dir, err := filepath.Abs(labDir())
@@ -59,7 +59,7 @@ func labUp(ctx context.Context, env *Env, args []string) error {
 
 func labDown(_ context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "lab down", "rivet lab down")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	dir := labDir()

@@ -36,7 +36,7 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 	cf.register(fs)
 	stateFilter := fs.String("state", "", "only machines in this state")
 	roleFilter := fs.String("role", "", "only machines with this role")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -85,7 +85,7 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "machines show", "rivet machines show MACHINE_ID [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	id, err := machineArg(fs, "show")
@@ -158,7 +158,7 @@ func machinesEvents(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "machines events", "rivet machines events MACHINE_ID [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	id, err := machineArg(fs, "events")
@@ -188,7 +188,7 @@ func actionVerb(act string) func(context.Context, *Env, []string) error {
 		fs := newFlags(env, "machines "+act, "rivet machines "+act+" MACHINE_ID [--reason TEXT]")
 		cf.register(fs)
 		reason := fs.String("reason", "", "why (kept on the machine's timeline)")
-		if err := fs.Parse(args); err != nil {
+		if err := parse(fs, args); err != nil {
 			return err
 		}
 		id, err := machineArg(fs, act)

@@ -23,7 +23,7 @@ func rolesApply(ctx context.Context, env *Env, args []string) error {
 	cf.register(fs)
 	file := fs.String("f", "", "role file (YAML or JSON; one role, several documents, or {roles: [...]})")
 	dryRun := fs.Bool("dry-run", false, "change nothing; show what the planner would do")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *file == "" {
@@ -77,7 +77,7 @@ func rolesList(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "roles ls", "rivet roles ls [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -103,7 +103,7 @@ func rolesRemove(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "roles rm", "rivet roles rm NAME")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -130,7 +130,7 @@ func planShow(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "plan show", "rivet plan show MACHINE_ID [--output json]")
 	cf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	id, err := machineArg(fs, "show")
