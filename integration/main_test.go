@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 func buildBinaries(dir string) error {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
-	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./coordinator/cmd/rivet", "./agent/cmd/rivet-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", dir+"/", "./coordinator/cmd/rivet", "./agent/cmd/rivet-agent", "./initramfs/cmd/rivet-mkinitramfs")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -43,3 +43,9 @@ func buildBinaries(dir string) error {
 }
 
 func bin(name string) string { return filepath.Join(binDir, name) }
+
+// repoRoot is the repository's root directory.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}

@@ -16,6 +16,9 @@ type mountSpec struct {
 	flags                  uintptr
 	data                   string
 	onlyIf                 string // mount only when this path exists
+	// optional filesystems may be missing from the kernel (Debian builds efivarfs as a
+	// module): the agent runs without them.
+	optional bool
 }
 
 var mountTable = []mountSpec{
@@ -27,7 +30,7 @@ var mountTable = []mountSpec{
 	{source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: unix.MS_NOSUID | unix.MS_NODEV, data: "mode=1777"},
 	{source: "tmpfs", target: "/run", fstype: "tmpfs", flags: unix.MS_NOSUID | unix.MS_NODEV, data: "mode=0755"},
 	{source: "efivarfs", target: "/sys/firmware/efi/efivars", fstype: "efivarfs",
-		flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, onlyIf: "/sys/firmware/efi/efivars"},
+		flags: unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, onlyIf: "/sys/firmware/efi/efivars", optional: true},
 }
 
 // mountAll mounts what mountTable lists, skipping what is already mounted (the agent
@@ -46,6 +49,9 @@ func mountAll() error {
 			return fmt.Errorf("mount %s: %w", m.target, err)
 		}
 		if err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+			if m.optional {
+				continue
+			}
 			return fmt.Errorf("mount %s on %s: %w (is CONFIG_%s enabled in the kernel?)",
 				m.fstype, m.target, err, strings.ToUpper(m.fstype))
 		}

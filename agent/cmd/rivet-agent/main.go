@@ -19,12 +19,20 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/rivetmetal/rivet/agent/boot"
 	"github.com/rivetmetal/rivet/shared"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	if boot.IsPID1() {
+		// As /init, argv holds whatever the kernel did not understand on its command line
+		// (iPXE on EFI puts the image name there): the agent only ever runs, and PID 1
+		// must never exit.
+		args = []string{"run"}
+	}
+	err := run(ctx, args, os.Stdout, os.Stderr)
 	stop()
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
