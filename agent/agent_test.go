@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ func (e *executions) list() []string {
 }
 
 // startAgent runs an agent with the real step runner and recording executors.
-func startAgent(t *testing.T, cfg config.Config, logs *syncBuffer, reg *prometheus.Registry) (*executions, context.CancelFunc, <-chan error) {
+func startAgent(t *testing.T, cfg config.Config, logs *testenv.LogBuffer, reg *prometheus.Registry) (*executions, context.CancelFunc, <-chan error) {
 	t.Helper()
 	ex := &executions{}
 	deps := Deps{
@@ -107,7 +108,7 @@ func ramPlan(gen uint64, names ...string) *shared.Plan {
 func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 	fc := newFakeCoordinator(t)
 	stateDir := filepath.Join(t.TempDir(), "state")
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	reg := prometheus.NewRegistry()
 	ex, cancel, done := startAgent(t, testConfig(fc, shared.ModeRAM, stateDir), &logs, reg)
 
@@ -261,7 +262,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 func TestAgentResumesWithKeptTokenAfterRestart(t *testing.T) {
 	fc := newFakeCoordinator(t)
 	stateDir := t.TempDir()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	_, cancel, done := startAgent(t, testConfig(fc, shared.ModeService, stateDir), &logs, nil)
 	waitFor(t, 20*time.Second, "registration", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
 	waitFor(t, 20*time.Second, "a check-in", func() bool { fc.mu.Lock(); defer fc.mu.Unlock(); return len(fc.checkins) > 0 })
@@ -294,7 +295,7 @@ func TestAgentResumesWithKeptTokenAfterRestart(t *testing.T) {
 func TestAgentRetriesRefusedRegistrationAndSaysWhatToFix(t *testing.T) {
 	fc := newFakeCoordinator(t)
 	fc.rejectEnrol = 2
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	reg := prometheus.NewRegistry()
 	startAgent(t, testConfig(fc, shared.ModeRAM, t.TempDir()), &logs, reg)
 	waitFor(t, 30*time.Second, "registration after two refusals", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
@@ -313,7 +314,7 @@ func TestAgentExplainsAPinMismatch(t *testing.T) {
 	fc := newFakeCoordinator(t)
 	cfg := testConfig(fc, shared.ModeRAM, t.TempDir())
 	cfg.CAFingerprint = "sha256:" + strings.Repeat("ab", 32)
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	startAgent(t, cfg, &logs, nil)
 	waitFor(t, 20*time.Second, "the pin mismatch to be explained", func() bool {
 		return strings.Contains(logs.String(), "not the one pinned by --ca-fingerprint")
@@ -327,7 +328,7 @@ func TestAgentWithoutCredentialsStopsWithAHint(t *testing.T) {
 	fc := newFakeCoordinator(t)
 	cfg := testConfig(fc, shared.ModeService, t.TempDir())
 	cfg.EnrolToken = ""
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	_, _, done := startAgent(t, cfg, &logs, nil)
 	select {
 	case err := <-done:
@@ -341,7 +342,7 @@ func TestAgentWithoutCredentialsStopsWithAHint(t *testing.T) {
 
 func TestAgentReregistersWhenTheMachineTokenIsRefused(t *testing.T) {
 	fc := newFakeCoordinator(t)
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	cfg := testConfig(fc, shared.ModeService, t.TempDir())
 	cfg.PollInterval = config.Duration(time.Second)
 	startAgent(t, cfg, &logs, nil)

@@ -18,7 +18,7 @@ func (s *Server) Health() shared.Health {
 		RaftState:     s.raft.State().String(),
 		Leader:        string(leaderID),
 		AppliedIndex:  s.store.Applied(),
-		Machines:      len(s.store.Machines()),
+		Machines:      s.store.MachineCount(),
 		Version:       shared.Version,
 		CAFingerprint: s.CAFingerprint(),
 	}

@@ -69,8 +69,6 @@ type Server struct {
 	gossipMu sync.RWMutex
 	gossip   Membership
 
-	lastSeen sync.Map // machine id → time: liveness stays out of Raft
-
 	plannedRoles atomicString // roles version of the last planning pass
 }
 
@@ -325,9 +323,6 @@ func (s *Server) WaitReady(ctx context.Context) error {
 		}
 	}
 }
-
-// SeenAgent records that an agent spoke (in memory only: liveness never goes through Raft).
-func (s *Server) SeenAgent(id shared.MachineID) { s.lastSeen.Store(id, time.Now()) }
 
 // pool returns the gossip pool, or nil before it started or when gossip is off.
 func (s *Server) pool() Membership {

@@ -33,7 +33,6 @@ type Backend interface {
 	Members() shared.Members
 	GossipInfo() shared.GossipInfo
 	Kick()
-	SeenAgent(id shared.MachineID)
 	Snapshot() error
 }
 

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,32 +17,14 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// syncBuffer collects the coordinator's log for the secret grep.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	c    *coordinatortest.InProcess
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 }
 
 func start(t *testing.T) *fixture {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, coordinator.DaemonConfig{})
 	if err != nil {

@@ -34,7 +34,6 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 	if err := applied(res, err); err != nil {
 		return err
 	}
-	a.b.SeenAgent(ident.ID)
 	// No planner kick: the leader plans once discovery settles, on its own ticker.
 	secret := st.Cluster().TokenSecret
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
@@ -117,7 +116,6 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
 		return err
 	}
-	a.b.SeenAgent(p.MachineID)
 	res, err := a.b.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
 	if err := applied(res, err); err != nil {
 		return err
@@ -132,7 +130,6 @@ func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
 		return err
 	}
-	a.b.SeenAgent(p.MachineID)
 	m, err := a.machine(r)
 	if err != nil {
 		return err

@@ -1,10 +1,10 @@
 package membership_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"io"
 	"log"
 	"log/slog"
@@ -359,7 +359,7 @@ func TestMembersWithBadTagsAreIgnoredAndLoggedOnce(t *testing.T) {
 	t.Parallel()
 	key := newKey(t)
 	rec := &recorder{}
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	pool := startPool(t, "coord-1", key, rec, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	raw, err := gossip.DecodeKey(key)
@@ -482,22 +482,4 @@ func TestKeys(t *testing.T) {
 	if err == nil {
 		t.Error("Start without a key succeeded: the pool must always be encrypted")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

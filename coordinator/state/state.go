@@ -272,6 +272,13 @@ func (s *Store) MachinesFull() []*shared.Machine {
 	return out
 }
 
+// MachineCount is how many machines the store holds.
+func (s *Store) MachineCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.data.Machines)
+}
+
 // CountByState counts machines per state.
 func (s *Store) CountByState() map[shared.State]int {
 	s.mu.RLock()

@@ -1,7 +1,6 @@
 package swarmlab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -81,7 +80,7 @@ func TestSwarmExecutorFormsASwarm(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	roles := []string{shared.SwarmManager, shared.SwarmManager, shared.SwarmManager, shared.SwarmWorker, shared.SwarmWorker}
 	coord := newFakeCoordinator()
@@ -375,30 +374,6 @@ func (f *fakeCoordinator) nodeID(id shared.MachineID) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.nodeIDs[id]
-}
-
-// lockedBuffer is a bytes.Buffer that several goroutines may log into.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
 }
 
 // TestSweepRemovesLabsOfDeadTests: a lab whose test binary died (a test timeout skips
