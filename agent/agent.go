@@ -69,6 +69,7 @@ type Agent struct {
 	mu     sync.Mutex
 	id     shared.MachineID
 	client *shared.Client // carries the machine token
+	token  string         // the machine token, for the handoff to the installed OS
 	gossip shared.GossipInfo
 	state  shared.State
 	step   string

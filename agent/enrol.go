@@ -47,7 +47,7 @@ func (a *Agent) enrol(ctx context.Context, inv *shared.Inventory) error {
 			a.explain("registration", err)
 		}
 		if kept != nil {
-			err := a.resume(ctx, base.WithToken(kept.MachineToken), kept.MachineID)
+			err := a.resume(ctx, base, kept)
 			if err == nil {
 				return nil
 			}
@@ -75,27 +75,30 @@ func (a *Agent) register(ctx context.Context, c *shared.Client, req *shared.Regi
 		// Not fatal: without the file a restart registers again.
 		a.log.Warn("machine token not kept; a restart will register again", "dir", a.cfg.StateDir, "err", err)
 	}
-	a.adopt(resp.Machine.ID, c.WithToken(resp.MachineToken), resp.Gossip, resp.Machine.State)
+	a.adopt(keptState{MachineID: resp.Machine.ID, MachineToken: resp.MachineToken}, c, resp.Gossip, resp.Machine.State)
 	a.log.Info("registered", "machine", resp.Machine.ID, "basis", resp.Machine.Basis, "state", resp.Machine.State)
 	a.progress(progressRegistered, "registered as %s (state %s)", resp.Machine.ID, resp.Machine.State)
 	return nil
 }
 
 // resume proves the kept machine token still works and fetches the gossip pool with it.
-func (a *Agent) resume(ctx context.Context, c *shared.Client, id shared.MachineID) error {
+func (a *Agent) resume(ctx context.Context, base *shared.Client, kept *keptState) error {
+	c := base.WithToken(kept.MachineToken)
+	id := kept.MachineID
 	g, err := c.Gossip(ctx)
 	if err != nil {
 		return err
 	}
-	a.adopt(id, c, *g, "")
+	a.adopt(*kept, base, *g, "")
 	a.log.Info("resumed with the kept machine token", "machine", id)
 	a.progress(progressRegistered, "resumed as %s", id)
 	return nil
 }
 
-func (a *Agent) adopt(id shared.MachineID, c *shared.Client, g shared.GossipInfo, st shared.State) {
+// adopt makes kept the agent's identity; base is the client without a token.
+func (a *Agent) adopt(kept keptState, base *shared.Client, g shared.GossipInfo, st shared.State) {
 	a.mu.Lock()
-	a.id, a.client, a.gossip = id, c, g
+	a.id, a.client, a.gossip, a.token = kept.MachineID, base.WithToken(kept.MachineToken), g, kept.MachineToken
 	a.mu.Unlock()
 	if st != "" {
 		a.setState(st)

@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -15,6 +20,7 @@ import (
 	"github.com/rivetmetal/rivet/agent/step/bootcfg"
 	"github.com/rivetmetal/rivet/agent/step/disk"
 	"github.com/rivetmetal/rivet/agent/step/disk/disktest"
+	"github.com/rivetmetal/rivet/agent/step/handoff"
 	"github.com/rivetmetal/rivet/agent/step/image"
 	"github.com/rivetmetal/rivet/agent/step/image/imagetest"
 	"github.com/rivetmetal/rivet/agent/step/reboot"
@@ -41,6 +47,9 @@ func TestCoordinatorPlansAndServesAnImageOntoALoopDisk(t *testing.T) {
 	}
 	img, err := imagetest.Build(dir, "os", 1<<30, 7)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.AddRootFS(shared.DefaultRootLabel); err != nil {
 		t.Fatal(err)
 	}
 	if err := img.Zstd(filepath.Join(imageDir, "os.raw.zst")); err != nil {
@@ -121,13 +130,17 @@ swarm: {role: none}
 		return v, err
 	})
 
+	state, _ := json.Marshal(map[string]string{"machine_id": string(id), "machine_token": reg.MachineToken})
+	installedFiles := []handoff.File{{Path: "/var/lib/rivet/machine.json", Mode: 0o600, Data: state}}
 	var rebooted atomic.Bool
 	runner := func(rep step.Reporter, stateDir string) *step.Runner {
 		return step.NewRunner(step.RunnerConfig{ID: id, Reporter: rep, StateDir: stateDir, ProgressEvery: 100 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 			Executors: map[shared.StepKind]step.Executor{
-				shared.StepDisk:    &disk.Executor{Resolver: resolver},
-				shared.StepImage:   &image.Executor{Resolver: resolver, Source: machine},
+				shared.StepDisk:  &disk.Executor{Resolver: resolver},
+				shared.StepImage: &image.Executor{Resolver: resolver, Source: machine},
+				shared.StepHandoff: &handoff.Executor{Resolver: resolver, MountDir: filepath.Join(dir, "handoff"),
+					Files: func() ([]handoff.File, error) { return installedFiles, nil }},
 				shared.StepBootCfg: &bootcfg.Executor{ID: id, Booter: machine},
 				shared.StepReboot:  &reboot.Executor{Delay: time.Millisecond, Reboot: func() error { rebooted.Store(true); return nil }},
 			}})
@@ -154,12 +167,18 @@ swarm: {role: none}
 		t.Fatal(err)
 	}
 	fmt.Printf("rivet-figure: image_integration size_mb=1024 rerun_s=%.1f\n", time.Since(start).Seconds())
-	got, err := disktest.SHA256(target.File, img.Size)
-	if err != nil {
+	// The image is on the disk, byte for byte, except inside the root file system,
+	// where the handoff step wrote the installed agent's files.
+	if err := sameOutside(target.File, img.Raw, imagetest.RootFSStart, imagetest.RootFSSize, img.Size); err != nil {
 		t.Fatal(err)
 	}
-	if got != img.SHA256 {
-		t.Fatalf("target holds %s, the image is %s", got, img.SHA256)
+	root := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "ro", target.Dev+"p1", root).CombinedOutput(); err != nil {
+		t.Fatalf("mounting the installed root: %v: %s", err, out)
+	}
+	defer exec.Command("umount", root).Run()
+	if kept, err := os.ReadFile(filepath.Join(root, "var/lib/rivet/machine.json")); err != nil || !bytes.Equal(kept, state) {
+		t.Fatalf("installed root holds machine.json %q (%v); want the machine's token handed off", kept, err)
 	}
 	if after, _ := disktest.SHA256(other.File, -1); after != otherBefore {
 		t.Fatal("the disk the plan did not name was changed")
@@ -186,6 +205,33 @@ swarm: {role: none}
 	if attempts < 2 {
 		t.Fatalf("the timeline shows %d image attempts, want the interrupted one and the rerun", attempts)
 	}
+}
+
+// sameOutside compares two files' first size bytes, except [skip, skip+skipLen).
+func sameOutside(a, b string, skip, skipLen, size int64) error {
+	fa, err := os.Open(a)
+	if err != nil {
+		return err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return err
+	}
+	defer fb.Close()
+	for _, r := range [][2]int64{{0, skip}, {skip + skipLen, size}} {
+		ha, hb := sha256.New(), sha256.New()
+		if _, err := io.Copy(ha, io.NewSectionReader(fa, r[0], r[1]-r[0])); err != nil {
+			return err
+		}
+		if _, err := io.Copy(hb, io.NewSectionReader(fb, r[0], r[1]-r[0])); err != nil {
+			return err
+		}
+		if !bytes.Equal(ha.Sum(nil), hb.Sum(nil)) {
+			return fmt.Errorf("disk and image differ in bytes [%d, %d)", r[0], r[1])
+		}
+	}
+	return nil
 }
 
 // interruptAt passes reports on and cancels the run once a step has done enough bytes.

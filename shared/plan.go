@@ -11,6 +11,7 @@ type StepKind string
 const (
 	StepDisk    StepKind = "disk"    // wipe the named disk, optionally lay out a GPT
 	StepImage   StepKind = "image"   // stream the OS image onto the named disk
+	StepHandoff StepKind = "handoff" // give the installed OS the agent's config and machine token
 	StepBootCfg StepKind = "bootcfg" // record that the machine boots from disk next
 	StepReboot  StepKind = "reboot"  // reboot into the installed OS
 	StepSwarm   StepKind = "swarm"   // init or join the Docker Swarm
@@ -48,6 +49,7 @@ type Step struct {
 	Phase   Phase        `json:"phase"`
 	Disk    *DiskStep    `json:"disk,omitempty"`
 	Image   *ImageStep   `json:"image,omitempty"`
+	Handoff *HandoffStep `json:"handoff,omitempty"`
 	BootCfg *BootCfgStep `json:"bootcfg,omitempty"`
 	Reboot  *RebootStep  `json:"reboot,omitempty"`
 	Swarm   *SwarmStep   `json:"swarm,omitempty"`
@@ -63,6 +65,18 @@ type DiskStep struct {
 type ImageStep struct {
 	Target DiskTarget `json:"target"`
 	Image  ImageSpec  `json:"image"`
+}
+
+// DefaultRootLabel is the file-system label of an OS image's root partition, where the
+// handoff step writes the agent's config and machine token.
+const DefaultRootLabel = "rivet-root"
+
+// HandoffStep writes what the installed OS's agent needs to continue as this machine
+// (its config file and machine token) into the root file system labelled RootLabel on
+// Target, so the agent there checks in without a new registration.
+type HandoffStep struct {
+	Target    DiskTarget `json:"target"`
+	RootLabel string     `json:"root_label"`
 }
 
 // BootCfgStep records the machine's next network-boot answer.
@@ -120,7 +134,7 @@ func (s *Step) Validate() error {
 		return fmt.Errorf("step %s: phase %q: want ram or disk", s.Name, s.Phase)
 	}
 	payloads := 0
-	for _, set := range []bool{s.Disk != nil, s.Image != nil, s.BootCfg != nil, s.Reboot != nil, s.Swarm != nil} {
+	for _, set := range []bool{s.Disk != nil, s.Image != nil, s.Handoff != nil, s.BootCfg != nil, s.Reboot != nil, s.Swarm != nil} {
 		if set {
 			payloads++
 		}
@@ -131,6 +145,8 @@ func (s *Step) Validate() error {
 		ok = ok && s.Disk != nil && s.Disk.Target.valid()
 	case StepImage:
 		ok = ok && s.Image != nil && s.Image.Target.valid() && s.Image.Image.Validate() == nil
+	case StepHandoff:
+		ok = ok && s.Handoff != nil && s.Handoff.Target.valid() && validLabel(s.Handoff.RootLabel)
 	case StepBootCfg:
 		ok = ok && s.BootCfg != nil && s.BootCfg.Boot.Valid()
 	case StepReboot:
@@ -148,6 +164,20 @@ func (s *Step) Validate() error {
 
 func (t DiskTarget) valid() bool {
 	return (t.Serial != "" || t.WWN != "") && len(t.Serial) <= maxFieldLen && len(t.WWN) <= maxFieldLen
+}
+
+// validLabel accepts a file-system label: ext4 allows 16 bytes; Rivet also keeps it to
+// characters that need no quoting anywhere.
+func validLabel(l string) bool {
+	if l == "" || len(l) > 16 {
+		return false
+	}
+	for _, c := range l {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Valid reports whether b is a known boot target.

@@ -61,6 +61,17 @@ type ImageSpec struct {
 	URL         string `json:"url"`
 	SHA256      string `json:"sha256"` // of the uncompressed raw image
 	Compression string `json:"compression,omitempty"`
+	// RootLabel is the label of the image's root file system, where the handoff step
+	// writes the agent's config and machine token; default DefaultRootLabel ("rivet-root").
+	RootLabel string `json:"root_label,omitempty"`
+}
+
+// Root returns the root file-system label the handoff step looks for.
+func (i *ImageSpec) Root() string {
+	if i.RootLabel == "" {
+		return DefaultRootLabel
+	}
+	return i.RootLabel
 }
 
 // Swarm parts a role may ask for.
@@ -201,6 +212,9 @@ func (i *ImageSpec) Validate() error {
 	}
 	if !sha256Pattern.MatchString(i.SHA256) {
 		return fmt.Errorf("sha256 must be 64 lowercase hex digits")
+	}
+	if i.RootLabel != "" && !validLabel(i.RootLabel) {
+		return fmt.Errorf("root_label %q: want 1-16 letters, digits, '-' or '_'", i.RootLabel)
 	}
 	switch i.Compression {
 	case "", CompressionAuto, CompressionZstd, CompressionGzip, CompressionNone:

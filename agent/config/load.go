@@ -201,3 +201,19 @@ func (d *durationFlag) Set(v string) error {
 	*d = durationFlag(p)
 	return nil
 }
+
+// InstalledFile renders the config the agent of the OS installed on this machine runs
+// with: service mode, the same coordinators, CA and labels (so role selectors match the
+// same way), and no enrolment token — the handoff gives that agent the machine token.
+// The result parses with ParseFile.
+func (c Config) InstalledFile() ([]byte, error) {
+	out := Config{Servers: c.Servers, CAFingerprint: c.CAFingerprint, Labels: c.Labels,
+		SystemUUID: c.SystemUUID, LogFormat: c.LogFormat, LogLevel: c.LogLevel}
+	body, err := yaml.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	header := "# Written by the Rivet RAM agent's handoff step at install time. Fields: see\n" +
+		"# /etc/rivet/agent.yaml.example. The machine token is in " + DefaultStateDir + ".\n"
+	return append([]byte(header), body...), nil
+}

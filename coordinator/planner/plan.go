@@ -11,6 +11,7 @@ import (
 const (
 	StepNameDisk    = "disk"
 	StepNameImage   = "image"
+	StepNameHandoff = "handoff"
 	StepNameBootCfg = "bootcfg"
 	StepNameReboot  = "reboot"
 	StepNameSwarm   = "swarm"
@@ -55,6 +56,8 @@ func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {
 			Disk: &shared.DiskStep{Target: target, GPT: true}},
 		{Name: StepNameImage, Kind: shared.StepImage, Phase: shared.PhaseRAM,
 			Image: &shared.ImageStep{Target: target, Image: role.Image}},
+		{Name: StepNameHandoff, Kind: shared.StepHandoff, Phase: shared.PhaseRAM,
+			Handoff: &shared.HandoffStep{Target: target, RootLabel: role.Image.Root()}},
 		{Name: StepNameBootCfg, Kind: shared.StepBootCfg, Phase: shared.PhaseRAM,
 			BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: StepNameReboot, Kind: shared.StepReboot, Phase: shared.PhaseRAM,

@@ -16,6 +16,7 @@ func TestPlanSteps(t *testing.T) {
 		{Name: "disk", Kind: shared.StepDisk, Phase: shared.PhaseRAM, Disk: &shared.DiskStep{Target: boot, GPT: true}},
 		{Name: "image", Kind: shared.StepImage, Phase: shared.PhaseRAM, Image: &shared.ImageStep{Target: boot,
 			Image: shared.ImageSpec{URL: "/v1/images/debian-12.raw.zst", SHA256: strings.Repeat("a", 64)}}},
+		{Name: "handoff", Kind: shared.StepHandoff, Phase: shared.PhaseRAM, Handoff: &shared.HandoffStep{Target: boot, RootLabel: "rivet-root"}},
 		{Name: "bootcfg", Kind: shared.StepBootCfg, Phase: shared.PhaseRAM, BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: "reboot", Kind: shared.StepReboot, Phase: shared.PhaseRAM, Reboot: &shared.RebootStep{}},
 	}

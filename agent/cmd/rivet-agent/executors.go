@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"path"
 
+	"github.com/rivetmetal/rivet/agent"
 	"github.com/rivetmetal/rivet/agent/boot"
+	"github.com/rivetmetal/rivet/agent/config"
 	"github.com/rivetmetal/rivet/agent/step"
 	"github.com/rivetmetal/rivet/agent/step/bootcfg"
 	"github.com/rivetmetal/rivet/agent/step/disk"
+	"github.com/rivetmetal/rivet/agent/step/handoff"
 	"github.com/rivetmetal/rivet/agent/step/image"
 	"github.com/rivetmetal/rivet/agent/step/reboot"
 	"github.com/rivetmetal/rivet/agent/step/swarm"
@@ -19,15 +23,16 @@ import (
 // image step streams through it, bootcfg records the next boot with it, the swarm step
 // fetches its join token with it. A kind without an executor is reported by the runner
 // as a failed step, visibly.
-func executors(id shared.MachineID, client *shared.Client, mode, advertise, dockerHost string, leaveGossip func(), log *slog.Logger) map[shared.StepKind]step.Executor {
+func executors(id shared.MachineID, client *shared.Client, mode, advertise, dockerHost string, ag *agent.Agent, log *slog.Logger) map[shared.StepKind]step.Executor {
 	ex := map[shared.StepKind]step.Executor{
 		shared.StepDisk:    &disk.Executor{Logger: log.With("step", "disk")},
 		shared.StepImage:   &image.Executor{Source: client, Logger: log.With("step", "image")},
+		shared.StepHandoff: &handoff.Executor{Files: installedFiles(ag), Prepare: mountPrep(mode, log), Logger: log.With("step", "handoff")},
 		shared.StepBootCfg: &bootcfg.Executor{ID: id, Booter: client},
 		shared.StepReboot: &reboot.Executor{Logger: log.With("step", "reboot"), Reboot: func() error {
 			// Leave gossip first, so the coordinators record a planned absence ("left")
 			// rather than a failure that marks the machine lost.
-			leaveGossip()
+			ag.LeaveGossip()
 			return rebootMachine(mode)
 		}},
 	}
@@ -39,6 +44,30 @@ func executors(id shared.MachineID, client *shared.Client, mode, advertise, dock
 		ex[shared.StepSwarm] = sw
 	}
 	return ex
+}
+
+// installedFiles is what the handoff step writes into the installed OS: the agent's
+// config and its machine token, where the installed agent reads them.
+func installedFiles(ag *agent.Agent) func() ([]handoff.File, error) {
+	return func() ([]handoff.File, error) {
+		cfg, state, stateName, err := ag.InstalledFiles()
+		if err != nil {
+			return nil, err
+		}
+		return []handoff.File{
+			{Path: config.DefaultFile, Mode: 0o644, Data: cfg},
+			{Path: path.Join(config.DefaultStateDir, stateName), Mode: 0o600, Data: state},
+		}, nil
+	}
+}
+
+// mountPrep loads the ext4 driver in the initramfs, where nothing loads modules on
+// demand; an installed OS has modprobe and needs nothing.
+func mountPrep(mode string, log *slog.Logger) func() error {
+	if mode != shared.ModeRAM || !boot.IsPID1() {
+		return nil
+	}
+	return func() error { return boot.LoadModules(log, "ext4") }
 }
 
 // rebootMachine restarts the machine: directly as PID 1 in RAM mode, through systemd

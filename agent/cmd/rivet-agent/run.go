@@ -85,7 +85,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, env *boot.E
 		NewRunner: func(id shared.MachineID, client *shared.Client, rep agent.Reporter) agent.PhaseRunner {
 			return step.NewRunner(step.RunnerConfig{
 				ID: id, Reporter: rep, StateDir: cfg.StateDir, Logger: log.With("subsystem", "step"),
-				Executors: executors(id, client, cfg.Mode, ag.AdvertiseIP(), cfg.DockerHost, ag.LeaveGossip, log),
+				Executors: executors(id, client, cfg.Mode, ag.AdvertiseIP(), cfg.DockerHost, ag, log),
 			})
 		},
 		Logger: log,

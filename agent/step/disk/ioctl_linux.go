@@ -28,3 +28,19 @@ func RereadPartitions(f *os.File) error {
 	}
 	return nil
 }
+
+// blkpg is the BLKPG ioctl, _IO(0x12, 105); x/sys has its argument types but not its number.
+const blkpg = 0x1269
+
+// AddPartition tells the kernel about partition pno at [start, start+length) bytes
+// (BLKPG_ADD_PARTITION, as partx -a does), for kernels that did not find it themselves.
+func AddPartition(f *os.File, pno int, start, length int64) error {
+	part := unix.BlkpgPartition{Start: start, Length: length, Pno: int32(pno)}
+	arg := unix.BlkpgIoctlArg{Op: unix.BLKPG_ADD_PARTITION, Datalen: int32(unsafe.Sizeof(part)),
+		Data: (*byte)(unsafe.Pointer(&part))}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), blkpg, uintptr(unsafe.Pointer(&arg)))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

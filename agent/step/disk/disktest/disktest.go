@@ -35,10 +35,10 @@ func Attach(dir string, size int64) (*Loop, error) {
 		os.Remove(f.Name())
 		return nil, err
 	}
-	out, err := exec.Command("losetup", "--find", "--show", f.Name()).CombinedOutput()
+	out, err := exec.Command("losetup", "--find", "--show", "--partscan", f.Name()).CombinedOutput()
 	if err != nil {
 		os.Remove(f.Name())
-		return nil, fmt.Errorf("losetup --find --show %s: %v: %s", f.Name(), err, strings.TrimSpace(string(out)))
+		return nil, fmt.Errorf("losetup --find --show --partscan %s: %v: %s", f.Name(), err, strings.TrimSpace(string(out)))
 	}
 	dev := strings.TrimSpace(string(out))
 	return &Loop{File: f.Name(), Dev: dev, Name: filepath.Base(dev)}, nil
