@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/rivetmetal/rivet/internal/gossip"
@@ -22,7 +21,7 @@ import (
 )
 
 // DefaultBindAddr is where the agent gossips unless configured otherwise.
-const DefaultBindAddr = "0.0.0.0:7946"
+const DefaultBindAddr = gossip.DefaultBindAddr
 
 // Config configures the agent's member.
 type Config struct {
@@ -68,7 +67,8 @@ func Start(cfg Config) (*Member, error) {
 	if err := tags.Validate(); err != nil {
 		return nil, fmt.Errorf("gossip tags: %w", err)
 	}
-	conf, err := serfConfig(cfg, logger)
+	conf, err := gossip.SerfConfig(gossip.Node{Name: string(cfg.ID), Key: cfg.Key, BindAddr: cfg.BindAddr,
+		AdvertiseAddr: cfg.AdvertiseAddr, DeadNodeReclaim: cfg.DeadNodeReclaim, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -90,69 +90,6 @@ func Start(cfg Config) (*Member, error) {
 	go func() { defer m.done.Done(); m.readEvents(ctx) }()
 	go func() { defer m.done.Done(); m.applyTags(ctx) }()
 	return m, nil
-}
-
-func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
-	key, err := gossip.DecodeKey(cfg.Key)
-	if err != nil {
-		return nil, err
-	}
-	bind := cfg.BindAddr
-	if bind == "" {
-		bind = DefaultBindAddr
-	}
-	host, port, err := splitHostPort(bind)
-	if err != nil {
-		return nil, fmt.Errorf("gossip bind address %q: %w", bind, err)
-	}
-	ml := memberlist.DefaultLANConfig()
-	ml.Name = string(cfg.ID)
-	ml.BindAddr, ml.BindPort, ml.AdvertisePort = host, port, port
-	if cfg.AdvertiseAddr != "" {
-		if ml.AdvertiseAddr, ml.AdvertisePort, err = splitAdvertise(cfg.AdvertiseAddr, port); err != nil {
-			return nil, err
-		}
-	}
-	ml.SecretKey = key
-	ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
-	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaim
-	if ml.DeadNodeReclaimTime == 0 {
-		ml.DeadNodeReclaimTime = 30 * time.Second
-	}
-	ml.Logger = gossip.Logger(logger.With("subsystem", "memberlist"))
-
-	conf := serf.DefaultConfig()
-	conf.NodeName = string(cfg.ID)
-	conf.MemberlistConfig = ml
-	conf.Logger = gossip.Logger(logger.With("subsystem", "serf"))
-	conf.LogOutput = nil
-	return conf, nil
-}
-
-func splitHostPort(hostport string) (string, int, error) {
-	host, portText, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("bad port %q", portText)
-	}
-	if host == "" {
-		host = "0.0.0.0"
-	}
-	return host, port, nil
-}
-
-func splitAdvertise(addr string, bindPort int) (string, int, error) {
-	if ip := net.ParseIP(addr); ip != nil {
-		return ip.String(), bindPort, nil
-	}
-	host, port, err := splitHostPort(addr)
-	if err != nil || net.ParseIP(host) == nil {
-		return "", 0, fmt.Errorf("gossip advertise address %q: want an IP or ip:port", addr)
-	}
-	return host, port, nil
 }
 
 // Join contacts the coordinators (host:port). It returns how many answered; an error

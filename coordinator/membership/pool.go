@@ -25,7 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/rivetmetal/rivet/internal/gossip"
@@ -33,7 +32,7 @@ import (
 )
 
 // DefaultBindAddr is where the pool listens (UDP and TCP) unless told otherwise.
-const DefaultBindAddr = "0.0.0.0:7946"
+const DefaultBindAddr = gossip.DefaultBindAddr
 
 // Reasons passed to Recorder.MachineLost.
 const (
@@ -102,10 +101,13 @@ func Start(cfg Config) (*Pool, error) {
 	if err := tags.Validate(); err != nil {
 		return nil, fmt.Errorf("coordinator gossip tags: %w", err)
 	}
-	conf, err := serfConfig(cfg, logger)
+	conf, err := gossip.SerfConfig(gossip.Node{Name: cfg.NodeName, Key: cfg.Key, BindAddr: cfg.BindAddr,
+		AdvertiseAddr: cfg.AdvertiseAddr, DeadNodeReclaim: cfg.DeadNodeReclaim, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
+	conf.SnapshotPath = cfg.SnapshotPath
+	conf.RejoinAfterLeave = true // a restarted coordinator comes back even after a clean stop
 	conf.Tags = tags.Map()
 	events := make(chan serf.Event, 256)
 	conf.EventCh = events
@@ -125,77 +127,6 @@ func Start(cfg Config) (*Pool, error) {
 	go func() { defer p.done.Done(); p.rec.run(ctx) }()
 	logger.Info("gossip pool started", "node", cfg.NodeName, "addr", p.LocalAddr())
 	return p, nil
-}
-
-// serfConfig builds the Serf configuration shared by every coordinator: LAN failure
-// detection (memberlist.DefaultLANConfig), encryption enforced both ways.
-func serfConfig(cfg Config, logger *slog.Logger) (*serf.Config, error) {
-	key, err := gossip.DecodeKey(cfg.Key)
-	if err != nil {
-		return nil, err
-	}
-	bind := cfg.BindAddr
-	if bind == "" {
-		bind = DefaultBindAddr
-	}
-	host, port, err := splitHostPort(bind)
-	if err != nil {
-		return nil, fmt.Errorf("gossip bind address %q: %w", bind, err)
-	}
-	ml := memberlist.DefaultLANConfig()
-	ml.Name = cfg.NodeName
-	ml.BindAddr, ml.BindPort = host, port
-	ml.AdvertisePort = port
-	if cfg.AdvertiseAddr != "" {
-		advHost, advPort, err := splitAdvertise(cfg.AdvertiseAddr, port)
-		if err != nil {
-			return nil, err
-		}
-		ml.AdvertiseAddr, ml.AdvertisePort = advHost, advPort
-	}
-	ml.SecretKey = key
-	ml.GossipVerifyIncoming, ml.GossipVerifyOutgoing = true, true
-	ml.DeadNodeReclaimTime = cfg.DeadNodeReclaim
-	if ml.DeadNodeReclaimTime == 0 {
-		ml.DeadNodeReclaimTime = 30 * time.Second
-	}
-	ml.Logger = gossip.Logger(logger.With("subsystem", "memberlist"))
-
-	conf := serf.DefaultConfig()
-	conf.NodeName = cfg.NodeName
-	conf.MemberlistConfig = ml
-	conf.Logger = gossip.Logger(logger.With("subsystem", "serf"))
-	conf.LogOutput = nil
-	conf.SnapshotPath = cfg.SnapshotPath
-	conf.RejoinAfterLeave = true // a restarted coordinator comes back even after a clean stop
-	return conf, nil
-}
-
-func splitHostPort(hostport string) (string, int, error) {
-	host, portText, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil || port < 0 || port > 65535 {
-		return "", 0, fmt.Errorf("bad port %q", portText)
-	}
-	if host == "" {
-		host = "0.0.0.0"
-	}
-	return host, port, nil
-}
-
-// splitAdvertise accepts "ip" (the bind port is used) or "ip:port".
-func splitAdvertise(addr string, bindPort int) (string, int, error) {
-	if ip := net.ParseIP(addr); ip != nil {
-		return ip.String(), bindPort, nil
-	}
-	host, port, err := splitHostPort(addr)
-	if err != nil || net.ParseIP(host) == nil {
-		return "", 0, fmt.Errorf("gossip advertise address %q: want an IP or ip:port", addr)
-	}
-	return host, port, nil
 }
 
 // Join contacts members of an existing pool (other coordinators, host:port). It returns
