@@ -3,8 +3,11 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/coordinator/pki"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -32,6 +36,11 @@ type StoreOptions struct {
 	// behind other writers does not hide the commit path itself.
 	LatencyClients int
 	Dir            string // scratch directory (removed after)
+	// ProfileDir, when set, receives a CPU profile of each node of the 3-node Rivet
+	// cluster taken during its throughput run (rivet3-<node>.pprof), for `go tool pprof`.
+	ProfileDir string
+
+	onLoad func() (wait func() error) // called as the throughput run starts
 }
 
 // StoreResult is one system's figures.
@@ -50,7 +59,8 @@ type StoreResult struct {
 // registration-sized record (~1 KB) from Clients concurrent writers, round-robin over
 // the members. Rivet's writes are real machine registrations through its HTTPS API
 // (TLS, JSON decode, validation, Raft commit with fsync); etcd's are puts of the same
-// bytes through its HTTP JSON gateway (no TLS).
+// bytes through its JSON gateway, once over HTTPS with the same client TLS setup (the
+// same workload, the ratio that counts) and once over plain HTTP (etcd's default).
 func Store(ctx context.Context, w io.Writer, opts StoreOptions) ([]StoreResult, error) {
 	if opts.Writes == 0 {
 		opts.Writes = 5000
@@ -80,15 +90,18 @@ func Store(ctx context.Context, w io.Writer, opts StoreOptions) ([]StoreResult, 
 		results = append(results, r)
 		printStore(w, r)
 	}
-	r, err := storeEtcd(ctx, opts, filepath.Join(dir, "etcd"))
-	if err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
+	for _, secure := range []bool{true, false} {
+		r, err := storeEtcd(ctx, opts, filepath.Join(dir, fmt.Sprintf("etcd-tls-%v", secure)), secure)
+		if err != nil {
+			return nil, fmt.Errorf("etcd: %w", err)
+		}
+		results = append(results, r)
+		printStore(w, r)
 	}
-	results = append(results, r)
-	printStore(w, r)
-	rivet3, etcd3 := results[1], results[2]
-	fmt.Fprintf(w, "rivet-figure: store ratio rivet3_vs_etcd3 throughput=%.2fx p99_rivet3_ms=%.1f (goal >=1.0x, p99 < 20 ms)\n",
-		rivet3.WritesPerSec/etcd3.WritesPerSec, ms(rivet3.P99))
+	rivet3, etcdTLS, etcdPlain := results[1], results[2], results[3]
+	fmt.Fprintf(w, "rivet-figure: store ratio rivet3_vs_etcd3 throughput=%.2fx (etcd over HTTPS, the same workload; "+
+		"%.2fx vs etcd over plain HTTP) p99_rivet3_ms=%.1f (goal >=1.0x, p99 < 20 ms)\n",
+		rivet3.WritesPerSec/etcdTLS.WritesPerSec, rivet3.WritesPerSec/etcdPlain.WritesPerSec, ms(rivet3.P99))
 	return results, nil
 }
 
@@ -101,8 +114,12 @@ func printStore(w io.Writer, r StoreResult) {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (StoreResult, error) {
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: opts.RivetBin, Dir: dir, Nodes: nodes,
-		ExtraArgs: []string{"--log-level", "warn"}})
+	profile := opts.ProfileDir != "" && nodes == 3
+	args := []string{"--log-level", "warn"}
+	if profile {
+		args = append(args, "--debug-pprof")
+	}
+	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: opts.RivetBin, Dir: dir, Nodes: nodes, ExtraArgs: args})
 	if err != nil {
 		return StoreResult{}, err
 	}
@@ -115,7 +132,43 @@ func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (
 		_, err := clients[i%nodes].Register(ctx, coordinatortest.RegisterRequest(i))
 		return err
 	}
+	if profile {
+		opts.onLoad = func() func() error { return profileNodes(ctx, cluster, opts.ProfileDir) }
+	}
 	return drive(ctx, "rivet", nodes, opts, write)
+}
+
+// profileNodes starts a 5 s CPU profile of every node; the returned func waits for
+// them and writes DIR/rivet3-<node>.pprof.
+func profileNodes(ctx context.Context, cluster *coordinatortest.Cluster, dir string) func() error {
+	errs := make(chan error, len(cluster.Nodes))
+	for _, n := range cluster.Nodes {
+		go func() {
+			resp, err := cluster.Client(n).Open(ctx, "/debug/pprof/profile?seconds=5", nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(dir, "rivet3-"+n.ID+".pprof"))
+			if err == nil {
+				_, err = io.Copy(f, resp.Body)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			errs <- err
+		}()
+	}
+	return func() error {
+		var first error
+		for range cluster.Nodes {
+			if err := <-errs; err != nil && first == nil {
+				first = fmt.Errorf("CPU profile: %w", err)
+			}
+		}
+		return first
+	}
 }
 
 // drive measures a system twice: throughput with opts.Clients writers, then commit
@@ -127,7 +180,16 @@ func drive(ctx context.Context, system string, nodes int, opts StoreOptions, wri
 			return StoreResult{}, fmt.Errorf("warm-up write: %w", err)
 		}
 	}
+	var profiled func() error
+	if opts.onLoad != nil {
+		profiled = opts.onLoad()
+	}
 	load := run(ctx, opts.Writes, opts.Clients, 0, write)
+	if profiled != nil {
+		if err := profiled(); err != nil {
+			return StoreResult{}, err
+		}
+	}
 	light := run(ctx, opts.Writes/4, opts.LatencyClients, 2_000_000, write)
 	return StoreResult{System: system, Nodes: nodes, Writes: opts.Writes, Failed: load.failed + light.failed,
 		WritesPerSec: load.perSec, P50: light.p50, P99: light.p99, LoadP99: load.p99}, nil
@@ -175,10 +237,24 @@ func run(ctx context.Context, n, clients, offset int, write func(context.Context
 }
 
 // storeEtcd runs a 3-member etcd (Debian's etcd-server) on loopback and drives it.
-func storeEtcd(ctx context.Context, opts StoreOptions, dir string) (StoreResult, error) {
+// With secure, clients speak HTTPS to etcd exactly as they do to Rivet (a certificate
+// from a CA made like Rivet's, the same pinned TLS client configuration): the same
+// workload. Without, plain HTTP, etcd's default. Peers talk plain TCP in both, as
+// Rivet's Raft transport does.
+func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) (StoreResult, error) {
 	ports, err := freeTCPPorts(6)
 	if err != nil {
 		return StoreResult{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return StoreResult{}, err
+	}
+	scheme, tlsArgs, tlsClient := "http", []string(nil), (*tls.Config)(nil)
+	if secure {
+		scheme = "https"
+		if tlsArgs, tlsClient, err = etcdTLS(dir); err != nil {
+			return StoreResult{}, err
+		}
 	}
 	var peers []string
 	for i := range 3 {
@@ -193,12 +269,9 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string) (StoreResult,
 	}()
 	var endpoints []string
 	for i := range 3 {
-		client := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+		client := fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[i])
 		peer := fmt.Sprintf("http://127.0.0.1:%d", ports[3+i])
 		endpoints = append(endpoints, client)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return StoreResult{}, err
-		}
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("e%d.log", i+1)))
 		if err != nil {
 			return StoreResult{}, err
@@ -210,6 +283,7 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string) (StoreResult,
 			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 			"--initial-cluster", strings.Join(peers, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", "rivet-bench", "--log-level", "error")
+		cmd.Args = append(cmd.Args, tlsArgs...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -217,7 +291,8 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string) (StoreResult,
 		}
 		procs = append(procs, cmd)
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Clients}, Timeout: 20 * time.Second}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Clients, TLSClientConfig: tlsClient,
+		ForceAttemptHTTP2: secure}, Timeout: 20 * time.Second}
 	if err := waitEtcd(ctx, hc, endpoints); err != nil {
 		return StoreResult{}, err
 	}
@@ -238,7 +313,48 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string) (StoreResult,
 		}
 		return nil
 	}
-	return drive(ctx, "etcd", 3, opts, write)
+	system := "etcd"
+	if secure {
+		system = "etcd-https"
+	}
+	return drive(ctx, system, 3, opts, write)
+}
+
+// etcdTLS writes a serving certificate for 127.0.0.1 under dir and returns etcd's flags
+// and the client configuration that pins its CA, as Rivet's clients pin theirs.
+func etcdTLS(dir string) ([]string, *tls.Config, error) {
+	ca, err := pki.NewCA("rivet-bench-etcd", time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := ca.IssueServer([]string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	var chain []byte
+	for _, der := range cert.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	certFile, keyFile := filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, chain, 0o600); err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return nil, nil, err
+	}
+	fp, err := ca.Fingerprint()
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := shared.PinnedTLSConfig(fp)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []string{"--cert-file", certFile, "--key-file", keyFile}, client, nil
 }
 
 // registrationBytes is the JSON of one registration: etcd stores the same bytes Rivet does.
