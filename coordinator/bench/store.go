@@ -57,7 +57,7 @@ type StoreResult struct {
 // Store measures committed writes/s and commit latency for Rivet with 1 and 3
 // coordinators and for a 3-member etcd, on the same workload: Writes writes of one
 // registration-sized record (~1 KB) from Clients concurrent writers, round-robin over
-// the members. Rivet's writes are real machine registrations through its HTTPS API
+// the members, each writer with its own connection to each member (as machines have). Rivet's writes are real machine registrations through its HTTPS API
 // (TLS, JSON decode, validation, Raft commit with fsync); etcd's are puts of the same
 // bytes through its JSON gateway, once over HTTPS with the same client TLS setup (the
 // same workload, the ratio that counts) and once over plain HTTP (etcd's default).
@@ -124,12 +124,15 @@ func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (
 		return StoreResult{}, err
 	}
 	defer cluster.Stop()
-	clients := make([]*shared.Client, nodes)
+	// One client (one connection) per writer and node, as every machine has its own.
+	clients := make([][]*shared.Client, nodes)
 	for i, n := range cluster.Nodes {
-		clients[i] = cluster.Client(n).WithToken(cluster.EnrolToken)
+		for range opts.Clients {
+			clients[i] = append(clients[i], cluster.Client(n).WithToken(cluster.EnrolToken))
+		}
 	}
 	write := func(ctx context.Context, i int) error {
-		_, err := clients[i%nodes].Register(ctx, coordinatortest.RegisterRequest(i))
+		_, err := clients[i%nodes][i/nodes%opts.Clients].Register(ctx, coordinatortest.RegisterRequest(i))
 		return err
 	}
 	if profile {
@@ -291,9 +294,12 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		}
 		procs = append(procs, cmd)
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: opts.Clients, TLSClientConfig: tlsClient,
-		ForceAttemptHTTP2: secure}, Timeout: 20 * time.Second}
-	if err := waitEtcd(ctx, hc, endpoints); err != nil {
+	var hcs []*http.Client // one per writer, like Rivet's
+	for range opts.Clients {
+		hcs = append(hcs, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsClient, ForceAttemptHTTP2: secure},
+			Timeout: 20 * time.Second})
+	}
+	if err := waitEtcd(ctx, hcs[0], endpoints); err != nil {
 		return StoreResult{}, err
 	}
 	value := base64.StdEncoding.EncodeToString(registrationBytes())
@@ -302,7 +308,7 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		body, _ := json.Marshal(map[string]string{"key": key, "value": value})
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoints[i%3]+"/v3/kv/put", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
+		resp, err := hcs[i/3%opts.Clients].Do(req)
 		if err != nil {
 			return err
 		}
