@@ -13,6 +13,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/api"
 	"github.com/rivetmetal/rivet/coordinator/membership"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
+	"github.com/rivetmetal/rivet/coordinator/status"
 )
 
 // DaemonConfig is a whole coordinator process: the server plus its listeners.
@@ -59,8 +60,10 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if dc.ImageDir == "" {
 		dc.ImageDir = filepath.Join(s.cfg.DataDir, "images")
 	}
-	handler := api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement}, ImageDir: dc.ImageDir,
-		Logger: s.log, Registry: s.cfg.Registry, Extra: dc.Extra, Pprof: dc.Pprof})
+	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log})
+	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
+	handler := s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
+		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof}))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)
@@ -73,6 +76,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go s.metrics.observeSteps(ctx, s.store)
 	go s.RunLeaderLoop(ctx, dc.APIAddr, func(c context.Context) { s.PlanFleet(c, dc.Plan) })
 	if len(s.cfg.Join) > 0 {
 		if err := s.JoinCluster(ctx, dc.APIAddr); err != nil {
@@ -104,6 +108,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	s.log.Info("coordinator shutting down")
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
+	pages.Close()
 	_ = srv.Shutdown(shutdownCtx)
 	return nil
 }
@@ -146,6 +151,15 @@ func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 		return fmt.Errorf("boot services: %w", err)
 	}
 	return nil
+}
+
+// withMounts adds the caller's extra handlers to ours (the status pages); the caller's
+// handler for the same pattern wins.
+func withMounts(ours, extra map[string]http.Handler) map[string]http.Handler {
+	for pattern, h := range extra {
+		ours[pattern] = h
+	}
+	return ours
 }
 
 func orDefault(v, def string) string {

@@ -1,6 +1,10 @@
 package coordinator
 
 import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -8,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
+	"github.com/rivetmetal/rivet/coordinator/state"
 
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -20,6 +25,11 @@ type metrics struct {
 	changes      prometheus.Counter
 	tftp, dhcp   *prometheus.CounterVec
 	tftpBytes    prometheus.Counter
+	bootRequests *prometheus.CounterVec   // by service, file and client architecture
+	stepSeconds  *prometheus.HistogramVec // by step kind and result
+	imageBytes   prometheus.Counter
+	imageReqs    *prometheus.CounterVec
+	started      time.Time
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
@@ -34,8 +44,18 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Name: "rivet_machine_changes_total",
 			Help: "Machine records changed by applied commands.",
 		}),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "rivet_step_duration_seconds",
+			Help:    "How long plan steps took, from their first running report to their result, by step kind and result.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14), // 0.25 s to about 34 min
+		}, []string{"kind", "result"}),
+		imageBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_image_bytes_served_total",
+			Help: "OS image bytes sent by this coordinator's API (/v1/images/)."}),
+		imageReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_image_requests_total",
+			Help: "OS image requests by HTTP status (206 is a resumed or ranged download)."}, []string{"code"}),
+		started: time.Now(),
 	}
-	reg.MustRegister(m.applySeconds, m.changes, &stateCollector{s: s},
+	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, &stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -89,7 +109,11 @@ func (m *metrics) wireNetboot(nb *netboot.Config) {
 		Help: "Bytes sent over TFTP."})
 	m.dhcp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_dhcp_requests_total",
 		Help: "DHCP requests by client architecture and outcome."}, []string{"arch", "outcome"})
-	m.reg.MustRegister(m.tftp, m.tftpBytes, m.dhcp)
+	m.bootRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_requests_total",
+		Help: "Boot requests answered, by service (dhcp, tftp), boot file and client architecture."},
+		[]string{"service", "file", "arch"})
+	m.reg.MustRegister(m.tftp, m.tftpBytes, m.dhcp, m.bootRequests)
+	files := bootFilesByArch(nb.BootFiles)
 	nb.TFTPTransfer = func(file, _ string, bytes int64, _ time.Duration, err error) {
 		result := "ok"
 		if err != nil {
@@ -97,10 +121,107 @@ func (m *metrics) wireNetboot(nb *netboot.Config) {
 		}
 		m.tftp.WithLabelValues(file, result).Inc()
 		m.tftpBytes.Add(float64(bytes))
+		arch := "unknown"
+		for a, f := range files {
+			if f == file {
+				arch = a.String()
+			}
+		}
+		m.bootRequests.WithLabelValues("tftp", file, arch).Inc()
 	}
 	nb.DHCPEvent = func(e dhcp.Event) {
 		if e.Kind != dhcp.EventRequest {
 			m.dhcp.WithLabelValues(e.Arch.String(), string(e.Kind)).Inc()
 		}
+		if e.Kind == dhcp.EventReply {
+			m.bootRequests.WithLabelValues("dhcp", files[e.Arch], e.Arch.String()).Inc()
+		}
+	}
+}
+
+// bootFilesByArch is the iPXE binary each firmware is sent to, with the boot services'
+// defaults filled in, so TFTP downloads can be counted by architecture.
+func bootFilesByArch(f dhcp.BootFiles) map[dhcp.Arch]string {
+	return map[dhcp.Arch]string{
+		dhcp.ArchBIOS:     orDefault(f.BIOS, "undionly.kpxe"),
+		dhcp.ArchEFIx64:   orDefault(f.EFIx64, "snponly.efi"),
+		dhcp.ArchEFIArm64: orDefault(f.EFIArm64, "snponly-arm64.efi"),
+	}
+}
+
+// countImages counts the OS image bytes the API sends, by wrapping the response writer of
+// image requests only (other routes keep their writer, and with it streaming).
+func (m *metrics) countImages(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, shared.PathImages) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(cw, r)
+		m.imageBytes.Add(float64(cw.n))
+		m.imageReqs.WithLabelValues(strconv.Itoa(cw.status)).Inc()
+	})
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n      int64
+	status int
+}
+
+func (c *countingWriter) WriteHeader(code int) {
+	c.status = code
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// observeSteps feeds the step-duration histogram from the store: whenever a machine
+// changes, each step that has newly finished is observed once. Steps that finished
+// before this coordinator started are not counted again when it replays its log.
+func (m *metrics) observeSteps(ctx context.Context, store *state.Store) {
+	sub := store.Subscribe()
+	defer sub.Close()
+	seen := map[shared.MachineID]map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.Ready():
+		}
+		ids, _ := sub.Take()
+		for _, id := range ids {
+			if mach, ok := store.Machine(id); ok {
+				m.observeMachine(mach, seen)
+			} else {
+				delete(seen, id)
+			}
+		}
+	}
+}
+
+func (m *metrics) observeMachine(mach *shared.Machine, seen map[shared.MachineID]map[string]time.Time) {
+	if mach.Plan == nil {
+		return
+	}
+	for i, st := range mach.Steps {
+		finished := st.Status == shared.StepSucceeded || st.Status == shared.StepFailed
+		if !finished || st.StartedAt.IsZero() || st.FinishedAt.Before(m.started) || i >= len(mach.Plan.Steps) {
+			continue
+		}
+		if seen[mach.ID] == nil {
+			seen[mach.ID] = map[string]time.Time{}
+		}
+		if seen[mach.ID][st.Name].Equal(st.FinishedAt) {
+			continue
+		}
+		seen[mach.ID][st.Name] = st.FinishedAt
+		m.stepSeconds.WithLabelValues(string(mach.Plan.Steps[i].Kind), string(st.Status)).
+			Observe(st.FinishedAt.Sub(st.StartedAt).Seconds())
 	}
 }

@@ -14,6 +14,7 @@ func runMachines(ctx context.Context, env *Env, args []string) error {
 		"ls":     {"list machines", machinesList},
 		"show":   {"show one machine: identity, inventory, plan, steps, timeline", machinesShow},
 		"events": {"print a machine's event timeline", machinesEvents},
+		"watch":  {"follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", machinesWatch},
 	}
 	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire} {
 		verbs[act] = command{actionSummary(act), actionVerb(act)}

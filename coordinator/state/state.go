@@ -83,7 +83,8 @@ type Store struct {
 	data    Data
 	applied uint64
 	byMAC   map[string]shared.MachineID // derived: MAC → machine, for the boot services
-	watch   func(shared.MachineID)      // called after a machine changed (status pages)
+	watch   func(shared.MachineID)      // called after a machine changed (metrics)
+	subs    watchers                    // live readers (status pages, watch): watch.go
 }
 
 // New returns an empty store.
@@ -154,6 +155,7 @@ func (s *Store) Restore(b []byte, applied uint64) error {
 	s.reset(d)
 	s.applied = applied
 	s.mu.Unlock()
+	s.subs.notify("") // a restored snapshot may change any machine
 	return nil
 }
 

@@ -19,8 +19,11 @@ func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Resu
 	}
 	watch := s.watch
 	s.mu.Unlock()
-	if watch != nil && id != "" && res.Err == nil {
-		watch(id)
+	if id != "" && res.Err == nil {
+		if watch != nil {
+			watch(id)
+		}
+		s.subs.notify(id)
 	}
 	return res
 }

@@ -1,0 +1,199 @@
+package cli_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/cli"
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/coordinator/status/statustest"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// watchFleet starts a coordinator with n planned machines and returns an env file for
+// the CLI.
+func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
+	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	ctx := context.Background()
+	f, err := statustest.Register(ctx, c, 1, n, func(int) map[string]string { return map[string]string{"pool": "sim"} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ApplyRole(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	envFile := filepath.Join(t.TempDir(), "operator.env")
+	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
+	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f, envFile
+}
+
+// drive moves the fleet along while watch runs: progress on every machine, then all
+// finish but the last, which fails. It waits for seen() before each phase, so the watch
+// has drawn the previous one.
+func drive(t *testing.T, f *statustest.Fleet, seen func(string) bool) {
+	ctx := context.Background()
+	waitFor(t, seen, "planned")
+	for i, m := range f.Machines {
+		if err := m.Provisioning(ctx, 20+10*i); err != nil {
+			t.Error(err)
+			return
+		}
+	}
+	waitFor(t, seen, "provisioning")
+	for i, m := range f.Machines {
+		var err error
+		if i == len(f.Machines)-1 {
+			err = m.Report(ctx, "image", shared.StepFailed, nil, "sha256 mismatch")
+		} else {
+			err = m.Install(ctx, true, true)
+		}
+		if err != nil {
+			t.Error(err)
+			return
+		}
+	}
+}
+
+func waitFor(t *testing.T, seen func(string) bool, what string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !seen(what) {
+		if time.Now().After(deadline) {
+			t.Errorf("watch never showed %q", what)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer collects output written by one goroutine and read by another.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestWatchOnATerminal(t *testing.T) {
+	f, envFile := watchFleet(t, 4)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ptmx.Close(); tty.Close() })
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 30, Cols: 160}); err != nil {
+		t.Fatal(err)
+	}
+	var screen syncBuffer
+	go func() { _, _ = io.Copy(&screen, ptmx) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cli.Run(ctx, []string{"machines", "watch", "--env-file", envFile}, tty, tty) }()
+	drive(t, f, func(s string) bool { return strings.Contains(screen.String(), s) })
+
+	var runErr error
+	select {
+	case runErr = <-done:
+	case <-ctx.Done():
+		t.Fatalf("watch did not exit after the fleet settled; screen:\n%s", screen.String())
+	}
+	waitFor(t, func(s string) bool { return strings.Contains(screen.String(), s) }, "Fleet settled")
+	out := screen.String()
+	if runErr == nil || !strings.Contains(runErr.Error(), "1 machines failed") {
+		t.Errorf("watch returned %v, want the failed machine counted", runErr)
+	}
+	for _, want := range []string{
+		"\x1b[H\x1b[2J", // redrawn in place
+		"PROGRESS", "RATE",
+		"] ",          // a progress bar
+		"110.0 MiB/s", // the rate
+		"sha256 mismatch",
+		"Fleet settled: 3 ready, 1 failed.",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the terminal never showed %q", want)
+		}
+	}
+	if !strings.Contains(out, "[####") {
+		t.Errorf("no filled progress bar on the terminal")
+	}
+	if t.Failed() || testing.Verbose() {
+		frames := strings.Split(out, "\x1b[H\x1b[2J")
+		t.Logf("last frames:\n%s", strings.Join(frames[max(0, len(frames)-3):], "\n-----\n"))
+	}
+}
+
+func TestWatchStreamsJSONLines(t *testing.T) {
+	f, envFile := watchFleet(t, 3)
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- cli.Run(ctx, []string{"machines", "watch", "--env-file", envFile, "--output", "json"}, &out, io.Discard)
+	}()
+	drive(t, f, func(s string) bool { return strings.Contains(out.String(), `"state":"`+s+`"`) })
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatalf("watch did not exit; output:\n%s", out.String())
+	}
+	var last map[string]any
+	states := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("not a JSON line: %q", sc.Text())
+		}
+		if s, ok := line["state"].(string); ok {
+			states[s] = true
+		}
+		last = line
+	}
+	for _, s := range []string{"planned", "provisioning", "ready", "failed"} {
+		if !states[s] {
+			t.Errorf("no JSON line with state %s", s)
+		}
+	}
+	if last["settled"] != true {
+		t.Errorf("last line %v, want the settled summary", last)
+	}
+}

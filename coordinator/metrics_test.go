@@ -1,0 +1,100 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/coordinator/status/statustest"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// TestMetricsCountStepsAndImages drives a machine through a step and downloads an image,
+// then finds both on /metrics with the machine-state gauge.
+func TestMetricsCountStepsAndImages(t *testing.T) {
+	dir := t.TempDir()
+	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
+	c, err := coordinatortest.StartInProcess(context.Background(), dir, slog.New(slog.NewTextHandler(io.Discard, nil)), dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	ctx := context.Background()
+	f, err := statustest.Register(ctx, c, 1, 1, func(int) map[string]string { return map[string]string{"pool": "sim"} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ApplyRole(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m := f.Machines[0]
+	if err := m.Report(ctx, "disk", shared.StepRunning, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Report(ctx, "disk", shared.StepSucceeded, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	image := strings.Repeat("rivet", 20000)
+	if err := os.MkdirAll(filepath.Join(dir, "images"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images", "os.raw"), []byte(image), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := m.Client.Open(ctx, shared.PathImages+"os.raw", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != int64(len(image)) {
+		t.Fatalf("downloaded %d bytes, want %d", n, len(image))
+	}
+
+	want := []string{
+		`rivet_step_duration_seconds_count{kind="disk",result="succeeded"} 1`,
+		fmt.Sprintf("rivet_image_bytes_served_total %d", len(image)),
+		`rivet_image_requests_total{code="200"} 1`,
+		`rivet_machines{state="provisioning"} 1`,
+		`rivet_raft_commit_seconds_count`,
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body := scrape(t, c)
+		var missing []string
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q", missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, c *coordinatortest.InProcess) string {
+	t.Helper()
+	resp, err := c.Client("").Open(context.Background(), shared.PathMetrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
