@@ -21,34 +21,43 @@ type netLab struct {
 	tag    string // unique per run: keeps parallel tests and leftovers apart
 	lan    string // the bridge's namespace
 	HostIP string
+	HostIf string // the host's end of the veth to the bridge, where HostIP is
+	name   string // first letters of every namespace and link name
 	hosts  []string
 }
 
 func newNetLab(t *testing.T, prefix string) *netLab {
 	t.Helper()
+	return newNamedNetLab(t, prefix, "rvt")
+}
+
+// newNamedNetLab is newNetLab with every namespace and host link named name+...
+// (e.g. "rvtp"), so that tests of different areas can tell their leftovers apart.
+func newNamedNetLab(t *testing.T, prefix, name string) *netLab {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "ip")
 	b := make([]byte, 3)
 	_, _ = rand.Read(b)
-	l := &netLab{t: t, prefix: prefix, tag: hex.EncodeToString(b), HostIP: prefix + ".1"}
-	l.lan = "rvtl" + l.tag
+	l := &netLab{t: t, prefix: prefix, tag: hex.EncodeToString(b), HostIP: prefix + ".1", name: name}
+	l.lan = name + "l" + l.tag
+	l.HostIf = name + "h" + l.tag
 	t.Cleanup(l.down)
 	l.ip("netns", "add", l.lan)
 	l.ip("-n", l.lan, "link", "set", "lo", "up")
 	l.ip("-n", l.lan, "link", "add", "br0", "type", "bridge")
 	l.ip("-n", l.lan, "link", "set", "br0", "up")
-	host := "rvth" + l.tag
-	l.ip("link", "add", host, "type", "veth", "peer", "name", "up0", "netns", l.lan)
+	l.ip("link", "add", l.HostIf, "type", "veth", "peer", "name", "up0", "netns", l.lan)
 	l.ip("-n", l.lan, "link", "set", "up0", "master", "br0", "up")
-	l.ip("addr", "add", l.HostIP+"/24", "dev", host)
-	l.ip("link", "set", host, "up")
+	l.ip("addr", "add", l.HostIP+"/24", "dev", l.HostIf)
+	l.ip("link", "set", l.HostIf, "up")
 	return l
 }
 
 // AddHost creates namespace number i with address prefix.(10+i) on the bridge and
 // returns its name and IP.
 func (l *netLab) AddHost(i int) (ns, ip string) {
-	ns = fmt.Sprintf("rvt%s-%d", l.tag, i)
+	ns = fmt.Sprintf("%s%s-%d", l.name, l.tag, i)
 	ip = fmt.Sprintf("%s.%d", l.prefix, 10+i)
 	l.ip("netns", "add", ns)
 	l.hosts = append(l.hosts, ns)
@@ -73,11 +82,11 @@ func (l *netLab) down() {
 	for _, ns := range append(l.hosts, l.lan) {
 		_ = exec.Command("ip", "netns", "del", ns).Run()
 	}
-	_ = exec.Command("ip", "link", "del", "rvth"+l.tag).Run()
+	_ = exec.Command("ip", "link", "del", l.HostIf).Run()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		out, _ := exec.Command("ip", "-br", "link").Output()
-		if !strings.Contains(string(out), "rvth"+l.tag) {
+		if !strings.Contains(string(out), l.HostIf) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -22,7 +22,9 @@ func bootFlags(fs *flag.FlagSet) *bootOptions {
 	fs.StringVar(&b.iface, "boot-interface", "", "network interface machines PXE-boot on")
 	fs.StringVar(&b.dir, "boot-dir", "", "kernel, initramfs and iPXE binaries (default DATA_DIR/boot)")
 	fs.StringVar(&b.httpAddr, "boot-http-addr", ":8080", "HTTP boot listen address (iPXE scripts, kernel, initramfs)")
-	fs.StringVar(&b.cmdline, "boot-cmdline", "console=ttyS0 console=tty0", "extra kernel arguments for the agent")
+	// No console= by default: the agent's script already ends its consoles with
+	// ttyS0 (netboot's agentCmdline), and the last console= becomes /dev/console.
+	fs.StringVar(&b.cmdline, "boot-cmdline", "", "extra kernel arguments for the agent, after Rivet's own (console=tty0 console=ttyS0,115200n8: the last console= is /dev/console, so a console= here wins)")
 	fs.StringVar(&b.poolStart, "boot-pool-start", "", "full mode: first address of the lease pool")
 	fs.StringVar(&b.poolEnd, "boot-pool-end", "", "full mode: last address of the lease pool")
 	fs.StringVar(&b.router, "boot-router", "", "full mode: default gateway handed to clients")

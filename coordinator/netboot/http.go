@@ -29,6 +29,11 @@ func (s *Server) ScriptURL(mac net.HardwareAddr) string {
 	return s.bootURL() + scriptDir + strings.ReplaceAll(mac.String(), ":", "-") + ".ipxe"
 }
 
+// FileURL is the URL of a file in BootDir, which proxyDHCP hands to UEFI HTTP boot.
+func (s *Server) FileURL(name string) string {
+	return s.bootURL() + filesPath + "/" + name
+}
+
 func (s *Server) serveScriptQuery(w http.ResponseWriter, r *http.Request) {
 	s.serveScript(w, r, r.URL.Query().Get("mac"))
 }
@@ -90,6 +95,9 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
+	if strings.HasSuffix(name, ".efi") {
+		h.Set("Content-Type", "application/efi") // what UEFI HTTP boot expects of an EFI binary
+	}
 	h.Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
 	h.Set("Cache-Control", "no-cache") // cache, but revalidate: the file may be rebuilt
 	http.ServeContent(w, r, name, st.ModTime(), f)

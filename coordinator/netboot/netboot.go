@@ -87,7 +87,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.handler = s.newHandler()
 	if cfg.Mode != ModeOff {
 		d, err := dhcp.New(dhcp.Config{Mode: dhcp.Mode(cfg.Mode), Interface: cfg.Interface, ServerIP: cfg.ServerIP,
-			Booter: cfg.Booter, BootFiles: cfg.BootFiles, ScriptURL: s.ScriptURL, Pool: cfg.Pool,
+			Booter: cfg.Booter, BootFiles: cfg.BootFiles, ScriptURL: s.ScriptURL, FileURL: s.FileURL, Pool: cfg.Pool,
 			OnEvent: cfg.DHCPEvent, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err

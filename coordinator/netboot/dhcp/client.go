@@ -16,8 +16,8 @@ type Arch int
 const (
 	ArchNone     Arch = iota // not a PXE client: no option 93
 	ArchBIOS                 // 0: x86 BIOS
-	ArchEFIx64               // 7 or 9: x86-64 UEFI (9 is "EFI BC", sent by many x86-64 firmwares)
-	ArchEFIArm64             // 11: arm64 UEFI
+	ArchEFIx64               // 7 or 9: x86-64 UEFI (9 is "EFI BC", sent by many x86-64 firmwares); 16: its HTTP boot
+	ArchEFIArm64             // 11: arm64 UEFI; 19: its HTTP boot
 	ArchOther                // any other value: answered only if the client is already iPXE
 	numArchs
 )
@@ -38,6 +38,7 @@ func Archs() []Arch { return []Arch{ArchNone, ArchBIOS, ArchEFIx64, ArchEFIArm64
 type client struct {
 	mac  net.HardwareAddr
 	pxe  bool // option 60 begins with "PXEClient"
+	http bool // option 60 begins with "HTTPClient": UEFI HTTP boot, which wants a URL
 	ipxe bool // user class "iPXE" (or iPXE's own option 175): already running iPXE
 	arch Arch
 }
@@ -46,7 +47,9 @@ type client struct {
 // options make a client less bootable, never a reason to crash.
 func classify(req *dhcpv4.DHCPv4) client {
 	c := client{mac: req.ClientHWAddr}
-	c.pxe = strings.HasPrefix(string(req.Options.Get(dhcpv4.OptionClassIdentifier)), "PXEClient")
+	class := string(req.Options.Get(dhcpv4.OptionClassIdentifier))
+	c.pxe = strings.HasPrefix(class, "PXEClient")
+	c.http = strings.HasPrefix(class, "HTTPClient")
 	c.arch = archOf(req.Options.Get(dhcpv4.OptionClientSystemArchitectureType))
 	c.ipxe = isIPXE(req)
 	return c
@@ -60,9 +63,9 @@ func archOf(opt []byte) Arch {
 	switch binary.BigEndian.Uint16(opt) {
 	case 0:
 		return ArchBIOS
-	case 7, 9:
+	case 7, 9, 16:
 		return ArchEFIx64
-	case 11:
+	case 11, 19:
 		return ArchEFIArm64
 	}
 	return ArchOther

@@ -22,6 +22,7 @@ func FuzzHandleDHCP(f *testing.F) {
 		{XID: 5, Type: dhcpv4.MessageTypeRequest, Arch: -1, RequestedIP: net.IPv4(10, 77, 0, 100), ServerID: testServerIP},
 		{XID: 6, Type: dhcpv4.MessageTypeRelease, Arch: -1, ClientIP: net.IPv4(10, 77, 0, 100)},
 		{XID: 7, Type: dhcpv4.MessageTypeInform, Arch: -1, ClientIP: net.IPv4(10, 77, 0, 5)},
+		{XID: 8, Arch: 16, HTTP: true},
 	} {
 		f.Add(r.Bytes(), uint8(0))
 		f.Add(r.Bytes(), uint8(3))
@@ -71,6 +72,7 @@ func FuzzHandleDHCP(f *testing.F) {
 
 func newFuzzServer(f *testing.F, cfg Config) *Server {
 	cfg.ServerIP, cfg.ScriptURL = testServerIP, scriptURL
+	cfg.FileURL = func(name string) string { return "http://10.77.0.1:8080/boot/files/" + name }
 	s, err := New(cfg)
 	if err != nil {
 		f.Fatal(err)

@@ -32,7 +32,8 @@ func (s *Server) respond(data []byte, port int, from *net.UDPAddr) ([]byte, *net
 		ev.Kind, ev.Reason = EventIgnored, reason
 		s.emit(ev)
 		if s.debug() {
-			s.log.Debug("ignored", "mac", c.mac.String(), "type", ev.Type, "port", port, "reason", reason)
+			s.log.Debug("ignored", "mac", c.mac.String(), "type", ev.Type, "port", port, "reason", reason,
+				"target", ev.Target, "machine", ev.Machine)
 		}
 		return nil, nil
 	}
@@ -101,7 +102,7 @@ func (s *Server) answerProxy(req *dhcpv4.DHCPv4, c client, ev *Event) (*dhcpv4.D
 	default:
 		return nil, "proxy mode answers DISCOVER only"
 	}
-	if !c.pxe {
+	if !c.pxe && !c.http {
 		return nil, "not a PXE client"
 	}
 	resp := s.newReply(req, typ)
@@ -188,7 +189,7 @@ func (s *Server) fullReply(req *dhcpv4.DHCPv4, c client, ev *Event, typ dhcpv4.M
 	resp := s.newReply(req, typ)
 	resp.YourIPAddr = ip
 	s.addNetwork(resp, true)
-	if c.pxe {
+	if c.pxe || c.http {
 		// A client we cannot boot (retired, unknown firmware) still gets its address.
 		s.addBoot(resp, req, c, ev, false)
 	}
@@ -240,14 +241,29 @@ func (s *Server) addBoot(resp, req *dhcpv4.DHCPv4, c client, ev *Event, proxy bo
 		return "machine is retired (boot none)"
 	}
 	var file string
-	if c.ipxe {
+	switch {
+	case c.ipxe:
 		// iPXE fetches its per-machine script over HTTP; the script decides agent or disk.
 		file = s.cfg.ScriptURL(c.mac)
 		resp.Options[optIPXEEncap.Code()] = ipxeNoProxyWait
 		if len(file) > 127 { // does not fit the BOOTP file field; iPXE reads option 67
 			resp.UpdateOption(dhcpv4.OptBootFileName(file))
 		}
-	} else {
+	case c.http:
+		// UEFI HTTP boot: the iPXE binary by URL, then iPXE asks for its script as
+		// everywhere else. Without an answer the firmware waits ~70 s for one before it
+		// tries its next boot option (OVMF, measured), which is often the local disk.
+		name := s.cfg.BootFiles.forArch(c.arch)
+		if name == "" || s.cfg.FileURL == nil {
+			return "no iPXE binary over HTTP for client firmware " + c.arch.String()
+		}
+		file = s.cfg.FileURL(name)
+		resp.UpdateOption(dhcpv4.OptBootFileName(file))            // EDK2 reads the URL from option 67
+		resp.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient")) // and ignores offers without it
+		if len(file) > 127 {
+			file = ""
+		}
+	default:
 		file = s.cfg.BootFiles.forArch(c.arch)
 		if file == "" {
 			return "no iPXE binary for client firmware " + c.arch.String()
@@ -258,7 +274,7 @@ func (s *Server) addBoot(resp, req *dhcpv4.DHCPv4, c client, ev *Event, proxy bo
 	}
 	resp.BootFileName = file
 	resp.ServerIPAddr = s.serverIP[:] // always: iPXE ignores a proxy reply without siaddr
-	if proxy {
+	if proxy && !c.http {
 		resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
 	}
 	if guid := req.Options.Get(dhcpv4.OptionClientMachineIdentifier); len(guid) == 17 {

@@ -176,6 +176,40 @@ func TestLongScriptURLAlsoInOption67(t *testing.T) {
 	}
 }
 
+// UEFI HTTP boot (option 60 "HTTPClient", arch 16) gets the iPXE binary as a URL in a
+// proxy offer EDK2 accepts: no address, option 60 "HTTPClient", the URL in option 67.
+func TestProxyHTTPBootGetsIPXEURL(t *testing.T) {
+	b := &booterMap{m: map[string]shared.BootTarget{dhcptest.MAC(2).String(): shared.BootNone}}
+	s := newTestServer(t, Config{Booter: b, FileURL: func(name string) string { return "http://10.77.0.1:8080/boot/files/" + name }})
+	p, to := ask(t, s, dhcptest.Request{XID: 1, Arch: 16, HTTP: true}, PortServer, nil)
+	if p == nil {
+		t.Fatal("no offer for a UEFI HTTP boot DISCOVER")
+	}
+	if want := "http://10.77.0.1:8080/boot/files/snponly.efi"; p.BootFileNameOption() != want || p.BootFileName != want {
+		t.Errorf("option 67 %q, file %q: want %q in both", p.BootFileNameOption(), p.BootFileName, want)
+	}
+	if p.ClassIdentifier() != "HTTPClient" {
+		t.Errorf("option 60 %q, want HTTPClient (EDK2 ignores other offers)", p.ClassIdentifier())
+	}
+	if !p.YourIPAddr.IsUnspecified() || p.Options.Has(dhcpv4.OptionVendorSpecificInformation) {
+		t.Errorf("yiaddr %v, option 43 %v: a proxy HTTP offer has neither", p.YourIPAddr, p.Options.Get(dhcpv4.OptionVendorSpecificInformation))
+	}
+	if !to.IP.Equal(net.IPv4bcast) {
+		t.Errorf("sent to %v, want broadcast", to)
+	}
+	if p, _ := ask(t, s, dhcptest.Request{XID: 2, Arch: 19, HTTP: true}, PortServer, nil); p == nil ||
+		p.BootFileNameOption() != "http://10.77.0.1:8080/boot/files/snponly-arm64.efi" {
+		t.Errorf("arm64 HTTP boot got %v", p)
+	}
+	if p, _ := ask(t, s, dhcptest.Request{XID: 3, MAC: dhcptest.MAC(2), Arch: 16, HTTP: true}, PortServer, nil); p != nil {
+		t.Error("a retired machine got an HTTP boot offer")
+	}
+	// Without FileURL the server has no URL to give: silence, not a TFTP file name.
+	if p, _ := ask(t, newTestServer(t, Config{}), dhcptest.Request{XID: 4, Arch: 16, HTTP: true}, PortServer, nil); p != nil {
+		t.Errorf("HTTP boot answered without FileURL: file %q", p.BootFileName)
+	}
+}
+
 func TestProxySilence(t *testing.T) {
 	b := &booterMap{m: map[string]shared.BootTarget{
 		dhcptest.MAC(2).String(): shared.BootNone,

@@ -51,10 +51,13 @@ type Config struct {
 	// ScriptURL is the HTTP URL of a machine's iPXE script, handed to iPXE as its
 	// boot file name.
 	ScriptURL func(mac net.HardwareAddr) string
-	Pool      Pool        // full mode only
-	OnEvent   func(Event) // optional hook for metrics; called on the packet path
-	Logger    *slog.Logger
-	Now       func() time.Time // for tests; time.Now if nil
+	// FileURL is the HTTP URL of a file in the boot directory. UEFI HTTP boot clients
+	// get the iPXE binary from there; nil leaves them unanswered.
+	FileURL func(name string) string
+	Pool    Pool        // full mode only
+	OnEvent func(Event) // optional hook for metrics; called on the packet path
+	Logger  *slog.Logger
+	Now     func() time.Time // for tests; time.Now if nil
 }
 
 // Server answers DHCP requests. It is safe for concurrent use.

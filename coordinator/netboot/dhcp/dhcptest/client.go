@@ -23,6 +23,7 @@ type Request struct {
 	XID         uint32
 	Arch        int    // option 93; -1 leaves it out
 	PXE         bool   // option 60 "PXEClient:Arch:xxxxx:UNDI:002001"
+	HTTP        bool   // option 60 "HTTPClient:Arch:xxxxx:UNDI:003000": UEFI HTTP boot
 	IPXE        bool   // user class "iPXE", as iPXE sends it
 	ClientIP    net.IP // ciaddr
 	RequestedIP net.IP // option 50
@@ -60,6 +61,9 @@ func (r Request) Bytes() []byte {
 	}
 	if r.PXE {
 		p.UpdateOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("PXEClient:Arch:%05d:UNDI:002001", max(r.Arch, 0))))
+	}
+	if r.HTTP {
+		p.UpdateOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("HTTPClient:Arch:%05d:UNDI:003000", max(r.Arch, 0))))
 	}
 	if r.IPXE {
 		p.Options[dhcpv4.OptionUserClassInformation.Code()] = []byte("iPXE")

@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pxeMachine is one bare-metal stand-in: a MAC, a tap on the lab's bridge and a disk that
+// keeps its content across power cycles. Each boot is a fresh qemu process (TCG, never
+// KVM: see shared/notes/qemu-pxe.md §3) with network first and the disk second, as a
+// provisioned server is set up.
+type pxeMachine struct {
+	lab      *netLab
+	dir      string
+	firmware string // "bios" (SeaBIOS + the NIC's iPXE ROM) or "uefi" (OVMF's own PXE)
+	mac      string
+	serial   string // the disk's serial number, which the inventory must report
+	disk     string
+	tap      string
+	sercon   string // fw_cfg file with SeaBIOS's serial console port
+	boots    int
+}
+
+func newPXEMachine(t *testing.T, lab *netLab, dir, firmware string, i int, diskImage string) *pxeMachine {
+	t.Helper()
+	m := &pxeMachine{lab: lab, dir: dir, firmware: firmware,
+		mac:    fmt.Sprintf("52:54:00:70:00:%02x", i+1),
+		serial: fmt.Sprintf("RVTDISK%d%s", i+1, strings.ToUpper(firmware)),
+		disk:   filepath.Join(dir, fmt.Sprintf("disk-%s.img", firmware)),
+		tap:    fmt.Sprintf("tap%d", i)}
+	diskCopy(t, diskImage, m.disk)
+	// A little-endian 0x3f8 (COM1): SeaBIOS reads the file as a binary integer.
+	m.sercon = filepath.Join(dir, "sercon-port.bin")
+	diskWrite(t, m.sercon, []byte{0xf8, 0x03})
+	lab.ip("-n", lab.lan, "tuntap", "add", "dev", m.tap, "mode", "tap")
+	lab.ip("-n", lab.lan, "link", "set", m.tap, "master", "br0", "up")
+	return m
+}
+
+// qemuArgs is the command line of one boot. The firmware tries the NIC first and the
+// disk second: SeaBIOS by -boot order=nc, OVMF by bootindex. For UEFI the NIC has no
+// option ROM (romfile=), so OVMF's own PXE client runs, fetches snponly.efi over TFTP
+// and iPXE then runs on OVMF's network driver: the path of a real UEFI server. OVMF's
+// IPv6 is off: its PXEv6 and HTTPv6 boot options would each wait ~70 s for a DHCPv6
+// answer before the disk's turn comes.
+func (m *pxeMachine) qemuArgs() []string {
+	args := []string{"-accel", "tcg", "-m", "768", "-smp", "1",
+		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
+		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", m.tap),
+		"-device", "virtio-rng-pci",
+		"-drive", fmt.Sprintf("file=%s,if=none,id=d0,format=raw", m.disk)}
+	if m.firmware == "uefi" {
+		return append(args, "-machine", "q35", "-bios", "/usr/share/ovmf/OVMF.fd",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no",
+			"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=%s,romfile=,bootindex=1", m.mac),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=d0,serial=%s,bootindex=2", m.serial))
+	}
+	// SeaBIOS (and the iPXE ROM through it) print on the serial port at sercon-port.
+	return append(args, "-machine", "pc", "-boot", "order=nc", "-fw_cfg", "name=etc/sercon-port,file="+m.sercon,
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=%s", m.mac),
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=d0,serial=%s", m.serial))
+}
+
+// powerOn starts one boot; the VM is stopped in t.Cleanup if it still runs.
+func (m *pxeMachine) powerOn(t *testing.T, phase string) *vmProc {
+	t.Helper()
+	m.boots++
+	serialLog := filepath.Join(m.dir, fmt.Sprintf("%s-%d-%s-serial.log", m.firmware, m.boots, phase))
+	cmd := exec.Command("ip", append([]string{"netns", "exec", m.lab.lan, "qemu-system-x86_64"}, m.qemuArgs()...)...)
+	logf, err := os.Create(serialLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	v := &vmProc{done: make(chan struct{}), serial: serialLog, started: time.Now()}
+	cmd.Stdout = &stampedLines{w: logf, start: v.started, bol: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	v.cmd = cmd
+	go func() { _ = cmd.Wait(); logf.Close(); close(v.done) }()
+	t.Cleanup(func() {
+		v.stop()
+		keepLog(t, serialLog)
+		if t.Failed() {
+			t.Logf("%s boot %d (%s): qemu stderr: %s\nserial console without the kernel's lines:\n%s", m.firmware, m.boots, phase,
+				stderr.String(), tail(withoutKernelLines(v.console()), 5000))
+		}
+	})
+	return v
+}
+
+type vmProc struct {
+	cmd     *exec.Cmd
+	done    chan struct{}
+	serial  string
+	started time.Time
+}
+
+func (v *vmProc) exited() bool {
+	select {
+	case <-v.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// console is what the VM printed on its serial port so far.
+func (v *vmProc) console() string {
+	data, _ := os.ReadFile(v.serial)
+	return string(data)
+}
+
+func (v *vmProc) stop() {
+	if !v.exited() {
+		_ = v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+// stampedLines prefixes every console line with the seconds since qemu started, which
+// shows where a slow boot spends its time.
+type stampedLines struct {
+	w     io.Writer
+	start time.Time
+	bol   bool // at the beginning of a line
+}
+
+func (s *stampedLines) Write(p []byte) (int, error) {
+	var b bytes.Buffer
+	for _, c := range p {
+		if s.bol {
+			fmt.Fprintf(&b, "[%6.1fs] ", time.Since(s.start).Seconds())
+		}
+		b.WriteByte(c)
+		s.bol = c == '\n'
+	}
+	if _, err := s.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// withoutKernelLines drops the kernel's "[    1.234567] ..." lines: what is left is the
+// firmware, iPXE and the agent.
+func withoutKernelLines(console string) string {
+	var b strings.Builder
+	for line := range strings.Lines(console) {
+		_, rest, _ := strings.Cut(line, "] ")
+		if !strings.HasPrefix(rest, "[ ") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// keepLog copies a log into $RIVET_PXE_LOGS, if set, for reading after the run.
+func keepLog(t *testing.T, path string) {
+	dir := os.Getenv("RIVET_PXE_LOGS")
+	if dir == "" {
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, filepath.Base(path)), data, 0o644)
+	}
+	if err != nil {
+		t.Logf("keeping %s: %v", path, err)
+	}
+}
