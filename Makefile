@@ -34,6 +34,19 @@ bench: build
 	bin/rivet bench boot
 	bin/rivet-agent bench inventory
 
+# Debian packages: build/deb/rivet_VERSION_amd64.deb and rivet-agent_VERSION_amd64.deb
+# (packaging/deb/build.sh; reproducible for a given VERSION and commit).
+.PHONY: debs
+debs: build
+	bin/rivet-mkinitramfs --agent bin/rivet-agent --out build/initramfs
+	VERSION=$(VERSION) packaging/deb/build.sh --bin bin --boot build/initramfs --out build/deb
+
+# The lab OS image: build/labimage/rivet-lab.raw.zst (+ .sha256, .json). Needs root;
+# cached: rebuilt only when packaging/labimage/ or the agent .deb change.
+.PHONY: lab-image
+lab-image: debs
+	packaging/labimage/build.sh --agent-deb "$$(ls build/deb/rivet-agent_*_amd64.deb)" --out build/labimage
+
 lab: build
 	bin/rivet lab up
 
