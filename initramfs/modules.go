@@ -22,8 +22,9 @@ var DefaultModules = []string{
 	"e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "mlx5_core", "bnxt_en",
 	// disks
 	"nvme", "ahci", "sd_mod",
-	// the installed root, which the handoff step mounts (loaded on demand, no modalias)
-	"ext4",
+	// the installed root, which the handoff step mounts (loaded on demand, no modalias);
+	// ext4 asks the crypto API for crc32c at mount time, which modules.dep cannot show
+	"ext4", "crc32c_generic",
 }
 
 // module is one kernel module as its ELF .modinfo section describes it.

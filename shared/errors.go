@@ -28,6 +28,9 @@ const (
 	CodeForbidden    = "forbidden"
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
+	// CodeSwarmPending (409): the first manager is still creating the swarm; the caller
+	// waits and asks again, it has done nothing wrong.
+	CodeSwarmPending = "swarm_pending"
 	CodeTooLarge     = "too_large"
 	CodeNoLeader     = "no_leader"
 	CodeInternal     = "internal"
@@ -53,6 +56,15 @@ func BadRequest(err error) *APIError {
 		return apiErr
 	}
 	return &APIError{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: err.Error()}
+}
+
+// CodeOf returns the error code of err, "" when it is not an APIError.
+func CodeOf(err error) string {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code
+	}
+	return ""
 }
 
 // StatusOf returns the HTTP status of err, 0 when it is not an APIError.

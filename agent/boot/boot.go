@@ -20,8 +20,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/shared"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/rivetmetal/rivet/shared"
 )
 
 // Console progress steps. Prepare prints steps 1 to PrepareSteps; the agent's run loop
@@ -182,5 +184,22 @@ func shutdown(cmd int) error {
 		return errors.New("boot: reboot and power-off are for the RAM agent as PID 1; under systemd use systemctl")
 	}
 	unix.Sync()
+	quiesceNICs()
 	return unix.Reboot(cmd)
+}
+
+// quiesceNICs takes every NIC down before the restart, so that no transmit is in
+// flight while the kernel shuts its devices down: a busy virtio NIC has hung a TCG
+// guest's reboot in a soft lockup in start_xmit. Errors change nothing: the reboot
+// goes ahead either way.
+func quiesceNICs() {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return
+	}
+	for _, l := range links {
+		if l.Attrs().Name != "lo" {
+			_ = netlink.LinkSetDown(l)
+		}
+	}
 }

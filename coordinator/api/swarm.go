@@ -45,7 +45,7 @@ func (a *API) swarmJoin(w http.ResponseWriter, r *http.Request, p auth.Principal
 }
 
 func notYet() error {
-	return shared.Errorf(http.StatusConflict, shared.CodeConflict, "retry shortly: the first manager is creating the swarm",
+	return shared.Errorf(http.StatusConflict, shared.CodeSwarmPending, "retry shortly: the first manager is creating the swarm",
 		"the swarm does not exist yet")
 }
 

@@ -67,7 +67,9 @@ func mountPrep(mode string, log *slog.Logger) func() error {
 	if mode != shared.ModeRAM || !boot.IsPID1() {
 		return nil
 	}
-	return func() error { return boot.LoadModules(log, "ext4") }
+	// crc32c first: ext4 needs it to mount but only asks for it through the crypto API,
+	// whose on-demand module loading has no modprobe to call here.
+	return func() error { return boot.LoadModules(log, "crc32c_generic", "ext4") }
 }
 
 // rebootMachine restarts the machine: directly as PID 1 in RAM mode, through systemd

@@ -50,8 +50,11 @@ type Config struct {
 	ListenAddr string
 	// Wait bounds how long the step waits for dockerd to answer and for a join to settle.
 	// Default one minute.
-	Wait   time.Duration
-	Logger *slog.Logger
+	Wait time.Duration
+	// PendingWait bounds how long the step waits for the first manager to create the
+	// swarm (an installing fleet's managers finish minutes apart); default 15 minutes.
+	PendingWait time.Duration
+	Logger      *slog.Logger
 }
 
 // Executor runs swarm steps against one dockerd.
@@ -74,6 +77,9 @@ func New(cfg Config) (*Executor, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
 		return nil, fmt.Errorf("swarm listen address %q: %w", cfg.ListenAddr, err)
+	}
+	if cfg.PendingWait <= 0 {
+		cfg.PendingWait = 15 * time.Minute
 	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = time.Minute
@@ -110,9 +116,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	if err := e.waitDocker(ctx); err != nil {
 		return shared.StepFailed, err
 	}
-	join, err := e.cfg.Coordinator.SwarmJoin(ctx, e.cfg.MachineID)
+	join, err := e.joinInfo(ctx)
 	if err != nil {
-		return shared.StepFailed, fmt.Errorf("asking the coordinator how to join the swarm: %w", err)
+		return shared.StepFailed, err
 	}
 	secrets := []string{join.Token}
 	if err := checkJoin(join, s.Swarm.Role); err != nil {
@@ -154,6 +160,29 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	progress(shared.Progress{Done: stages, Total: stages})
 	e.log.Info("swarm step done", "status", status, "role", join.Role, "node_id", info.NodeID, "cluster_id", clusterID(info))
 	return status, nil
+}
+
+// joinInfo asks the coordinator how to join. While the first manager is still creating
+// the swarm the answer is "pending": that is waiting, not failing, so it is asked again
+// (for up to PendingWait) without spending one of the step's attempts.
+func (e *Executor) joinInfo(ctx context.Context) (*shared.SwarmJoin, error) {
+	var join *shared.SwarmJoin
+	var last error
+	err := poll(ctx, e.cfg.PendingWait, func() (bool, error) {
+		join, last = e.cfg.Coordinator.SwarmJoin(ctx, e.cfg.MachineID)
+		if shared.CodeOf(last) == shared.CodeSwarmPending {
+			return false, nil
+		}
+		return true, last
+	})
+	switch {
+	case err == nil:
+		return join, nil
+	case shared.CodeOf(last) == shared.CodeSwarmPending:
+		return nil, step.WithHint(fmt.Errorf("the swarm was still not created after %s: %w", e.cfg.PendingWait, last),
+			"check the first manager's swarm step (rivet machines ls; its timeline says why it has not finished)")
+	}
+	return nil, fmt.Errorf("asking the coordinator how to join the swarm: %w", err)
 }
 
 // checkJoin refuses join information that cannot be right, before anything is done.

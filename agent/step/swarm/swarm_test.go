@@ -165,3 +165,54 @@ func TestRunWithoutDockerd(t *testing.T) {
 		t.Fatalf("Run without dockerd = %s, %v (hint %q); want a retryable failure naming dockerd", st, err, step.HintOf(err))
 	}
 }
+
+// pendingCoordinator answers "swarm pending" a number of times, then the join.
+type pendingCoordinator struct {
+	noCoordinator
+	pending int
+	asked   int
+	err     error
+}
+
+func (c *pendingCoordinator) SwarmJoin(context.Context, shared.MachineID) (*shared.SwarmJoin, error) {
+	c.asked++
+	if c.asked <= c.pending {
+		return nil, shared.Errorf(409, shared.CodeSwarmPending, "retry shortly", "the swarm does not exist yet")
+	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &shared.SwarmJoin{Role: shared.SwarmWorker, Token: "t", ClusterID: "c"}, nil
+}
+
+// TestJoinInfoWaitsForThePendingSwarm: a worker whose first manager is still creating
+// the swarm waits for it instead of failing the attempt; other refusals end the wait.
+func TestJoinInfoWaitsForThePendingSwarm(t *testing.T) {
+	tests := []struct {
+		name    string
+		coord   *pendingCoordinator
+		wait    time.Duration
+		wantErr string
+	}{
+		{name: "pending, then the join", coord: &pendingCoordinator{pending: 3}, wait: time.Minute},
+		{name: "pending for too long", coord: &pendingCoordinator{pending: 1 << 30}, wait: 300 * time.Millisecond,
+			wantErr: "still not created"},
+		{name: "another refusal is not waited on", coord: &pendingCoordinator{err: shared.Errorf(409, shared.CodeConflict, "", "no swarm step due")},
+			wait: time.Minute, wantErr: "no swarm step due"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Executor{cfg: Config{MachineID: machine, Coordinator: tt.coord, PendingWait: tt.wait}}
+			join, err := e.joinInfo(context.Background())
+			if tt.wantErr == "" {
+				if err != nil || join == nil || tt.coord.asked != tt.coord.pending+1 {
+					t.Fatalf("join %v, err %v after %d questions", join, err, tt.coord.asked)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v; want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
