@@ -6,7 +6,7 @@ GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 UNIT_PKGS = $(shell go list ./... | grep -v /integration)
 
-.PHONY: all build test test-unit test-integration lint bench lab lab-down clean
+.PHONY: all build deps test test-unit test-integration lint bench lab lab-down clean
 
 all: build
 
@@ -47,10 +47,18 @@ debs: build
 lab-image: debs
 	packaging/labimage/build.sh --agent-deb "$$(ls build/deb/rivet-agent_*_amd64.deb)" --out build/labimage
 
-lab: build
-	bin/rivet lab up
+# The lab: N qemu VMs PXE-boot from a coordinator in a network namespace, install the lab
+# image and form a Swarm (needs root). `make lab LAB_ARGS="--machines 5 --firmware mixed"`.
+# Running it again reuses the lab; `make lab-down` removes everything it made.
+lab: deps build debs lab-image
+	bin/rivet lab up $(LAB_ARGS)
+
+# The Debian packages the build, the tests and the lab need; quick when all are present.
+deps:
+	bash .ci/install-debs
 
 lab-down:
+	@test -x bin/rivet || $(MAKE) build
 	bin/rivet lab down
 
 clean:

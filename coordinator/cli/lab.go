@@ -2,21 +2,28 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/lab"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 func runLab(ctx context.Context, env *Env, args []string) error {
 	return subcommand(ctx, env, "lab", args, map[string]command{
-		"up":   {"start a coordinator with its embedded store (VMs come with the network-boot work)", labUp},
-		"down": {"remove the lab's data", labDown},
+		"up":             {"bring up N PXE-booting VMs and a coordinator in a network namespace, and follow them to a Swarm", labUp},
+		"down":           {"remove the lab: VMs, coordinator, namespace, links and its data", labDown},
+		"power":          {"switch a lab VM: on, off (power cut), cycle (reset), kill (as a power loss), status", labPower},
+		"router-adverts": {"send IPv6 router advertisements on the lab bridge (lab up starts it)", labRouterAdverts},
 	})
 }
 
+// labDir is where the lab keeps its data: RIVET_LAB_DIR or build/lab.
 func labDir() string {
 	if d := os.Getenv("RIVET_LAB_DIR"); d != "" {
 		return d
@@ -25,47 +32,171 @@ func labDir() string {
 }
 
 func labUp(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "lab up", "rivet lab up [--api-addr ADDR]")
-	apiAddr := fs.String("api-addr", "127.0.0.1:7443", "coordinator API address")
+	fs := newFlags(env, "lab up", "rivet lab up [--machines N] [--firmware bios|uefi|mixed]")
+	cfg := lab.Config{Out: env.Stdout}
+	fs.IntVar(&cfg.Machines, "machines", lab.DefaultMachines, "number of VMs")
+	fs.StringVar(&cfg.Firmware, "firmware", "bios", "VM firmware: bios, uefi or mixed (alternating)")
+	fs.StringVar(&cfg.Dir, "dir", labDir(), "the lab's data directory (env RIVET_LAB_DIR)")
+	fs.StringVar(&cfg.Image, "image", filepath.Join("build", "labimage", "rivet-lab.raw.zst"),
+		"lab OS image (zstd raw) with IMAGE.sha256 beside it; `make lab-image` builds it")
+	fs.StringVar(&cfg.KernelCache, "kernel-cache", filepath.Join("build", "kernel"), "Debian kernel package cache for the agent's initramfs")
+	fs.IntVar(&cfg.MemoryMiB, "memory", 1536, "MiB of RAM per VM")
+	fs.IntVar(&cfg.DiskGiB, "disk", 8, "GiB of each VM's blank (sparse) disk")
+	fs.StringVar(&cfg.Name, "name", lab.DefaultName, "prefix of the lab's namespace, links and VMs (at most 9 characters)")
+	fs.StringVar(&cfg.Subnet, "subnet", lab.DefaultSubnet, "the lab network's /24, as three octets")
+	timeout := fs.Duration("timeout", 30*time.Minute, "give up following the machines after this long (the lab stays up)")
+	follow := fs.Bool("follow", true, "follow the machines to ready and print the phase table")
+	logLevel := fs.String("log-level", "warn", "log level of the lab's own logs: debug, info, warn, error")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(labDir())
+	logger, err := newLogger(env, "text", *logLevel)
 	if err != nil {
 		return err
 	}
-	logger, err := newLogger(env, "text", "info")
+	cfg.Logger = logger
+	if cfg.BinDir, err = executableDir(); err != nil {
+		return err
+	}
+	cfg.InstallDebs = findInstallScript(cfg.BinDir)
+	l, err := lab.Up(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	dc := coordinator.DaemonConfig{
-		Server:  coordinator.Config{DataDir: filepath.Join(dir, "coordinator"), NodeID: "lab", RaftAddr: "127.0.0.1:7400", Logger: logger},
-		APIAddr: *apiAddr,
-		Started: func(s *coordinator.Server) {
-			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			if err := s.WaitReady(wctx); err != nil {
-				fmt.Fprintf(env.Stderr, "lab: %v\n", err)
-				return
-			}
-			envFile := filepath.Join(dir, "coordinator", "operator.env")
-			fmt.Fprintf(env.Stdout, "\nRivet lab coordinator is up (embedded single-node store).\n"+
-				"  API:         https://%s\n  credentials: %s\n  try:         bin/rivet health --env-file %s\n"+
-				"               bin/rivet machines ls --env-file %s\nPress Ctrl-C to stop.\n", *apiAddr, envFile, envFile, envFile)
-		},
+	c := l.Config
+	fmt.Fprintf(env.Stdout, "\nRivet lab %s is up on %s.0/24 (this host is %s.254 on it).\n"+
+		"  status page: %s/status/  (sign in with RIVET_TOKEN from the credentials file;\n"+
+		"               the CA is the lab's own: its fingerprint is RIVET_CA_FINGERPRINT there)\n"+
+		"  API:         %s\n  credentials: %s\n  watch:       rivet machines watch --env-file %s\n"+
+		"  remove:      rivet lab down\n\n",
+		c.Name, c.Subnet, c.Subnet, c.APIURL(), c.APIURL(), c.OperatorEnv(), c.OperatorEnv())
+	statusPageHint(ctx, env, l)
+	if !*follow {
+		return nil
 	}
-	return coordinator.RunDaemon(ctx, dc)
+	fctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	progress, ferr := l.Follow(fctx, hasImage(c.Image))
+	fmt.Fprintln(env.Stdout)
+	lab.Report(env.Stdout, progress, l.Started)
+	if hasImage(c.Image) {
+		lab.Swarm(ctx, env.Stdout, progress)
+	}
+	if ferr != nil {
+		if errors.Is(ferr, context.Canceled) || errors.Is(ferr, context.DeadlineExceeded) {
+			fmt.Fprintf(env.Stdout, "\nThe lab stays up: `rivet lab up` again follows it, `rivet lab down` removes it.\n")
+		}
+		return ferr
+	}
+	return nil
 }
 
-func labDown(_ context.Context, env *Env, args []string) error {
+// statusPageHint says so when this coordinator build serves no status pages.
+func statusPageHint(ctx context.Context, env *Env, l *lab.Lab) {
+	resp, err := l.Client.Open(ctx, "/status/", nil)
+	if err != nil {
+		if shared.StatusOf(err) == http.StatusNotFound {
+			fmt.Fprintf(env.Stdout, "  (no status pages in this build: follow with `rivet machines watch`)\n")
+		}
+		return
+	}
+	resp.Body.Close()
+}
+
+func hasImage(path string) bool {
+	_, err := os.Stat(path)
+	return path != "" && err == nil
+}
+
+func labDown(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "lab down", "rivet lab down")
+	dir := fs.String("dir", labDir(), "the lab's data directory (env RIVET_LAB_DIR)")
+	name := fs.String("name", lab.DefaultName, "the lab's name, if its data directory is gone")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	dir := labDir()
-	if err := os.RemoveAll(dir); err != nil {
+	if err := lab.Down(ctx, lab.Config{Dir: *dir, Name: *name}); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "lab removed (%s)\n", dir)
+	fmt.Fprintf(env.Stdout, "lab removed: VMs, coordinator, namespace, links and %s\n", *dir)
 	return nil
+}
+
+func labPower(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab power", "rivet lab power VM on|off|cycle|kill|status   (VM: 1, 2, ... or vm1, vm2, ...)")
+	dir := fs.String("dir", labDir(), "the lab's data directory (env RIVET_LAB_DIR)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return errors.New("want a VM and an action")
+	}
+	var n int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(fs.Arg(0), "vm"), "%d", &n); err != nil {
+		return fmt.Errorf("VM %q: want a number such as 1 or vm1", fs.Arg(0))
+	}
+	vm, err := lab.Power(lab.Config{Dir: *dir}, n)
+	if err != nil {
+		return err
+	}
+	switch fs.Arg(1) {
+	case "on":
+		err = vm.On(ctx)
+	case "off":
+		err = vm.Off(ctx)
+	case "cycle":
+		err = vm.Cycle(ctx)
+	case "kill":
+		err = vm.Kill(ctx)
+	case "status":
+	default:
+		return fmt.Errorf("action %q: want on, off, cycle, kill or status", fs.Arg(1))
+	}
+	if err != nil {
+		return err
+	}
+	st, err := vm.Status(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "vm%d: %s (pid %d)\n", n, st.Status, vm.PID())
+	return nil
+}
+
+func labRouterAdverts(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab router-adverts", "rivet lab router-adverts --interface BRIDGE --prefix PREFIX/64")
+	iface := fs.String("interface", "", "interface to advertise on")
+	prefix := fs.String("prefix", "fd00:232:80::/64", "IPv6 /64 to advertise")
+	fs.String("lab-dir", "", "the lab's directory (marks the process as the lab's)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *iface == "" {
+		return errors.New("--interface is required")
+	}
+	return lab.AdvertiseRouter(ctx, *iface, *prefix, time.Second)
+}
+
+func executableDir() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Dir(exe), nil
+}
+
+// findInstallScript finds .ci/install-debs in the working directory or beside bin/.
+func findInstallScript(binDir string) string {
+	for _, p := range []string{filepath.Join(".ci", "install-debs"), filepath.Join(binDir, "..", ".ci", "install-debs")} {
+		if _, err := os.Stat(p); err == nil {
+			abs, _ := filepath.Abs(p)
+			return abs
+		}
+	}
+	return ""
 }
