@@ -36,7 +36,10 @@ func (c *Config) coordinatorChild(imageDir string) child {
 		"--advertise", br, "--gossip-addr", br + ":7946",
 		"--boot-mode", "full", "--boot-interface", c.bridge(), "--boot-dir", c.bootDir(),
 		"--boot-http-addr", fmt.Sprintf("%s:%d", br, bootHTTPPort),
-		"--boot-pool-start", c.poolStart(), "--boot-pool-end", c.poolEnd(), "--boot-router", br}
+		"--boot-pool-start", c.poolStart(), "--boot-pool-end", c.poolEnd(), "--boot-router", br,
+		// TCG guests on a loaded host can fail the kernel's timer check and panic; with
+		// panic=-1 a panicking agent reboots into a fresh try instead of hanging.
+		"--boot-cmdline", "no_timer_check panic=-1"}
 	if imageDir != "" {
 		args = append(args, "--image-dir", imageDir)
 	}

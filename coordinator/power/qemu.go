@@ -367,9 +367,9 @@ func (m *QEMU) Args(dev BootDevice) []string {
 		} else {
 			net, disk = net+",bootindex=1", disk+",bootindex=2"
 		}
-		// No IPv6 PXE boot options: the lab and Rivet's boot services are IPv4, and each
-		// such option costs the firmware a timeout before it reaches the disk.
-		return append(args, "-machine", "q35", "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=no",
+		// No IPv6 network boot options (PXE or HTTP): the lab and Rivet's boot services are
+		// IPv4, and each such option costs the firmware a ~70-90 s timeout before the disk.
+		return append(args, "-machine", "q35", "-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=no",
 			"-drive", "if=pflash,format=raw,readonly=on,file="+c.OVMFCode,
 			"-drive", "if=pflash,format=raw,file="+m.varsFile(),
 			"-device", net, "-device", disk)
