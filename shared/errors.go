@@ -32,8 +32,11 @@ const (
 	// waits and asks again, it has done nothing wrong.
 	CodeSwarmPending = "swarm_pending"
 	CodeTooLarge     = "too_large"
-	CodeNoLeader     = "no_leader"
-	CodeInternal     = "internal"
+	// CodeRateLimited (429): too many progress reports for one step; the report was
+	// dropped, nothing changed, and the next one will be taken.
+	CodeRateLimited = "rate_limited"
+	CodeNoLeader    = "no_leader"
+	CodeInternal    = "internal"
 )
 
 func (e *APIError) Error() string {

@@ -62,6 +62,7 @@ type API struct {
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	progress progressGate // see progress.go
 }
 
 // New builds the API handler.

@@ -116,6 +116,12 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
 		return err
 	}
+	if rep.Status == shared.StepRunning && rep.Progress != nil {
+		every := progressEvery(a.b.Store().MachineCount())
+		if !a.progress.allow(progressKey{p.MachineID, rep.Step, rep.Attempt}, time.Now(), every) {
+			return throttled(every)
+		}
+	}
 	res, err := a.b.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
 	if err := applied(res, err); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/bench"
@@ -15,6 +16,7 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 		"image":  {"image step MB/s vs curl | zstd -d | dd oflag=direct on the same loop device (root)", benchImage},
 		"boot":   {"TFTP vs tftpd-hpa, proxyDHCP vs dnsmasq, HTTP boot vs nginx (root)", benchBoot},
 		"status": {"fleet page render time at 10,000 machines, and live updates/s to 100 stream clients", benchStatus},
+		"fleet":  {"N simulated machines through a real 3-coordinator cluster to ready, with faults (partition: root)", benchFleet},
 	})
 }
 
@@ -70,5 +72,40 @@ func benchStatus(ctx context.Context, env *Env, args []string) error {
 	}
 	_, err := bench.Status(ctx, env.Stdout, bench.StatusOptions{Machines: *machines, Clients: *clients,
 		Reports: *reports, Duration: *duration})
+	return err
+}
+
+func benchFleet(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "bench fleet", "rivet bench fleet [--coordinators 3] [--machines N] [--kill-leader] [--partition] [--restart-all] [--burst 1000]")
+	var o bench.FleetOptions
+	fs.IntVar(&o.Coordinators, "coordinators", 3, "coordinator processes")
+	fs.IntVar(&o.Machines, "machines", 200, "simulated machines")
+	fs.IntVar(&o.SerfMembers, "serf-members", 100, "how many machines join the Serf pool (the rest only poll); this 2-core box holds ~200 in one process")
+	fs.DurationVar(&o.Ramp, "ramp", 30*time.Second, "machines power on evenly over this long")
+	fs.DurationVar(&o.Poll, "poll", 15*time.Second, "the agents' poll interval")
+	fs.Float64Var(&o.StepScale, "step-scale", 1, "multiply the simulated step durations (disk 3s, image 20s, reboot 30s, swarm 3s)")
+	fs.BoolVar(&o.KillLeader, "kill-leader", false, "SIGKILL the leader while machines write images, restart it 5 s later")
+	fs.BoolVar(&o.Partition, "partition", false, "cut a follower off the bridge, check it refuses writes, heal (implies --netns; root)")
+	fs.DurationVar(&o.PartitionHold, "partition-hold", 20*time.Second, "how long the partition lasts")
+	fs.BoolVar(&o.RestartAll, "restart-all", false, "SIGKILL every coordinator once a quarter of the fleet is ready, restart them")
+	fs.IntVar(&o.Burst, "burst", 0, "this many machines power on in the same instant before the ramp (the issue asks 1000)")
+	fs.BoolVar(&o.Netns, "netns", false, "coordinators in network namespaces on a bridge (root)")
+	fs.StringVar(&o.Subnet, "subnet", "10.232.101", "the bridge's /24 with --netns")
+	fs.StringVar(&o.PprofDir, "pprof-dir", "", "save each coordinator's CPU profile (busiest 20 s) and heap profile to `DIR`")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the coordinators' data dirs and logs")
+	coordEnv := fs.String("coordinator-env", "", "extra environment for the coordinators, comma-separated (e.g. GOMEMLIMIT=400MiB)")
+	fs.DurationVar(&o.Timeout, "timeout", 20*time.Minute, "give up when the fleet is not ready by then")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	o.RivetBin = self
+	if *coordEnv != "" {
+		o.CoordinatorEnv = strings.Split(*coordEnv, ",")
+	}
+	_, err = bench.Fleet(ctx, env.Stdout, o)
 	return err
 }

@@ -191,6 +191,12 @@ func (s *Store) ApplyReport(c Report, index uint64) Result {
 func (s *Store) recordStep(index uint64, now timeT, m *shared.Machine, st *shared.StepState, step shared.Step, r shared.StepReport) {
 	switch r.Status {
 	case shared.StepRunning:
+		if (st.Status == shared.StepSucceeded || st.Status == shared.StepSkipped) && r.Attempt <= st.Attempt {
+			// A late progress report of an attempt that has finished: progress is sent once
+			// and unordered (a follower may forward it after the result), so it must not
+			// turn a finished step back into a running one.
+			return
+		}
 		if st.Status != shared.StepRunning || st.Attempt != r.Attempt {
 			st.StartedAt = now
 			s.event(index, now, m.ID, shared.EventStep, fmt.Sprintf("step %s running (attempt %d)", st.Name, max(r.Attempt, 1)))
@@ -204,6 +210,7 @@ func (s *Store) recordStep(index uint64, now timeT, m *shared.Machine, st *share
 		}
 	case shared.StepSucceeded, shared.StepSkipped:
 		st.Status, st.Progress, st.Error, st.FinishedAt = r.Status, r.Progress, "", now
+		st.Attempt = max(st.Attempt, r.Attempt)
 		s.event(index, now, m.ID, shared.EventStep, fmt.Sprintf("step %s %s", st.Name, r.Status))
 		if step.Kind == shared.StepBootCfg && step.BootCfg != nil {
 			m.Boot = step.BootCfg.Boot
