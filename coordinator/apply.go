@@ -62,8 +62,15 @@ func (s *Server) applyOnce(ctx context.Context, data []byte, timeout time.Durati
 		start := time.Now()
 		f := s.raft.Apply(data, timeout)
 		if err := f.Error(); err != nil {
-			if errors.Is(err, raft.ErrNotLeader) {
+			switch {
+			case errors.Is(err, raft.ErrNotLeader):
 				return state.Result{}, fmt.Errorf("%w: %v", errRetry, err)
+			case errors.Is(err, raft.ErrLeadershipLost):
+				// Under load leadership can move mid-commit: not a server fault, and the
+				// entry may still be committed by the next leader.
+				return state.Result{}, shared.Errorf(http.StatusServiceUnavailable, shared.CodeOutcomeUnknown,
+					"the leader changed while this write was in flight; read the object back and retry if the change is missing",
+					"leadership lost before the write was confirmed")
 			}
 			return state.Result{}, fmt.Errorf("raft apply: %w", err)
 		}

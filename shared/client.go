@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -61,8 +62,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   true,
 	}
-	return &Client{urls: cfg.URLs, token: cfg.Token,
-		http: &http.Client{Transport: transport, Timeout: timeout}}, nil
+	c := &Client{urls: cfg.URLs, token: cfg.Token, http: &http.Client{Transport: transport, Timeout: timeout}}
+	// Start at a random coordinator: every agent is given the same list (rivet.url), and
+	// starting at its head would put the whole fleet's connections on one coordinator.
+	c.next.Store(uint32(rand.IntN(len(cfg.URLs))))
+	return c, nil
 }
 
 // PinnedTLSConfig trusts exactly the CA with the given fingerprint: the server's chain
@@ -113,14 +117,18 @@ func verifyPinned(chain []*x509.Certificate, fingerprint string) error {
 
 // WithToken returns a copy of c that sends another token.
 func (c *Client) WithToken(token string) *Client {
-	return &Client{urls: c.urls, token: token, http: c.http}
+	w := &Client{urls: c.urls, token: token, http: c.http}
+	w.next.Store(c.next.Load())
+	return w
 }
 
 // HTTPClient is the pinned HTTP client, for streaming downloads (images, boot files).
 func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // Do sends one request and decodes the answer into out (when out is not nil). A non-2xx
-// answer comes back as *APIError. Connection failures move on to the next coordinator.
+// answer comes back as *APIError. Connection failures, and a coordinator that has no
+// leader (a minority cut off by a partition: the write was certainly not applied), move
+// on to the next coordinator.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -134,7 +142,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	for i := range c.urls {
 		idx := (start + i) % len(c.urls)
 		err := c.doOnce(ctx, c.urls[idx], method, path, body, in != nil, out)
-		if err == nil || StatusOf(err) != 0 || ctx.Err() != nil {
+		if err == nil || (StatusOf(err) != 0 && CodeOf(err) != CodeNoLeader) || ctx.Err() != nil {
 			c.next.Store(uint32(idx))
 			return err
 		}

@@ -170,3 +170,51 @@ func TestClientFailsOverAndDecodesErrors(t *testing.T) {
 		t.Error("a URL without scheme was accepted")
 	}
 }
+
+// TestClientFailsOverWhenACoordinatorHasNoLeader: a coordinator cut off from the
+// majority answers 503 no_leader (the write was not applied); the client asks the next.
+func TestClientFailsOverWhenACoordinatorHasNoLeader(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	cert := ca.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert)
+	minority := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(ErrorBody{Error: APIError{Code: CodeNoLeader, Message: "no leader to accept the write"}})
+	}))
+	minority.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	minority.StartTLS()
+	t.Cleanup(minority.Close)
+	majority := startTLSServer(t, cert)
+	for range 8 { // whichever coordinator the client starts at
+		c, err := NewClient(ClientConfig{URLs: []string{minority.URL, majority.URL}, CAFingerprint: Fingerprint(ca.cert.Raw)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, err := c.Health(context.Background()); err != nil || h.Status != "ok" {
+			t.Fatalf("Health with a leaderless coordinator first = %+v, %v", h, err)
+		}
+	}
+	alone, err := NewClient(ClientConfig{URLs: []string{minority.URL}, CAFingerprint: Fingerprint(ca.cert.Raw)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alone.Health(context.Background()); CodeOf(err) != CodeNoLeader || StatusOf(err) != http.StatusServiceUnavailable {
+		t.Fatalf("with only the leaderless coordinator: %v; want its 503 no_leader", err)
+	}
+}
+
+// TestClientsSpreadOverCoordinators: clients given the same list do not all start at
+// its head.
+func TestClientsSpreadOverCoordinators(t *testing.T) {
+	starts := map[uint32]bool{}
+	for range 64 {
+		c, err := NewClient(ClientConfig{URLs: []string{"https://10.0.0.1:7443", "https://10.0.0.2:7443", "https://10.0.0.3:7443"},
+			CAFingerprint: "sha256:" + strings.Repeat("ab", 32)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		starts[c.WithToken("t").next.Load()] = true
+	}
+	if len(starts) < 2 {
+		t.Fatalf("64 clients all started at coordinator %v", starts)
+	}
+}

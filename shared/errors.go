@@ -21,22 +21,27 @@ type APIError struct {
 	Hint    string `json:"hint,omitempty"`
 }
 
-// Error codes, one per HTTP status family Rivet uses.
+// Error codes: one per HTTP status family Rivet uses, and a few that tell a caller what
+// to do when the status alone cannot.
 const (
 	CodeBadRequest   = "bad_request"
 	CodeUnauthorized = "unauthorized"
 	CodeForbidden    = "forbidden"
 	CodeNotFound     = "not_found"
 	CodeConflict     = "conflict"
-	// CodeSwarmPending (409): the first manager is still creating the swarm; the caller
-	// waits and asks again, it has done nothing wrong.
-	CodeSwarmPending = "swarm_pending"
 	CodeTooLarge     = "too_large"
-	// CodeRateLimited (429): too many progress reports for one step; the report was
+	CodeNoLeader     = "no_leader"
+	CodeInternal     = "internal"
+
+	// CodeSwarmPending, with 409: the first manager is still creating the swarm; the
+	// caller waits and asks again, it has done nothing wrong.
+	CodeSwarmPending = "swarm_pending"
+	// CodeRateLimited, with 429: too many progress reports for one step; this one was
 	// dropped, nothing changed, and the next one will be taken.
 	CodeRateLimited = "rate_limited"
-	CodeNoLeader    = "no_leader"
-	CodeInternal    = "internal"
+	// CodeOutcomeUnknown, with 503: leadership changed while the write was in flight; it
+	// may or may not have been applied. Read, then retry if it is missing.
+	CodeOutcomeUnknown = "outcome_unknown"
 )
 
 func (e *APIError) Error() string {

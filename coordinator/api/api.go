@@ -202,7 +202,11 @@ func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
 		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
 			"send `Authorization: Bearer TOKEN` (the CLI reads RIVET_TOKEN)", "this call needs a token")
 	}
-	p, err := auth.Resolve(a.b.Store(), bearer)
+	p, err := a.resolve(r.Context(), bearer)
+	if errors.Is(err, auth.ErrBehind) {
+		return p, shared.Errorf(http.StatusServiceUnavailable, shared.CodeNoLeader,
+			"retry, or ask another coordinator", "%v", err)
+	}
 	if err != nil {
 		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
 			"create a token with `rivet tokens create`", "%v", err)
@@ -213,6 +217,28 @@ func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
 			"a %s token may not %s %s", p.Kind, r.Method, r.URL.Path)
 	}
 	return p, nil
+}
+
+// behindWait bounds how long a follower waits to apply the write that issued a machine
+// token before it sends the machine elsewhere; replication normally takes milliseconds.
+const behindWait = 3 * time.Second
+
+// resolve resolves a token, waiting for this coordinator to catch up when the token was
+// issued by a write it has not applied yet: an agent that registered through another
+// coordinator must not be told its brand-new token is unknown (it would register again).
+func (a *API) resolve(ctx context.Context, bearer string) (auth.Principal, error) {
+	deadline := time.Now().Add(behindWait)
+	for {
+		p, err := auth.Resolve(a.b.Store(), bearer)
+		if !errors.Is(err, auth.ErrBehind) || time.Now().After(deadline) {
+			return p, err
+		}
+		select {
+		case <-ctx.Done():
+			return p, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // writeError sends the error envelope. Unknown errors are 500 without detail leaking.

@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -94,14 +95,24 @@ func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 	id := shared.MachineID(parts[1])
 	gen, err := strconv.ParseUint(parts[2], 10, 64)
 	secret := store.Cluster().TokenSecret
-	if err != nil || id.Validate() != nil || secret == "" || gen != store.TokenGen(id) {
+	if err != nil || id.Validate() != nil || secret == "" ||
+		!hmac.Equal([]byte(bearer), []byte(MachineToken(secret, id, gen))) {
 		return Principal{}, fmt.Errorf("unknown or revoked machine token")
 	}
-	if !hmac.Equal([]byte(bearer), []byte(MachineToken(secret, id, gen))) {
+	switch current := store.TokenGen(id); {
+	case gen > current:
+		// Genuine, but issued by a write this coordinator has not applied yet (it was
+		// made through another coordinator a moment ago).
+		return Principal{}, ErrBehind
+	case gen < current:
 		return Principal{}, fmt.Errorf("unknown or revoked machine token")
 	}
 	return Principal{Kind: KindMachine, Name: string(id), MachineID: id}, nil
 }
+
+// ErrBehind: the token is genuine but this coordinator has not yet applied the write
+// that issued it. The caller waits for replication, or asks another coordinator.
+var ErrBehind = errors.New("this coordinator has not caught up with the write that issued the machine token")
 
 // MachineToken computes the token bound to a machine id and generation.
 func MachineToken(secret string, id shared.MachineID, gen uint64) string {

@@ -1,0 +1,52 @@
+package auth
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
+)
+
+type tokens struct{ gen uint64 }
+
+func (tokens) Token(string) (state.Token, bool)   { return state.Token{}, false }
+func (t tokens) TokenGen(shared.MachineID) uint64 { return t.gen }
+func (tokens) Cluster() state.Cluster             { return state.Cluster{TokenSecret: "s3cret"} }
+
+// TestMachineTokenGenerations: the current generation is accepted, an older one is
+// revoked, a newer genuine one means this coordinator is behind, a forged one is refused.
+func TestMachineTokenGenerations(t *testing.T) {
+	const id = shared.MachineID("m-00112233aabbccdd")
+	tests := []struct {
+		name    string
+		token   string
+		stored  uint64
+		refused bool
+		behind  bool
+	}{
+		{name: "current", token: MachineToken("s3cret", id, 2), stored: 2},
+		{name: "revoked by a newer generation", token: MachineToken("s3cret", id, 1), stored: 2, refused: true},
+		{name: "issued by a write not applied here yet", token: MachineToken("s3cret", id, 3), stored: 2, behind: true},
+		{name: "forged", token: MachineToken("other", id, 3), stored: 2, refused: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Resolve(tokens{gen: tt.stored}, tt.token)
+			switch {
+			case tt.behind:
+				if !errors.Is(err, ErrBehind) {
+					t.Fatalf("err = %v; want ErrBehind", err)
+				}
+			case tt.refused:
+				if err == nil || errors.Is(err, ErrBehind) {
+					t.Fatalf("err = %v; want a refusal", err)
+				}
+			default:
+				if err != nil || p.MachineID != id || p.Kind != KindMachine {
+					t.Fatalf("principal %+v, err %v", p, err)
+				}
+			}
+		})
+	}
+}
