@@ -36,9 +36,10 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 	}
 	// No planner kick: the leader plans once discovery settles, on its own ticker.
 	secret := st.Cluster().TokenSecret
+	gen, _ := st.TokenGen(ident.ID)
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
 		Machine:      *res.Machine,
-		MachineToken: auth.MachineToken(secret, ident.ID, st.TokenGen(ident.ID)),
+		MachineToken: auth.MachineToken(secret, ident.ID, gen),
 		Gossip:       a.b.GossipInfo(),
 	})
 	return nil

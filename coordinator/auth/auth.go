@@ -52,7 +52,7 @@ func (p Principal) IsAdmin() bool { return p.Kind == KindAdmin }
 // TokenReader is the part of the store auth needs.
 type TokenReader interface {
 	Token(id string) (state.Token, bool)
-	TokenGen(id shared.MachineID) uint64
+	TokenGen(id shared.MachineID) (gen uint64, known bool)
 	Cluster() state.Cluster
 }
 
@@ -99,10 +99,10 @@ func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 		!hmac.Equal([]byte(bearer), []byte(MachineToken(secret, id, gen))) {
 		return Principal{}, fmt.Errorf("unknown or revoked machine token")
 	}
-	switch current := store.TokenGen(id); {
-	case gen > current:
-		// Genuine, but issued by a write this coordinator has not applied yet (it was
-		// made through another coordinator a moment ago).
+	switch current, known := store.TokenGen(id); {
+	case !known || gen > current:
+		// Genuine, but issued by a write this coordinator has not applied yet (the
+		// registration or a token rotation, made through another coordinator a moment ago).
 		return Principal{}, ErrBehind
 	case gen < current:
 		return Principal{}, fmt.Errorf("unknown or revoked machine token")

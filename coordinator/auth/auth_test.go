@@ -8,11 +8,14 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-type tokens struct{ gen uint64 }
+type tokens struct {
+	gen   uint64
+	known bool
+}
 
-func (tokens) Token(string) (state.Token, bool)   { return state.Token{}, false }
-func (t tokens) TokenGen(shared.MachineID) uint64 { return t.gen }
-func (tokens) Cluster() state.Cluster             { return state.Cluster{TokenSecret: "s3cret"} }
+func (tokens) Token(string) (state.Token, bool)           { return state.Token{}, false }
+func (t tokens) TokenGen(shared.MachineID) (uint64, bool) { return t.gen, t.known }
+func (tokens) Cluster() state.Cluster                     { return state.Cluster{TokenSecret: "s3cret"} }
 
 // TestMachineTokenGenerations: the current generation is accepted, an older one is
 // revoked, a newer genuine one means this coordinator is behind, a forged one is refused.
@@ -22,17 +25,19 @@ func TestMachineTokenGenerations(t *testing.T) {
 		name    string
 		token   string
 		stored  uint64
+		unknown bool // the store has not applied the machine's registration
 		refused bool
 		behind  bool
 	}{
 		{name: "current", token: MachineToken("s3cret", id, 2), stored: 2},
 		{name: "revoked by a newer generation", token: MachineToken("s3cret", id, 1), stored: 2, refused: true},
 		{name: "issued by a write not applied here yet", token: MachineToken("s3cret", id, 3), stored: 2, behind: true},
+		{name: "machine not applied here yet", token: MachineToken("s3cret", id, 0), unknown: true, behind: true},
 		{name: "forged", token: MachineToken("other", id, 3), stored: 2, refused: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := Resolve(tokens{gen: tt.stored}, tt.token)
+			p, err := Resolve(tokens{gen: tt.stored, known: !tt.unknown}, tt.token)
 			switch {
 			case tt.behind:
 				if !errors.Is(err, ErrBehind) {

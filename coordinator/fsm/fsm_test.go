@@ -156,10 +156,10 @@ func TestRetireRevokesAndRegisterDoesNotDuplicate(t *testing.T) {
 	if n := len(h.fsm.Store.Machines()); n != 1 {
 		t.Fatalf("%d machines after registering twice", n)
 	}
-	gen := h.fsm.Store.TokenGen(id)
+	gen, known := h.fsm.Store.TokenGen(id)
 	m := h.ok(state.Action{ID: id, Action: shared.ActionRetire, Time: t0})
-	if m.State != shared.StateRetired || m.Boot != shared.BootNone || h.fsm.Store.TokenGen(id) != gen+1 {
-		t.Fatalf("retire: %s %s gen %d", m.State, m.Boot, h.fsm.Store.TokenGen(id))
+	if after, _ := h.fsm.Store.TokenGen(id); !known || m.State != shared.StateRetired || m.Boot != shared.BootNone || after != gen+1 {
+		t.Fatalf("retire: %s %s gen %d → %d (known %v)", m.State, m.Boot, gen, after, known)
 	}
 	if m = h.ok(state.Action{ID: id, Action: shared.ActionRelease, Time: t0}); m.State != shared.StateDiscovered {
 		t.Fatalf("release: %s", m.State)

@@ -348,12 +348,13 @@ func (s *Store) Tokens() []shared.TokenInfo {
 	return out
 }
 
-// TokenGen returns the machine token generation: retiring a machine bumps it, which
-// revokes the machine's token.
-func (s *Store) TokenGen(id shared.MachineID) uint64 {
+// TokenGen returns the generation of a machine's token, and whether this store knows
+// the machine at all (a follower may not have applied its registration yet).
+func (s *Store) TokenGen(id shared.MachineID) (gen uint64, known bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.data.TokenGens[id]
+	_, known = s.data.Machines[id]
+	return s.data.TokenGens[id], known
 }
 
 // clone copies a machine for a reader. Mutations replace Inventory, Plan, LastError,
