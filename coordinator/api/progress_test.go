@@ -16,11 +16,11 @@ func TestProgressGate(t *testing.T) {
 	if !g.allow(a, t0, every) {
 		t.Fatal("the first progress of an attempt must pass")
 	}
-	if g.allow(a, t0.Add(time.Second), every) {
+	if g.allow(a, t0.Add(every/2), every) {
 		t.Fatal("a second progress within the interval must be held back")
 	}
-	if !g.allow(progressKey{"m-0000000000000001", "image", 2}, t0.Add(time.Second), every) ||
-		!g.allow(progressKey{"m-0000000000000002", "image", 1}, t0.Add(time.Second), every) {
+	if !g.allow(progressKey{"m-0000000000000001", "image", 2}, t0.Add(every/2), every) ||
+		!g.allow(progressKey{"m-0000000000000002", "image", 1}, t0.Add(every/2), every) {
 		t.Fatal("another attempt or machine has its own interval")
 	}
 	if !g.allow(a, t0.Add(every), every) {
