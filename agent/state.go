@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -39,7 +40,7 @@ func loadState(dir string) (*keptState, error) {
 	return &s, nil
 }
 
-// saveState writes the state atomically: temp file, fsync, rename, fsync the directory.
+// saveState writes the state atomically (a power cut leaves the old or the new file).
 func saveState(dir string, s *keptState) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -48,35 +49,7 @@ func saveState(dir string, s *keptState) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, stateFile+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(filepath.Join(dir, stateFile), data, 0o600)
 }
 
 func removeState(dir string) error {

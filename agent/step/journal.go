@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -93,7 +94,7 @@ func (j *journal) save() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(j.path, raw); err != nil {
+	if err := atomicfile.Write(j.path, raw, 0o600); err != nil {
 		return fmt.Errorf("writing step journal: %w", err)
 	}
 	return nil
@@ -103,36 +104,4 @@ func stepDigest(s shared.Step) string {
 	raw, _ := json.Marshal(s) // a Step always marshals
 	sum := sha256.Sum256(raw)
 	return hex.EncodeToString(sum[:])
-}
-
-// writeFileAtomic replaces path with data so that a crash at any point leaves either the
-// old or the new content: write a temporary file, fsync it, rename it over path, and fsync
-// the directory so that the rename itself is durable.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/step"
 	"github.com/rivetmetal/rivet/agent/step/disk"
+	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -235,8 +236,8 @@ func writeInto(part, dir string, files []File) (err error) {
 	return unix.Syncfs(fd)
 }
 
-// writeFile writes one file under root atomically (temp file, rename), so a power cut
-// leaves the old file or the new one.
+// writeFile writes one file under root atomically, so a power cut leaves the old file
+// or the new one.
 func writeFile(root string, f File) error {
 	if !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path {
 		return step.Permanent(fmt.Errorf("handoff file path %q: want a clean absolute path", f.Path))
@@ -249,23 +250,7 @@ func writeFile(root string, f File) error {
 	if err := os.MkdirAll(filepath.Dir(target), dirMode); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // a no-op after the rename
-	if err := tmp.Chmod(f.Mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(f.Data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), target)
+	return atomicfile.Write(target, f.Data, f.Mode)
 }
 
 func orDefault(s, def string) string {
