@@ -104,6 +104,9 @@ func TestLabImageBootsBIOSAndUEFI(t *testing.T) {
 			if !strings.HasPrefix(fields["ip"], "10.0.2.") {
 				t.Errorf("%s: no DHCP address on the en* NIC: ip=%q", fw, fields["ip"])
 			}
+			if t.Failed() {
+				t.Logf("%s: console tail:\n%s", fw, labImageTail(filepath.Join(dir, fw+"-serial.log")))
+			}
 		})
 	}
 }
@@ -253,7 +256,12 @@ func labImageCopy(t *testing.T, from, to string, size int64) {
 // the console (ttyS0, the last console= on the kernel line).
 const labImageMarkerScript = `#!/bin/sh
 root=$(findmnt -n -o SOURCE,FSTYPE /)
-ip=$(ip -4 -o addr show scope global | awk '$2 ~ /^en/ {split($4, a, "/"); print a[1]; exit}')
+# networkd's DHCP lease is not ordered before multi-user: give it up to 90 s.
+for i in $(seq 90); do
+  ip=$(ip -4 -o addr show scope global | awk '$2 ~ /^en/ {split($4, a, "/"); print a[1]; exit}')
+  [ -n "$ip" ] && break
+  sleep 1
+done
 failed=$(systemctl list-units --failed --plain --no-legend | awk '{print $1}' | paste -sd, -)
 echo "` + labImageMarker + ` multi_user=$(systemctl is-active multi-user.target)" \
   "failed=${failed:-none} docker=$(systemctl is-active docker)" \

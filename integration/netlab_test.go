@@ -3,12 +3,14 @@ package integration
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/netclaim"
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
@@ -24,6 +26,7 @@ type netLab struct {
 	HostIf string // the host's end of the veth to the bridge, where HostIP is
 	name   string // first letters of every namespace and link name
 	hosts  []string
+	claim  *netclaim.Claim // lets the next run remove what a killed run left
 }
 
 func newNetLab(t *testing.T, prefix string) *netLab {
@@ -42,7 +45,17 @@ func newNamedNetLab(t *testing.T, prefix, name string) *netLab {
 	l := &netLab{t: t, prefix: prefix, tag: hex.EncodeToString(b), HostIP: prefix + ".1", name: name}
 	l.lan = name + "l" + l.tag
 	l.HostIf = name + "h" + l.tag
+	claim, swept, err := netclaim.New(l.lan)
+	for _, line := range swept {
+		t.Logf("netclaim: %s", line)
+	}
+	if err != nil {
+		t.Fatalf("recording the lab's namespaces: %v", err)
+	}
+	l.claim = claim
+	requireFreeAddress(t, l.HostIP)
 	t.Cleanup(l.down)
+	l.record(claim.Namespace(l.lan), claim.Link(l.HostIf))
 	l.ip("netns", "add", l.lan)
 	l.ip("-n", l.lan, "link", "set", "lo", "up")
 	l.ip("-n", l.lan, "link", "add", "br0", "type", "bridge")
@@ -59,6 +72,7 @@ func newNamedNetLab(t *testing.T, prefix, name string) *netLab {
 func (l *netLab) AddHost(i int) (ns, ip string) {
 	ns = fmt.Sprintf("%s%s-%d", l.name, l.tag, i)
 	ip = fmt.Sprintf("%s.%d", l.prefix, 10+i)
+	l.record(l.claim.Namespace(ns))
 	l.ip("netns", "add", ns)
 	l.hosts = append(l.hosts, ns)
 	l.ip("-n", ns, "link", "set", "lo", "up")
@@ -67,6 +81,27 @@ func (l *netLab) AddHost(i int) (ns, ip string) {
 	l.ip("-n", ns, "addr", "add", ip+"/24", "dev", "eth0")
 	l.ip("-n", ns, "link", "set", "eth0", "up")
 	return ns, ip
+}
+
+func (l *netLab) record(errs ...error) {
+	l.t.Helper()
+	if err := errors.Join(errs...); err != nil {
+		l.t.Fatalf("recording the lab's namespaces: %v", err)
+	}
+}
+
+// requireFreeAddress fails when ip is already on a host link: a second gateway with the
+// same address would take the test's traffic.
+func requireFreeAddress(t *testing.T, ip string) {
+	t.Helper()
+	holder, err := netclaim.AddressHolder(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if holder != "" {
+		t.Fatalf("%s is already on host link %s, so this test's traffic would not reach its own lab: "+
+			"remove the leftover with `ip link del %s`", ip, holder, holder)
+	}
 }
 
 func (l *netLab) ip(args ...string) {
@@ -94,6 +129,9 @@ func (l *netLab) down() {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), l.tag) {
 		l.t.Errorf("network namespaces left behind: %s", out)
+	}
+	if err := l.claim.Release(); err != nil {
+		l.t.Errorf("releasing the lab's claim: %v", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/netclaim"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -88,8 +90,7 @@ type FleetCluster struct {
 	tag         string
 	lan         string // namespace holding the bridge
 	hostLink    string
-	p2p         []string // host ends of the coordinators' point-to-point links
-	namespaces  []string
+	claim       *netclaim.Claim // the namespaces and links made, for Close or the next run
 	Nodes       []*FleetNode
 	Fingerprint string
 	AdminToken  string
@@ -157,7 +158,21 @@ func (c *FleetCluster) HostIP() string {
 func (c *FleetCluster) bridge() error {
 	c.lan = c.opts.Prefix + c.tag + "l"
 	c.hostLink = c.opts.Prefix + c.tag + "h"
-	c.namespaces = append(c.namespaces, c.lan)
+	claim, swept, err := netclaim.New(c.opts.Prefix + c.tag)
+	for _, line := range swept {
+		slog.Info("netclaim: " + line)
+	}
+	if err != nil {
+		return fmt.Errorf("recording the namespaces: %w", err)
+	}
+	c.claim = claim
+	if holder, err := netclaim.AddressHolder(c.HostIP()); err != nil || holder != "" {
+		return fmt.Errorf("%s is already on host link %q (%v): choose another subnet or remove the leftover with `ip link del %s`",
+			c.HostIP(), holder, err, holder)
+	}
+	if err := errors.Join(claim.Namespace(c.lan), claim.Link(c.hostLink)); err != nil {
+		return fmt.Errorf("recording the namespaces: %w", err)
+	}
 	return ipAll(
 		[]string{"netns", "add", c.lan},
 		[]string{"-n", c.lan, "link", "set", "lo", "up"},
@@ -192,13 +207,14 @@ func (c *FleetCluster) node(i int) (*FleetNode, error) {
 	n.NS = fmt.Sprintf("%s%s%s", c.opts.Prefix, c.tag, n.ID)
 	n.lanLink = n.ID
 	n.APIAddr, n.RaftAddr, n.GossipAddr = n.IP+":7443", n.IP+":7400", n.IP+":7946"
-	c.namespaces = append(c.namespaces, n.NS)
 	// Two links: eth0 on the bridge carries coordinator-to-coordinator traffic (Raft,
 	// forwarding, gossip); a point-to-point veth to the host carries the machines' and the
 	// harness's traffic. Cutting eth0 partitions the coordinators while the machines still
 	// reach both sides, as when a switch between racks fails.
 	p2p := fmt.Sprintf("%s%sp%d", c.opts.Prefix, c.tag, i+1)
-	c.p2p = append(c.p2p, p2p)
+	if err := errors.Join(c.claim.Namespace(n.NS), c.claim.Link(p2p)); err != nil {
+		return nil, fmt.Errorf("recording the namespaces: %w", err)
+	}
 	return n, ipAll(
 		[]string{"netns", "add", n.NS},
 		[]string{"-n", n.NS, "link", "set", "lo", "up"},
@@ -406,16 +422,12 @@ func (c *FleetCluster) Close() {
 	for _, n := range c.Nodes {
 		c.Kill(n)
 	}
-	for _, ns := range c.namespaces {
-		_ = exec.Command("ip", "netns", "del", ns).Run()
-	}
-	c.namespaces = nil
-	for _, l := range append(c.p2p, c.hostLink) {
-		if l != "" {
-			_ = exec.Command("ip", "link", "del", l).Run()
+	if c.claim != nil {
+		if err := c.claim.Release(); err != nil {
+			slog.Warn("removing the fleet's namespaces", "err", err)
 		}
+		c.claim = nil
 	}
-	c.p2p, c.hostLink = nil, ""
 }
 
 // Leftovers lists namespaces and links of this cluster that still exist (for tests).

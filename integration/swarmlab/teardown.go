@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/netclaim"
 )
 
 // manifest names everything a lab creates, so that teardown (also of a lab whose test
@@ -34,7 +36,7 @@ const (
 )
 
 func (l *Lab) manifest() manifest {
-	m := manifest{Name: l.Name, Dir: l.dir, OwnerPID: os.Getpid(), OwnerStart: procStart(os.Getpid()),
+	m := manifest{Name: l.Name, Dir: l.dir, OwnerPID: os.Getpid(), OwnerStart: netclaim.ProcessStart(os.Getpid()),
 		NetNS: []string{l.lanNS()}, HostLink: l.HostLink}
 	for _, n := range l.Nodes {
 		m.NetNS = append(m.NetNS, n.NetNS)
@@ -88,7 +90,7 @@ func sweep(logf func(string, ...any)) {
 			continue
 		}
 		m, err := readManifest(filepath.Join(baseDir, e.Name()))
-		if err != nil || procStart(m.OwnerPID) == m.OwnerStart {
+		if err != nil || netclaim.ProcessStart(m.OwnerPID) == m.OwnerStart {
 			continue
 		}
 		err = teardown(m)
@@ -248,20 +250,6 @@ func alive(pid int) bool {
 	}
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z") && !strings.HasPrefix(rest, "X")
-}
-
-// procStart returns pid's start time in clock ticks since boot, "" when it is gone.
-func procStart(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	fields := strings.Fields(string(b)[i+1:])
-	if len(fields) < 20 {
-		return ""
-	}
-	return fields[19] // field 22 of stat; fields[0] is field 3
 }
 
 func netnsInodes(names []string) map[uint64]bool {
