@@ -5,6 +5,7 @@ package fsm
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -171,43 +172,50 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
-// Snapshot implements raft.FSM. The encoding is taken under the read lock, so it is a
-// consistent point-in-time copy; Persist then only writes bytes.
+// Snapshot implements raft.FSM. The copy is taken under the store's read lock, so it is
+// consistent at one index; Persist encodes it, streaming, while applies go on.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	b, applied, err := f.Store.Snapshot()
-	if err != nil {
-		return nil, err
-	}
-	return &snapshot{data: b, applied: applied}, nil
+	return &snapshot{f.Store.Snapshot()}, nil
 }
 
 // Restore implements raft.FSM.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	var env snapshotEnvelope
+	var env struct {
+		Applied uint64      `json:"applied"`
+		State   *state.Data `json:"state"`
+	}
 	if err := json.NewDecoder(rc).Decode(&env); err != nil {
 		return fmt.Errorf("fsm: reading snapshot: %w", err)
 	}
-	return f.Store.Restore(env.State, env.Applied)
+	if env.State == nil {
+		return errors.New("fsm: reading snapshot: it holds no state")
+	}
+	f.Store.Restore(env.State, env.Applied)
+	return nil
 }
 
-type snapshotEnvelope struct {
-	Applied uint64          `json:"applied"`
-	State   json.RawMessage `json:"state"`
-}
-
-type snapshot struct {
-	data    []byte
-	applied uint64
-}
+// snapshot is written as {"applied":N,"state":{...}}.
+type snapshot struct{ state.Snapshot }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	err := json.NewEncoder(sink).Encode(snapshotEnvelope{Applied: s.applied, State: s.data})
+	err := s.write(sink)
 	if err != nil {
 		_ = sink.Cancel()
 		return err
 	}
 	return sink.Close()
+}
+
+func (s *snapshot) write(w io.Writer) error {
+	if _, err := fmt.Fprintf(w, `{"applied":%d,"state":`, s.Applied); err != nil {
+		return err
+	}
+	if err := s.Encode(w); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "}\n")
+	return err
 }
 
 func (s *snapshot) Release() {}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -29,15 +30,13 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 	}
 	s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", Addr: "10.0.0.9:2377"}, Time: now}, 200)
 
-	got, applied, err := s.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := s.Snapshot()
+	got := encode(t, snap)
 	s.mu.RLock()
 	want, _ := json.Marshal(&s.data)
 	s.mu.RUnlock()
-	if string(got) != string(want) || applied != 200 {
-		t.Fatalf("snapshot differs from the live encoding (applied %d)", applied)
+	if string(got) != string(want) || snap.Applied != 200 {
+		t.Fatalf("snapshot differs from the live encoding (applied %d)", snap.Applied)
 	}
 
 	var wg sync.WaitGroup
@@ -52,10 +51,8 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 		}
 	}()
 	for range 20 {
-		b, idx, err := s.Snapshot()
-		if err != nil {
-			t.Fatal(err)
-		}
+		snap := s.Snapshot()
+		b, idx := encode(t, snap), snap.Applied
 		var d Data
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatal(err)
@@ -68,4 +65,41 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// The streamed encoding must be exactly json.Marshal's for every field and for the
+// values encoding/json treats specially: HTML characters, non-ASCII, empty and nil maps.
+func TestSnapshotEncodingEqualsJSONMarshal(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0).UTC()
+	d := emptyData()
+	d.Cluster = Cluster{CACertPEM: "<pem>&", GossipKey: "k", CreatedAt: now}
+	d.Coordinators["c2"] = Coordinator{ID: "c2", RaftAddr: "10.0.0.2:7400"}
+	d.Coordinators["c1"] = Coordinator{ID: "c1", RaftAddr: "10.0.0.1:7400"}
+	d.Machines["m-b"] = &shared.Machine{ID: "m-b", Labels: map[string]string{"rack": "r<1>", "zone": "é"}}
+	d.Machines["m-a"] = &shared.Machine{ID: "m-a", State: shared.StateReady}
+	d.Events["m-a"] = []shared.Event{{Time: now, Message: "a & b"}}
+	d.Roles["worker"] = &shared.Role{Name: "worker"}
+	d.Tokens["t1"] = &Token{ID: "t1", Name: "alice\u2028", Role: "viewer"}
+	d.TokenGens["m-a"] = 3
+	d.Swarm.ManagerAddrs = []string{"10.0.0.9:2377"}
+	empty := Data{} // every map nil
+	for name, data := range map[string]*Data{"full": &d, "nil maps": &empty} {
+		want, err := json.Marshal(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := encode(t, Snapshot{data: data})
+		if string(got) != string(want) {
+			t.Errorf("%s: streamed encoding differs from json.Marshal:\n got %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+func encode(t *testing.T, snap Snapshot) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := snap.Encode(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }

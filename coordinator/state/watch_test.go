@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -40,13 +41,12 @@ func TestSubscriptionCoalescesChangesPerMachine(t *testing.T) {
 		t.Errorf("second Take = %v, want nothing", ids)
 	}
 
-	snap, idx, err := s.Snapshot()
-	if err != nil {
+	var d Data
+	snap := s.Snapshot()
+	if err := json.Unmarshal(encode(t, snap), &d); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Restore(snap, idx); err != nil {
-		t.Fatal(err)
-	}
+	s.Restore(&d, snap.Applied)
 	if _, all := sub.Take(); !all {
 		t.Error("a restore did not say that everything may have changed")
 	}
