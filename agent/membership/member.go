@@ -48,10 +48,20 @@ type Member struct {
 	current shared.Tags // last tags asked for
 	tagWake chan struct{}
 
-	stop     context.CancelFunc
-	stopOnce sync.Once
-	done     sync.WaitGroup
+	ctx        context.Context // cancelled by Shutdown
+	stop       context.CancelFunc
+	stopOnce   sync.Once
+	done       sync.WaitGroup
+	reaffirmed sync.Once
 }
+
+// reaffirmAfter is how long after its first join a member joins once more. A machine
+// that left the pool before a reboot rejoins under the same name; if the peers it first
+// syncs with have not yet seen that leave, its join intent carries an older Lamport time
+// than the leave, and a coordinator that gets the leave later keeps it "leaving" for good
+// (Serf ignores the older join). The second join, long after the leave has spread,
+// carries a newer time and wins.
+const reaffirmAfter = 10 * time.Second
 
 // Start creates the member. It joins nobody yet: call Join with GossipInfo.Addrs.
 func Start(cfg Config) (*Member, error) {
@@ -84,7 +94,7 @@ func Start(cfg Config) (*Member, error) {
 	m := &Member{
 		id: cfg.ID, serf: s, events: events, log: logger,
 		nudges: make(chan struct{}, 1), tagWake: make(chan struct{}, 1),
-		current: tags, stop: cancel,
+		current: tags, ctx: ctx, stop: cancel,
 	}
 	m.done.Add(2)
 	go func() { defer m.done.Done(); m.readEvents(ctx) }()
@@ -99,7 +109,25 @@ func (m *Member) Join(addrs []string) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("joining gossip via %v: %w (firewall on the gossip port? the coordinator's key?)", addrs, err)
 	}
+	m.reaffirmed.Do(func() {
+		m.done.Add(1)
+		go func() { defer m.done.Done(); m.reaffirm(addrs) }()
+	})
 	return n, nil
+}
+
+// reaffirm joins once more after reaffirmAfter (see there).
+func (m *Member) reaffirm(addrs []string) {
+	t := time.NewTimer(reaffirmAfter)
+	defer t.Stop()
+	select {
+	case <-m.ctx.Done():
+		return
+	case <-t.C:
+	}
+	if _, err := m.serf.Join(addrs, true); err != nil {
+		m.log.Debug("gossip: second join", "err", err)
+	}
 }
 
 // SetTags publishes new state and step tags. It returns at once: the broadcast, which
