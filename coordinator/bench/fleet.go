@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,11 +40,11 @@ type FleetOptions struct {
 	// PprofDir, when set, makes the coordinators serve pprof and saves each one's CPU
 	// profile during the busiest phase, and heap profiles at the end.
 	PprofDir string
-	// CoordinatorEnv is extra environment for the coordinators (GOMEMLIMIT=400MiB, say).
-	CoordinatorEnv []string
-	Dir            string        // scratch directory (removed after, unless Keep)
-	Keep           bool          // keep the data dirs and logs
-	Timeout        time.Duration // for the whole fleet to be ready; default 20m
+	// MemoryLimit is the coordinators' --memory-limit ("" leaves their default, auto).
+	MemoryLimit string
+	Dir         string        // scratch directory (removed after, unless Keep)
+	Keep        bool          // keep the data dirs and logs
+	Timeout     time.Duration // for the whole fleet to be ready; default 20m
 	// Cluster is a cluster already started (the integration test owns its cleanup); nil
 	// starts one.
 	Cluster *FleetCluster
@@ -160,9 +161,12 @@ func Fleet(ctx context.Context, w io.Writer, opts FleetOptions) (*FleetResult, e
 		if opts.PprofDir != "" {
 			extra = append(extra, "--debug-pprof")
 		}
+		if opts.MemoryLimit != "" {
+			extra = append(extra, "--memory-limit", opts.MemoryLimit)
+		}
 		cluster, err = StartFleetCluster(ctx, FleetClusterOptions{Bin: opts.RivetBin, Dir: dir,
 			Nodes: opts.Coordinators, Netns: opts.Netns, Subnet: opts.Subnet, ExtraArgs: extra,
-			FastElections: opts.KillLeader || opts.Partition || opts.RestartAll, Env: opts.CoordinatorEnv})
+			FastElections: opts.KillLeader || opts.Partition || opts.RestartAll})
 		if err != nil {
 			return nil, fmt.Errorf("starting coordinators: %w", err)
 		}
@@ -173,8 +177,8 @@ func Fleet(ctx context.Context, w io.Writer, opts FleetOptions) (*FleetResult, e
 		return nil, fmt.Errorf("applying the fleet's role: %w", err)
 	}
 	fmt.Fprintf(w, "bench fleet: %d coordinators (%s), %d machines (%d in Serf), power-on over %s (burst %d), "+
-		"poll %s, step durations x%.2g; load %s\n", len(cluster.Nodes), map[bool]string{true: "netns", false: "loopback"}[opts.Netns],
-		opts.Machines, opts.SerfMembers, opts.Ramp, opts.Burst, opts.Poll, opts.StepScale, res.LoadBefore)
+		"poll %s, step durations x%.2g, coordinator memory limit %s; load %s\n", len(cluster.Nodes), map[bool]string{true: "netns", false: "loopback"}[opts.Netns],
+		opts.Machines, opts.SerfMembers, opts.Ramp, opts.Burst, opts.Poll, opts.StepScale, cmp.Or(opts.MemoryLimit, "auto"), res.LoadBefore)
 
 	// The simulated fleet is the measuring instrument, not the subject: a lazier GC keeps
 	// its CPU (mostly GC of thousands of Serf and TLS buffers) for the machines' work.

@@ -37,7 +37,6 @@ type FleetClusterOptions struct {
 	// machine it also makes leaders step down when a heartbeat is late.
 	FastElections bool
 	ExtraArgs     []string
-	Env           []string // extra environment, e.g. GOMEMLIMIT=400MiB
 }
 
 // FleetNode is one coordinator process.
@@ -252,7 +251,7 @@ func (c *FleetCluster) launch(n *FleetNode, join bool) error {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(append(os.Environ(), "RIVET_TOKEN=", "RIVET_CA_FINGERPRINT="), c.opts.Env...)
+	cmd.Env = append(os.Environ(), "RIVET_TOKEN=", "RIVET_CA_FINGERPRINT=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

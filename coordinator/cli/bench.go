@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/bench"
@@ -93,7 +92,7 @@ func benchFleet(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&o.Subnet, "subnet", "10.232.101", "the bridge's /24 with --netns")
 	fs.StringVar(&o.PprofDir, "pprof-dir", "", "save each coordinator's CPU profile (busiest 20 s) and heap profile to `DIR`")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the coordinators' data dirs and logs")
-	coordEnv := fs.String("coordinator-env", "", "extra environment for the coordinators, comma-separated (e.g. GOMEMLIMIT=400MiB)")
+	fs.StringVar(&o.MemoryLimit, "memory-limit", "", "the coordinators' --memory-limit, e.g. 420MiB (default: theirs, auto)")
 	fs.DurationVar(&o.Timeout, "timeout", 20*time.Minute, "give up when the fleet is not ready by then")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -103,9 +102,6 @@ func benchFleet(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	o.RivetBin = self
-	if *coordEnv != "" {
-		o.CoordinatorEnv = strings.Split(*coordEnv, ",")
-	}
 	_, err = bench.Fleet(ctx, env.Stdout, o)
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/internal/memlimit"
 )
 
 func runCoordinator(ctx context.Context, env *Env, args []string) error {
@@ -32,6 +33,7 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
 	fs.StringVar(&dc.GossipAddr, "gossip-addr", ":7946", "Serf gossip bind address (UDP and TCP); \"off\" disables gossip")
 	boot := bootFlags(fs)
+	memLimit := fs.String("memory-limit", memlimit.Auto, "soft limit for the Go heap, e.g. 420MiB: the garbage collector works harder near it (\"auto\": 90% of the cgroup's memory limit if it has one; \"off\")")
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -43,6 +45,14 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	cfg.Logger = logger
+	limit, err := memlimit.Parse(*memLimit)
+	if err != nil {
+		return fmt.Errorf("--memory-limit: %w", err)
+	}
+	memlimit.Apply(limit)
+	if limit > 0 {
+		logger.Info("go heap soft limit", "bytes", limit, "from", *memLimit)
+	}
 	if *join != "" {
 		cfg.Join = strings.Split(*join, ",")
 	}
