@@ -130,8 +130,11 @@ func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 		if _, err := s.startGossip(ctx, orDefault(dc.GossipAddr, ":7946"), dc.APIAddr); err != nil {
 			return fmt.Errorf("gossip: %w", err)
 		}
-	} else if err := s.publishOwnRecord(ctx, dc.APIAddr); err != nil {
-		s.log.Warn("publishing addresses", "err", err)
+	} else {
+		s.gossipOff.Store(true)
+		if err := s.publishOwnRecord(ctx, dc.APIAddr); err != nil {
+			s.log.Warn("publishing addresses", "err", err)
+		}
 	}
 	if dc.Netboot == nil {
 		return nil

@@ -40,14 +40,21 @@ func (s *Server) startGossip(ctx context.Context, bindAddr, apiAddr string) (*me
 }
 
 // publishOwnRecord makes sure this coordinator's record names its current addresses;
-// any coordinator can do this (a follower's write is forwarded).
+// any coordinator can do this (a follower's write is forwarded). The gossip address is
+// the pool's once it runs. Before that the recorded one stays: a coordinator elected
+// leader right after a restart publishes before its pool is up, and used to erase its
+// gossip address from the record (agents then could not reach its pool).
 func (s *Server) publishOwnRecord(ctx context.Context, apiAddr string) error {
 	want := state.Coordinator{ID: s.cfg.NodeID, RaftAddr: string(s.transport.LocalAddr()),
 		APIAddr: publicAddr(apiAddr, s.cfg.Advertise)}
-	if p := s.pool(); p != nil {
+	have, ok := s.store.Coordinator(s.cfg.NodeID)
+	switch p := s.pool(); {
+	case p != nil:
 		want.GossipAddr = p.LocalAddr()
+	case !s.gossipOff.Load():
+		want.GossipAddr = have.GossipAddr
 	}
-	if have, ok := s.store.Coordinator(s.cfg.NodeID); ok && have == want {
+	if ok && have == want {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {

@@ -67,8 +67,9 @@ type Server struct {
 	// kick asks the leader loop to plan now (a machine registered, a role changed).
 	kick chan struct{}
 	// gossip is the Serf side, set once the gossip key has replicated; nil when off.
-	gossipMu sync.RWMutex
-	gossip   Membership
+	gossipMu  sync.RWMutex
+	gossip    Membership
+	gossipOff atomic.Bool // --gossip-addr off: the record names no gossip address
 
 	plannedRoles atomicString // roles version of the last planning pass
 }
