@@ -71,11 +71,8 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	srv := &http.Server{Handler: handler, TLSConfig: s.TLSConfig(), ReadHeaderTimeout: 10 * time.Second,
 		// Agents poll every 15 s on a connection each; one idle for minutes is gone.
 		IdleTimeout: 2 * time.Minute,
-		// Every machine of the fleet holds a connection: keep each small. Rivet's headers
-		// are a token and a content type, so small HPACK tables lose nothing (measured:
-		// the default tables were ~10 KB per connection, 100 MB at 10,000 machines).
-		HTTP2:    &http.HTTP2Config{MaxDecoderHeaderTableSize: 1024, MaxEncoderHeaderTableSize: 1024},
-		ErrorLog: slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelDebug)}
+		HTTP2:       apiHTTP2Config(),
+		ErrorLog:    slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelDebug)}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
 	s.log.Info("coordinator API listening", "addr", ln.Addr().String(), "node", s.cfg.NodeID)
@@ -176,4 +173,15 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// apiHTTP2Config is the API server's HTTP/2 configuration.
+// Every machine of the fleet holds a connection: keep each small. Rivet's response
+// headers are a content type and a length, so a small encoder table loses nothing.
+// The decoder's table stays at the protocol's 4096: a client may send its first
+// requests before it has read a smaller SETTINGS_HEADER_TABLE_SIZE, and the server
+// then rejects them with COMPRESSION_ERROR (RFC 9113 6.5.2 warns of exactly this;
+// seen in CI when a fresh client opened many streams at once).
+func apiHTTP2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{MaxEncoderHeaderTableSize: 1024}
 }
