@@ -114,10 +114,10 @@ func (l *netLab) ip(args ...string) {
 // down removes every namespace (with their veths) and the host veth, and waits for the
 // kernel to finish: namespaces are destroyed asynchronously.
 func (l *netLab) down() {
-	for _, ns := range append(l.hosts, l.lan) {
-		_ = exec.Command("ip", "netns", "del", ns).Run()
+	// The claim names every namespace and the host veth; releasing it removes them.
+	if err := l.claim.Release(); err != nil {
+		l.t.Errorf("removing the lab's namespaces: %v", err)
 	}
-	_ = exec.Command("ip", "link", "del", l.HostIf).Run()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		out, _ := exec.Command("ip", "-br", "link").Output()
@@ -129,9 +129,6 @@ func (l *netLab) down() {
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), l.tag) {
 		l.t.Errorf("network namespaces left behind: %s", out)
-	}
-	if err := l.claim.Release(); err != nil {
-		l.t.Errorf("releasing the lab's claim: %v", err)
 	}
 }
 

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -134,7 +133,7 @@ func remove(rec record) error {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", ns, err, strings.TrimSpace(string(out))))
 		}
 	}
-	for _, l := range slices.Compact(slices.Sorted(slices.Values(rec.Links))) {
+	for _, l := range rec.Links {
 		if !linkExists(l) {
 			continue
 		}
