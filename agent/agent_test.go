@@ -112,8 +112,13 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ex, cancel, done := startAgent(t, testConfig(fc, shared.ModeRAM, stateDir), &logs, reg)
 
-	// Registered: the id is derived from the hardware, the token is kept 0600.
-	waitFor(t, 20*time.Second, "registration", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
+	// Registered: the id is derived from the hardware, the token is kept 0600. The agent
+	// writes its state file after the coordinator has answered, so wait for both.
+	waitFor(t, 20*time.Second, "registration and the kept state file", func() bool {
+		regs, _, _ := fc.snapshot()
+		_, err := os.Stat(filepath.Join(stateDir, stateFile))
+		return regs == 1 && err == nil
+	})
 	id := fc.id
 	info, err := os.Stat(filepath.Join(stateDir, stateFile))
 	if err != nil {
