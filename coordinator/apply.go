@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/hashicorp/raft"
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
@@ -289,7 +290,7 @@ func (f *forwarder) post(ctx context.Context, path, contentType string, body []b
 		}
 		return &env.Error
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
+	return jsonv2.UnmarshalRead(resp.Body, out)
 }
 
 // HandleInternalApply is the leader's side of forwarding: it applies a batch of commands
@@ -300,7 +301,7 @@ func (s *Server) HandleInternalApply(ctx context.Context, body []byte) (resultJS
 		return nil, http.StatusMisdirectedRequest
 	}
 	var batch forwardBatch
-	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Commands) > forwardMaxBatch {
+	if err := jsonv2.Unmarshal(body, &batch); err != nil || len(batch.Commands) > forwardMaxBatch {
 		return nil, http.StatusBadRequest
 	}
 	out := forwardBatchResult{Results: make([]forwardedResult, len(batch.Commands))}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // Client is a typed client for the coordinator API. It trusts exactly the cluster CA
@@ -178,7 +180,9 @@ func (c *Client) doOnce(ctx context.Context, base, method, path string, body []b
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+	// The JSON v2 decoder, as for requests (decode.go); answers may carry fields this
+	// client does not know yet, so unknown names are ignored here.
+	if err := jsonv2.UnmarshalRead(io.LimitReader(resp.Body, 64<<20), out); err != nil {
 		return fmt.Errorf("decoding %s %s answer: %w", method, path, err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -44,14 +45,9 @@ func Decode(r io.Reader, limit int64, v Validator) error {
 
 // DecodeBytes is Decode for a body already in memory.
 func DecodeBytes(data []byte, v Validator) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := strictUnmarshal(data, v); err != nil {
 		return Errorf(http.StatusBadRequest, CodeBadRequest, "check the JSON against the API reference",
 			"malformed JSON: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Errorf(http.StatusBadRequest, CodeBadRequest, "", "malformed JSON: data after the value")
 	}
 	if err := v.Validate(); err != nil {
 		return Errorf(http.StatusBadRequest, CodeBadRequest, "", "invalid: %v", err)
@@ -130,26 +126,30 @@ func parseRoleJSON(js []byte, list *RoleList) error {
 	if _, many := probe["roles"]; many {
 		var part RoleList
 		if err := strictUnmarshal(js, &part); err != nil {
-			return err
+			return fmt.Errorf("role file: %w", err)
 		}
 		list.Roles = append(list.Roles, part.Roles...)
 		return nil
 	}
 	var r Role
 	if err := strictUnmarshal(js, &r); err != nil {
-		return err
+		return fmt.Errorf("role file: %w", err)
 	}
 	list.Roles = append(list.Roles, r)
 	return nil
 }
 
+// strictUnmarshal decodes exactly one JSON value into v, with the JSON v2 decoder
+// (go-json-experiment, what became encoding/json/v2): names must match a field exactly,
+// and unknown or duplicate names, invalid UTF-8 and trailing data are errors. It is also
+// over twice as fast as encoding/json, which matters on the registration path.
 func strictUnmarshal(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("role file: %w", err)
+	err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true))
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) && errors.Is(se.Err, jsonv2.ErrUnknownName) {
+		return fmt.Errorf("unknown field %q (at %s)", se.JSONPointer.LastToken(), se.JSONPointer)
 	}
-	return nil
+	return err
 }
 
 func splitYAMLDocuments(data []byte) [][]byte {

@@ -21,7 +21,7 @@ func TestDecode(t *testing.T) {
 		{"unknown field", `{"step":"disk","status":"running","extra":1}`, MaxSmallBody, http.StatusBadRequest, "unknown field"},
 		{"oversized", valid, int64(len(valid) - 1), http.StatusRequestEntityTooLarge, "larger than the limit"},
 		{"exactly the limit", valid, int64(len(valid)), 0, ""},
-		{"trailing data", valid + `{}`, MaxSmallBody, http.StatusBadRequest, "data after the value"},
+		{"trailing data", valid + `{}`, MaxSmallBody, http.StatusBadRequest, "after top-level value"},
 		{"trailing garbage", valid + `x`, MaxSmallBody, http.StatusBadRequest, "malformed JSON"},
 		{"malformed", `{"step":`, MaxSmallBody, http.StatusBadRequest, "malformed JSON"},
 		{"wrong type", `{"step":7}`, MaxSmallBody, http.StatusBadRequest, "malformed JSON"},
