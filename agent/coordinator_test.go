@@ -150,7 +150,8 @@ func (fc *fakeCoordinator) register(w http.ResponseWriter, r *http.Request) {
 	fc.id = ident.ID
 	fc.machineToken = "mt-" + secret(fc.t)
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
-		Machine:      shared.Machine{ID: ident.ID, Basis: ident.Basis, State: fc.state},
+		Machine:      shared.MachineSummary{ID: ident.ID, State: fc.state},
+		Basis:        ident.Basis,
 		MachineToken: fc.machineToken,
 		Gossip:       shared.GossipInfo{Key: fc.key, Addrs: []string{fc.gossipAddr()}},
 	})

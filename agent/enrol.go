@@ -76,7 +76,7 @@ func (a *Agent) register(ctx context.Context, c *shared.Client, req *shared.Regi
 		a.log.Warn("machine token not kept; a restart will register again", "dir", a.cfg.StateDir, "err", err)
 	}
 	a.adopt(keptState{MachineID: resp.Machine.ID, MachineToken: resp.MachineToken}, c, resp.Gossip, resp.Machine.State)
-	a.log.Info("registered", "machine", resp.Machine.ID, "basis", resp.Machine.Basis, "state", resp.Machine.State)
+	a.log.Info("registered", "machine", resp.Machine.ID, "basis", resp.Basis, "state", resp.Machine.State)
 	a.progress(progressRegistered, "registered as %s (state %s)", resp.Machine.ID, resp.Machine.State)
 	return nil
 }

@@ -79,10 +79,12 @@ func (r *RegisterRequest) Validate() error {
 }
 
 // RegisterResponse gives the agent its identity, its machine token and the gossip pool.
+// It does not echo the inventory back: the agent has just sent it.
 type RegisterResponse struct {
-	Machine      Machine    `json:"machine"`
-	MachineToken string     `json:"machine_token"`
-	Gossip       GossipInfo `json:"gossip"`
+	Machine      MachineSummary `json:"machine"`
+	Basis        string         `json:"basis"` // what the machine id was derived from
+	MachineToken string         `json:"machine_token"`
+	Gossip       GossipInfo     `json:"gossip"`
 }
 
 // GossipInfo tells an agent how to join the Serf pool.

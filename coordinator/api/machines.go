@@ -38,7 +38,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 	secret := st.Cluster().TokenSecret
 	gen, _ := st.TokenGen(ident.ID)
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
-		Machine:      *res.Machine,
+		Machine:      res.Machine.Summary(),
+		Basis:        res.Machine.Basis,
 		MachineToken: auth.MachineToken(secret, ident.ID, gen),
 		Gossip:       a.b.GossipInfo(),
 	})
