@@ -16,7 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,47 +30,61 @@ import (
 // StoreOptions configures `rivet bench store`.
 type StoreOptions struct {
 	RivetBin string // the rivet binary to run coordinators from
-	Writes   int    // committed writes per system
+	Writes   int    // committed writes per system and round
+	Rounds   int    // rounds; each measures every system once, in a rotating order
 	Clients  int    // concurrent writers in the throughput run
 	// LatencyClients writers measure commit latency under light load, where queueing
 	// behind other writers does not hide the commit path itself.
 	LatencyClients int
 	Dir            string // scratch directory (removed after)
 	// ProfileDir, when set, receives a CPU profile of each node of the 3-node Rivet
-	// cluster taken during its throughput run (rivet3-<node>.pprof), for `go tool pprof`.
+	// cluster taken during its first throughput run (rivet3-<node>.pprof), for `go tool pprof`.
 	ProfileDir string
-
-	onLoad func() (wait func() error) // called as the throughput run starts
 }
 
-// StoreResult is one system's figures.
+// StoreResult is one system's figures: medians over the rounds for throughput, and
+// latency percentiles over every round's light-load writes.
 type StoreResult struct {
 	System       string
 	Nodes        int
-	Writes       int
+	Writes       int // in all rounds
 	Failed       int
 	WritesPerSec float64       // throughput run
-	P50, P99     time.Duration // latency run
-	LoadP99      time.Duration // p99 in the throughput run, queueing included
+	Rounds       []float64     // writes/s of each round's throughput run
+	P50, P99     time.Duration // latency runs
+	LoadP99      time.Duration // p99 in the throughput runs, queueing included
+	// ServerCPU and ClientCPU are the CPU time per committed write in the throughput
+	// runs (medians over the rounds): all of the system's processes together, and this
+	// bench's writers. On a CPU-bound box they explain the throughput, and they swing
+	// far less than it does when other work shares the machine.
+	ServerCPU, ClientCPU time.Duration
+}
+
+// storeSystem is a running cluster under test and how to write to it.
+type storeSystem struct {
+	name  string
+	nodes int
+	write func(ctx context.Context, i int) error
+	stop  func()
+	pids  func() []int // the system's processes, for their CPU time
+	// profile, when set, starts a CPU profile of every node; the func it returns waits.
+	profile func() func() error
 }
 
 // Store measures committed writes/s and commit latency for Rivet with 1 and 3
 // coordinators and for a 3-member etcd, on the same workload: Writes writes of one
 // registration-sized record (~1 KB) from Clients concurrent writers, round-robin over
-// the members, each writer with its own connection to each member (as machines have). Rivet's writes are real machine registrations through its HTTPS API
-// (TLS, JSON decode, validation, Raft commit with fsync); etcd's are puts of the same
-// bytes through its JSON gateway, once over HTTPS with the same client TLS setup (the
-// same workload, the ratio that counts) and once over plain HTTP (etcd's default).
+// the members, each writer with its own connection to each member (as machines have).
+// Rivet's writes are real machine registrations through its HTTPS API (TLS, JSON decode,
+// validation, Raft commit with fsync); etcd's are puts of the same bytes through its JSON
+// gateway, once over HTTPS with the same client TLS setup (the same workload, the ratio
+// that counts) and once over plain HTTP (etcd's default).
+//
+// All four clusters run for the whole bench and are measured in rounds, each system once
+// a round in a rotating order, so that the machine's slow swings in speed fall on all of
+// them alike; the ratio is the median of the rounds' ratios.
 func Store(ctx context.Context, w io.Writer, opts StoreOptions) ([]StoreResult, error) {
-	if opts.Writes == 0 {
-		opts.Writes = 5000
-	}
-	if opts.Clients == 0 {
-		opts.Clients = 64
-	}
-	if opts.LatencyClients == 0 {
-		opts.LatencyClients = 4
-	}
+	opts.fill()
 	if _, err := exec.LookPath("etcd"); err != nil {
 		return nil, errors.New("etcd not found: install Debian's etcd-server (bash .ci/install-debs)")
 	}
@@ -79,41 +93,172 @@ func Store(ctx context.Context, w io.Writer, opts StoreOptions) ([]StoreResult, 
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintf(w, "bench store: %d writes of a ~1 KB record, round-robin over members; throughput with %d "+
-		"concurrent clients, latency with %d\n", opts.Writes, opts.Clients, opts.LatencyClients)
-	var results []StoreResult
-	for _, nodes := range []int{1, 3} {
-		r, err := storeRivet(ctx, opts, filepath.Join(dir, fmt.Sprintf("rivet%d", nodes)), nodes)
-		if err != nil {
-			return nil, fmt.Errorf("rivet %d nodes: %w", nodes, err)
-		}
-		results = append(results, r)
-		printStore(w, r)
+	fmt.Fprintf(w, "bench store: %d rounds of %d writes of a ~1 KB record, round-robin over members; throughput "+
+		"with %d concurrent clients, latency with %d\n", opts.Rounds, opts.Writes, opts.Clients, opts.LatencyClients)
+	systems, err := startStoreSystems(ctx, opts, dir)
+	for _, sys := range systems {
+		defer sys.stop()
 	}
-	for _, secure := range []bool{true, false} {
-		r, err := storeEtcd(ctx, opts, filepath.Join(dir, fmt.Sprintf("etcd-tls-%v", secure)), secure)
-		if err != nil {
-			return nil, fmt.Errorf("etcd: %w", err)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]StoreResult, len(systems))
+	light := make([][]time.Duration, len(systems))
+	serverCPU, clientCPU := make([][]float64, len(systems)), make([][]float64, len(systems))
+	for i, sys := range systems {
+		results[i] = StoreResult{System: sys.name, Nodes: sys.nodes}
+		if err := warmUp(ctx, sys, opts.Clients); err != nil {
+			return nil, fmt.Errorf("%s: %w", sys.name, err)
 		}
-		results = append(results, r)
-		printStore(w, r)
+	}
+	for round := range opts.Rounds {
+		for k := range systems {
+			i := (k + round) % len(systems)
+			sys, r := systems[i], &results[i]
+			var profiled func() error
+			if round == 0 && sys.profile != nil {
+				profiled = sys.profile()
+			}
+			offset := (round + 1) * 10_000_000
+			server0, client0 := sys.cpuSeconds(), selfCPUSeconds()
+			load := run(ctx, opts.Writes, opts.Clients, offset, sys.write)
+			perWrite := func(cpu float64) float64 { return cpu / float64(max(1, opts.Writes-load.failed)) }
+			serverCPU[i] = append(serverCPU[i], perWrite(sys.cpuSeconds()-server0))
+			clientCPU[i] = append(clientCPU[i], perWrite(selfCPUSeconds()-client0))
+			if profiled != nil {
+				if err := profiled(); err != nil {
+					return nil, err
+				}
+			}
+			lat := run(ctx, opts.Writes/4, opts.LatencyClients, offset+5_000_000, sys.write)
+			r.Writes += opts.Writes + opts.Writes/4
+			r.Failed += load.failed + lat.failed
+			r.Rounds = append(r.Rounds, load.perSec)
+			r.LoadP99 = max(r.LoadP99, load.p99)
+			light[i] = append(light[i], lat.latencies...)
+		}
+		fmt.Fprintf(w, "bench store: round %d: rivet3/etcd-https %.2fx\n", round+1, results[1].Rounds[round]/results[2].Rounds[round])
+	}
+	for i := range results {
+		r := &results[i]
+		r.WritesPerSec = median(r.Rounds)
+		r.P50, r.P99 = percentile(light[i], 50), percentile(light[i], 99)
+		r.ServerCPU, r.ClientCPU = fromSeconds(median(serverCPU[i])), fromSeconds(median(clientCPU[i]))
+		printStore(w, *r)
 	}
 	rivet3, etcdTLS, etcdPlain := results[1], results[2], results[3]
-	fmt.Fprintf(w, "rivet-figure: store ratio rivet3_vs_etcd3 throughput=%.2fx (etcd over HTTPS, the same workload; "+
-		"%.2fx vs etcd over plain HTTP) p99_rivet3_ms=%.1f (goal >=1.0x, p99 < 20 ms)\n",
-		rivet3.WritesPerSec/etcdTLS.WritesPerSec, rivet3.WritesPerSec/etcdPlain.WritesPerSec, ms(rivet3.P99))
+	var vsTLS, vsPlain []float64
+	for round := range opts.Rounds {
+		vsTLS = append(vsTLS, rivet3.Rounds[round]/etcdTLS.Rounds[round])
+		vsPlain = append(vsPlain, rivet3.Rounds[round]/etcdPlain.Rounds[round])
+	}
+	fmt.Fprintf(w, "rivet-figure: store ratio rivet3_vs_etcd3 throughput=%.2fx (median of %d rounds: %s; etcd over HTTPS, "+
+		"the same workload; %.2fx vs etcd over plain HTTP) server_cpu_per_write=%.2fx of etcd's p99_rivet3_ms=%.1f "+
+		"(goal >=1.0x, p99 < 20 ms)\n",
+		median(vsTLS), opts.Rounds, ratios(vsTLS), median(vsPlain), float64(rivet3.ServerCPU)/float64(etcdTLS.ServerCPU), ms(rivet3.P99))
 	return results, nil
 }
 
+func (o *StoreOptions) fill() {
+	if o.Writes == 0 {
+		o.Writes = 5000
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	if o.Clients == 0 {
+		o.Clients = 64
+	}
+	if o.LatencyClients == 0 {
+		o.LatencyClients = 4
+	}
+}
+
+// startStoreSystems starts, in the order results are reported: Rivet with 1 and with 3
+// coordinators, etcd over HTTPS and etcd over plain HTTP. On error, the systems started
+// so far are returned so the caller can stop them.
+func startStoreSystems(ctx context.Context, opts StoreOptions, dir string) ([]*storeSystem, error) {
+	var systems []*storeSystem
+	for _, nodes := range []int{1, 3} {
+		sys, err := startRivet(ctx, opts, filepath.Join(dir, fmt.Sprintf("rivet%d", nodes)), nodes)
+		if err != nil {
+			return systems, fmt.Errorf("rivet %d nodes: %w", nodes, err)
+		}
+		systems = append(systems, sys)
+	}
+	for _, secure := range []bool{true, false} {
+		sys, err := startEtcd(ctx, opts, filepath.Join(dir, fmt.Sprintf("etcd-tls-%v", secure)), secure)
+		if err != nil {
+			return systems, fmt.Errorf("etcd: %w", err)
+		}
+		systems = append(systems, sys)
+	}
+	return systems, nil
+}
+
+// warmUp opens every connection and warms the leader's caches; not measured.
+func warmUp(ctx context.Context, sys *storeSystem, clients int) error {
+	for i := range clients * sys.nodes {
+		if err := sys.write(ctx, 1_000_000+i); err != nil {
+			return fmt.Errorf("warm-up write: %w", err)
+		}
+	}
+	return nil
+}
+
 func printStore(w io.Writer, r StoreResult) {
-	fmt.Fprintf(w, "rivet-figure: store system=%s nodes=%d writes=%d failed=%d writes_per_s=%.0f "+
-		"commit_p50_ms=%.2f commit_p99_ms=%.2f loaded_p99_ms=%.1f\n",
-		r.System, r.Nodes, r.Writes, r.Failed, r.WritesPerSec, ms(r.P50), ms(r.P99), ms(r.LoadP99))
+	fmt.Fprintf(w, "rivet-figure: store system=%s nodes=%d writes=%d failed=%d writes_per_s=%.0f (rounds %s) "+
+		"commit_p50_ms=%.2f commit_p99_ms=%.2f loaded_p99_ms=%.1f server_cpu_ms_per_write=%.3f client_cpu_ms_per_write=%.3f\n",
+		r.System, r.Nodes, r.Writes, r.Failed, r.WritesPerSec, ratiosFmt(r.Rounds, "%.0f"), ms(r.P50), ms(r.P99), ms(r.LoadP99),
+		ms(r.ServerCPU), ms(r.ClientCPU))
+}
+
+// cpuSeconds is the CPU time the system's processes have used so far.
+func (sys *storeSystem) cpuSeconds() float64 {
+	var total float64
+	for _, pid := range sys.pids() {
+		cpu, _ := procCPUSeconds(pid)
+		total += cpu
+	}
+	return total
+}
+
+func fromSeconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+func ratios(xs []float64) string { return ratiosFmt(xs, "%.2fx") }
+
+func ratiosFmt(xs []float64, format string) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, " ")
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+func percentile(lat []time.Duration, p int) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (StoreResult, error) {
+func startRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (*storeSystem, error) {
 	profile := opts.ProfileDir != "" && nodes == 3
 	args := []string{"--log-level", "warn"}
 	if profile {
@@ -121,9 +266,8 @@ func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (
 	}
 	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: opts.RivetBin, Dir: dir, Nodes: nodes, ExtraArgs: args})
 	if err != nil {
-		return StoreResult{}, err
+		return nil, err
 	}
-	defer cluster.Stop()
 	// One client (one connection) per writer and node, as every machine has its own.
 	clients := make([][]*shared.Client, nodes)
 	for i, n := range cluster.Nodes {
@@ -131,14 +275,22 @@ func storeRivet(ctx context.Context, opts StoreOptions, dir string, nodes int) (
 			clients[i] = append(clients[i], cluster.Client(n).WithToken(cluster.EnrolToken))
 		}
 	}
-	write := func(ctx context.Context, i int) error {
-		_, err := clients[i%nodes][i/nodes%opts.Clients].Register(ctx, coordinatortest.RegisterRequest(i))
-		return err
+	pids := func() []int {
+		var out []int
+		for _, n := range cluster.Nodes {
+			out = append(out, n.PID())
+		}
+		return out
 	}
+	sys := &storeSystem{name: "rivet", nodes: nodes, stop: cluster.Stop, pids: pids,
+		write: func(ctx context.Context, i int) error {
+			_, err := clients[i%nodes][i/nodes%opts.Clients].Register(ctx, coordinatortest.RegisterRequest(i))
+			return err
+		}}
 	if profile {
-		opts.onLoad = func() func() error { return profileNodes(ctx, cluster, opts.ProfileDir) }
+		sys.profile = func() func() error { return profileNodes(ctx, cluster, opts.ProfileDir) }
 	}
-	return drive(ctx, "rivet", nodes, opts, write)
+	return sys, nil
 }
 
 // profileNodes starts a 5 s CPU profile of every node; the returned func waits for
@@ -174,34 +326,11 @@ func profileNodes(ctx context.Context, cluster *coordinatortest.Cluster, dir str
 	}
 }
 
-// drive measures a system twice: throughput with opts.Clients writers, then commit
-// latency with opts.LatencyClients writers (distinct keys, so both runs are new writes).
-func drive(ctx context.Context, system string, nodes int, opts StoreOptions, write func(context.Context, int) error) (StoreResult, error) {
-	// Warm up connections and the leader's caches; not measured.
-	for i := range opts.Clients {
-		if err := write(ctx, 1_000_000+i); err != nil {
-			return StoreResult{}, fmt.Errorf("warm-up write: %w", err)
-		}
-	}
-	var profiled func() error
-	if opts.onLoad != nil {
-		profiled = opts.onLoad()
-	}
-	load := run(ctx, opts.Writes, opts.Clients, 0, write)
-	if profiled != nil {
-		if err := profiled(); err != nil {
-			return StoreResult{}, err
-		}
-	}
-	light := run(ctx, opts.Writes/4, opts.LatencyClients, 2_000_000, write)
-	return StoreResult{System: system, Nodes: nodes, Writes: opts.Writes, Failed: load.failed + light.failed,
-		WritesPerSec: load.perSec, P50: light.p50, P99: light.p99, LoadP99: load.p99}, nil
-}
-
 type runResult struct {
-	failed   int
-	perSec   float64
-	p50, p99 time.Duration
+	failed    int
+	perSec    float64
+	p99       time.Duration
+	latencies []time.Duration
 }
 
 // run makes n calls of write (keys offset..offset+n) from clients goroutines.
@@ -234,29 +363,27 @@ func run(ctx context.Context, n, clients, offset int, write func(context.Context
 	close(jobs)
 	wg.Wait()
 	elapsed := time.Since(start)
-	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
-	return runResult{failed: failed, perSec: float64(n-failed) / elapsed.Seconds(),
-		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
+	return runResult{failed: failed, perSec: float64(n-failed) / elapsed.Seconds(), p99: percentile(lat, 99), latencies: lat}
 }
 
-// storeEtcd runs a 3-member etcd (Debian's etcd-server) on loopback and drives it.
+// startEtcd runs a 3-member etcd (Debian's etcd-server) on loopback and drives it.
 // With secure, clients speak HTTPS to etcd exactly as they do to Rivet (a certificate
 // from a CA made like Rivet's, the same pinned TLS client configuration): the same
 // workload. Without, plain HTTP, etcd's default. Peers talk plain TCP in both, as
 // Rivet's Raft transport does.
-func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) (StoreResult, error) {
+func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) (sys *storeSystem, err error) {
 	ports, err := freeTCPPorts(6)
 	if err != nil {
-		return StoreResult{}, err
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return StoreResult{}, err
+		return nil, err
 	}
 	scheme, tlsArgs, tlsClient := "http", []string(nil), (*tls.Config)(nil)
 	if secure {
 		scheme = "https"
 		if tlsArgs, tlsClient, err = etcdTLS(dir); err != nil {
-			return StoreResult{}, err
+			return nil, err
 		}
 	}
 	var peers []string
@@ -264,10 +391,19 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		peers = append(peers, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[3+i]))
 	}
 	var procs []*exec.Cmd
-	defer func() {
+	var logs []*os.File
+	stop := func() {
 		for _, p := range procs {
 			_ = p.Process.Kill()
 			_ = p.Wait()
+		}
+		for _, f := range logs {
+			f.Close()
+		}
+	}
+	defer func() {
+		if err != nil {
+			stop()
 		}
 	}()
 	var endpoints []string
@@ -277,9 +413,9 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		endpoints = append(endpoints, client)
 		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("e%d.log", i+1)))
 		if err != nil {
-			return StoreResult{}, err
+			return nil, err
 		}
-		defer logf.Close()
+		logs = append(logs, logf)
 		cmd := exec.CommandContext(ctx, "etcd", "--name", fmt.Sprintf("e%d", i+1),
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("e%d", i+1)),
 			"--listen-client-urls", client, "--advertise-client-urls", client,
@@ -290,7 +426,7 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
-			return StoreResult{}, err
+			return nil, err
 		}
 		procs = append(procs, cmd)
 	}
@@ -300,7 +436,7 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 			Timeout: 20 * time.Second})
 	}
 	if err := waitEtcd(ctx, hcs[0], endpoints); err != nil {
-		return StoreResult{}, err
+		return nil, err
 	}
 	value := base64.StdEncoding.EncodeToString(registrationBytes())
 	write := func(ctx context.Context, i int) error {
@@ -319,11 +455,18 @@ func storeEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		}
 		return nil
 	}
-	system := "etcd"
+	name := "etcd"
 	if secure {
-		system = "etcd-https"
+		name = "etcd-https"
 	}
-	return drive(ctx, system, 3, opts, write)
+	pids := func() []int {
+		var out []int
+		for _, p := range procs {
+			out = append(out, p.Process.Pid)
+		}
+		return out
+	}
+	return &storeSystem{name: name, nodes: 3, write: write, stop: stop, pids: pids}, nil
 }
 
 // etcdTLS writes a serving certificate for 127.0.0.1 under dir and returns etcd's flags

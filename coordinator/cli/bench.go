@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -20,10 +21,11 @@ func runBench(ctx context.Context, env *Env, args []string) error {
 }
 
 func benchStore(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "bench store", "rivet bench store [--writes N] [--clients N] [--cpu-profile DIR]")
-	writes := fs.Int("writes", 5000, "committed writes per system")
+	fs := newFlags(env, "bench store", "rivet bench store [--writes N] [--rounds N] [--clients N] [--cpu-profile DIR]")
+	writes := fs.Int("writes", 5000, "committed writes per system and round")
+	rounds := fs.Int("rounds", 3, "rounds; each measures every system once, in a rotating order, and the ratio is their median")
 	clients := fs.Int("clients", 64, "concurrent writers")
-	profile := fs.String("cpu-profile", "", "write a 5 s CPU profile of each node of the 3-node cluster, taken under load, to `DIR` (use --writes 40000 so the load lasts)")
+	profile := fs.String("cpu-profile", "", "write a 5 s CPU profile of each node of the 3-node cluster, taken under load, to `DIR` (use --writes 30000 so the load lasts)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -31,7 +33,11 @@ func benchStore(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = bench.Store(ctx, env.Stdout, bench.StoreOptions{RivetBin: self, Writes: *writes, Clients: *clients, ProfileDir: *profile})
+	if *writes < 1 || *rounds < 1 || *clients < 1 {
+		return errors.New("bench store: --writes, --rounds and --clients must each be at least 1")
+	}
+	_, err = bench.Store(ctx, env.Stdout, bench.StoreOptions{RivetBin: self, Writes: *writes, Rounds: *rounds,
+		Clients: *clients, ProfileDir: *profile})
 	return err
 }
 

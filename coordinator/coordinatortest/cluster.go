@@ -60,6 +60,14 @@ func (n *Node) Running() bool {
 	}
 }
 
+// PID is the process id of the running coordinator, or 0.
+func (n *Node) PID() int {
+	if !n.Running() {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Cluster is a set of coordinator processes forming one Raft cluster.
 type Cluster struct {
 	opts        Options
