@@ -58,17 +58,27 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	transport := &http.Transport{
-		TLSClientConfig:     tlsConfig,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
-	c := &Client{urls: cfg.URLs, token: cfg.Token, http: &http.Client{Transport: transport, Timeout: timeout}}
+	c := &Client{urls: cfg.URLs, token: cfg.Token, http: &http.Client{Transport: Transport(tlsConfig), Timeout: timeout}}
 	// Start at a random coordinator: every agent is given the same list (rivet.url), and
 	// starting at its head would put the whole fleet's connections on one coordinator.
 	c.next.Store(uint32(rand.IntN(len(cfg.URLs))))
 	return c, nil
+}
+
+// Transport is the HTTP transport of every Client: keep-alive HTTP/1.1 over tlsConfig.
+// A machine makes one call at a time (and an image download beside it gets a connection
+// of its own), so HTTP/2's multiplexing buys it nothing, while its framing, flow control
+// and header compression cost the coordinator about a third more CPU per call and more
+// memory per connection (rivet bench store; BENCHMARKS.md).
+func Transport(tlsConfig *tls.Config) *http.Transport {
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	return &http.Transport{
+		TLSClientConfig:     tlsConfig,
+		Protocols:           protocols,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}
 }
 
 // PinnedTLSConfig trusts exactly the CA with the given fingerprint: the server's chain

@@ -77,8 +77,8 @@ type storeSystem struct {
 // the members, each writer with its own connection to each member (as machines have).
 // Rivet's writes are real machine registrations through its HTTPS API (TLS, JSON decode,
 // validation, Raft commit with fsync); etcd's are puts of the same bytes through its JSON
-// gateway, once over HTTPS with the same client TLS setup (the same workload, the ratio
-// that counts) and once over plain HTTP (etcd's default).
+// gateway, once over HTTPS with Rivet's own client transport and TLS setup (the same
+// workload, the ratio that counts) and once over plain HTTP (etcd's default).
 //
 // All four clusters run for the whole bench and are measured in rounds, each system once
 // a round in a rotating order, so that the machine's slow swings in speed fall on all of
@@ -366,10 +366,10 @@ func run(ctx context.Context, n, clients, offset int, write func(context.Context
 	return runResult{failed: failed, perSec: float64(n-failed) / elapsed.Seconds(), p99: percentile(lat, 99), latencies: lat}
 }
 
-// startEtcd runs a 3-member etcd (Debian's etcd-server) on loopback and drives it.
+// startEtcd runs a 3-member etcd (Debian's etcd-server) on loopback.
 // With secure, clients speak HTTPS to etcd exactly as they do to Rivet (a certificate
-// from a CA made like Rivet's, the same pinned TLS client configuration): the same
-// workload. Without, plain HTTP, etcd's default. Peers talk plain TCP in both, as
+// from a CA made like Rivet's, the same pinned TLS configuration and shared.Transport):
+// the same workload. Without, plain HTTP, etcd's default. Peers talk plain TCP in both, as
 // Rivet's Raft transport does.
 func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) (sys *storeSystem, err error) {
 	ports, err := freeTCPPorts(6)
@@ -430,10 +430,9 @@ func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		}
 		procs = append(procs, cmd)
 	}
-	var hcs []*http.Client // one per writer, like Rivet's
+	var hcs []*http.Client // one per writer, with the transport of Rivet's own client
 	for range opts.Clients {
-		hcs = append(hcs, &http.Client{Transport: &http.Transport{TLSClientConfig: tlsClient, ForceAttemptHTTP2: secure},
-			Timeout: 20 * time.Second})
+		hcs = append(hcs, &http.Client{Transport: shared.Transport(tlsClient), Timeout: 20 * time.Second})
 	}
 	if err := waitEtcd(ctx, hcs[0], endpoints); err != nil {
 		return nil, err
