@@ -118,6 +118,42 @@ func FuzzDecodeJoinRequest(f *testing.F) {
 	})
 }
 
+func FuzzDecodeCheckin(f *testing.F) {
+	f.Add([]byte(`{"mode":"service","version":"v1.2.3","addr":"10.0.0.5","generation":4}`))
+	f.Add([]byte(`{"mode":"ram","version":"dev"}`))
+	f.Add([]byte(`{"mode":"kernel","version":"","generation":-1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[CheckinRequest](t, data)
+	})
+}
+
+func FuzzDecodeBoot(f *testing.F) {
+	f.Add([]byte(`{"boot":"disk"}`))
+	f.Add([]byte(`{"boot":"none"}`))
+	f.Add([]byte(`{"boot":"floppy"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[BootRequest](t, data)
+	})
+}
+
+func FuzzDecodeAction(f *testing.F) {
+	f.Add([]byte(`{"reason":"disk replaced, ticket OPS-12"}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"reason":"` + strings.Repeat("x", 1100) + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[ActionRequest](t, data)
+	})
+}
+
+func FuzzDecodeToken(f *testing.F) {
+	f.Add([]byte(`{"name":"alice","role":"viewer"}`))
+	f.Add([]byte(`{"name":"ci-bot","role":"admin"}`))
+	f.Add([]byte(`{"name":"Bob","role":"root"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[TokenRequest](t, data)
+	})
+}
+
 func FuzzParseRoles(f *testing.F) {
 	f.Add([]byte("name: worker\nselector: {labels: {rack: r1}, min_cores: 4}\ninstall_disk: {smallest: {type: ssd, min_size_gb: 10}}\n" +
 		"image: {url: /v1/images/d.raw.zst, sha256: " + roleSHA + "}\nswarm: {role: auto}\n"))
