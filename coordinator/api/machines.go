@@ -38,8 +38,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 	secret := st.Cluster().TokenSecret
 	gen, _ := st.TokenGen(ident.ID)
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
-		Machine:      res.Machine.Summary(),
-		Basis:        res.Machine.Basis,
+		Machine:      *res.Summary,
+		Basis:        ident.Basis,
 		MachineToken: auth.MachineToken(secret, ident.ID, gen),
 		Gossip:       a.b.GossipInfo(),
 	})
@@ -128,7 +128,7 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if err := applied(res, err); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res.Machine.Summary())
+	writeJSON(w, http.StatusOK, res.Summary)
 	return nil
 }
 

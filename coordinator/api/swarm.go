@@ -70,6 +70,6 @@ func (a *API) swarmReport(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err := applied(res, err); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res.Machine.Summary())
+	writeJSON(w, http.StatusOK, res.Summary)
 	return nil
 }

@@ -145,7 +145,8 @@ func statusFleet(n int) (*state.Store, string, []shared.MachineID, error) {
 		if i%10 == 0 {
 			continue // stays discovered
 		}
-		plan, err := planner.Plan(res.Machine, &role, 1, shared.SwarmWorker)
+		m, _ := b.store.Machine(ident.ID)
+		plan, err := planner.Plan(m, &role, 1, shared.SwarmWorker)
 		if err != nil {
 			return nil, "", nil, err
 		}

@@ -35,13 +35,27 @@ func (h *harness) apply(body any) state.Result {
 	return res
 }
 
+// ok applies body, which must succeed, and returns the machine the tests follow as the
+// store now holds it (agents' commands answer only a summary).
 func (h *harness) ok(body any) *shared.Machine {
 	h.t.Helper()
 	res := h.apply(body)
 	if res.Err != nil {
 		h.t.Fatalf("%T: %v", body, res.Err)
 	}
-	return res.Machine
+	if res.Summary != nil && res.Summary.State != h.machine().State {
+		h.t.Fatalf("%T: the summary says %s, the store %s", body, res.Summary.State, h.machine().State)
+	}
+	return h.machine()
+}
+
+func (h *harness) machine() *shared.Machine {
+	h.t.Helper()
+	m, ok := h.fsm.Store.Machine(id)
+	if !ok {
+		h.t.Fatalf("machine %s not in the store", id)
+	}
+	return m
 }
 
 const id = shared.MachineID("m-00000000000000aa")

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"maps"
 	"net/http"
 	"time"
 
@@ -127,11 +128,22 @@ type SwarmReport struct {
 	Time   time.Time          `json:"time"`
 }
 
-// Result is what applying a command gives back to the caller that proposed it.
+// Result is what applying a command gives back to the caller that proposed it. An
+// agent's write (register, step report, swarm report) gives the machine's summary, all
+// the agent is answered: a forwarded write's result travels back to the follower, and
+// an inventory in it would be encoded and decoded on every one. An operator's command
+// gives the whole machine.
 type Result struct {
-	Machine *shared.Machine  `json:"machine,omitempty"`
-	Value   string           `json:"value,omitempty"`
-	Err     *shared.APIError `json:"error,omitempty"`
+	Machine *shared.Machine        `json:"machine,omitempty"`
+	Summary *shared.MachineSummary `json:"summary,omitempty"`
+	Value   string                 `json:"value,omitempty"`
+	Err     *shared.APIError       `json:"error,omitempty"`
+}
+
+func summaryOf(m *shared.Machine) Result {
+	s := m.Summary()
+	s.Labels = maps.Clone(s.Labels) // the result outlives the store's lock
+	return Result{Summary: &s}
 }
 
 func failed(status int, code, hint, format string, args ...any) Result {

@@ -73,7 +73,7 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		s.returnIfLost(index, c.Time, m, "agent registered")
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return summaryOf(m)
 	})
 }
 
@@ -184,7 +184,7 @@ func (s *Store) ApplyReport(c Report, index uint64) Result {
 		st := &m.Steps[idx]
 		s.recordStep(index, c.Time, m, st, m.Plan.Steps[idx], r)
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return summaryOf(m)
 	})
 }
 
@@ -462,7 +462,7 @@ func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
 			s.event(index, c.Time, c.ID, shared.EventStep, "swarm node "+r.NodeID)
 			m.UpdatedAt = c.Time
 		}
-		return Result{Machine: clone(m)}
+		return summaryOf(m)
 	})
 }
 

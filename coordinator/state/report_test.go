@@ -28,7 +28,8 @@ func TestLateProgressDoesNotReopenAFinishedStep(t *testing.T) {
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}
-		return res.Machine
+		m, _ := s.Machine(id)
+		return m
 	}
 	report(3, shared.StepRunning, 1, nil)
 	report(4, shared.StepSucceeded, 1, nil)
