@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/power"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -320,7 +321,7 @@ var labImageBootFailures = regexp.MustCompile(`Kernel panic|emergency mode|Give 
 func labImageBoot(t *testing.T, dir, firmware, disk string) (time.Duration, string) {
 	t.Helper()
 	serial := filepath.Join(dir, firmware+"-serial.log")
-	args := []string{"-accel", "tcg", "-m", "1024", "-smp", "1", "-display", "none", "-vga", "none",
+	args := []string{"-accel", "tcg", "-cpu", power.LabCPU, "-m", "1024", "-smp", "1", "-display", "none", "-vga", "none",
 		"-monitor", "none", "-no-reboot", "-serial", "file:" + serial,
 		"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,romfile=",
 		"-device", "virtio-rng-pci"}

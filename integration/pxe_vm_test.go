@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/power"
 )
 
 // pxeMachine is one bare-metal stand-in: a MAC, a tap on the lab's bridge and a disk that
@@ -52,7 +54,7 @@ func newPXEMachine(t *testing.T, lab *netLab, dir, firmware string, i int, diskI
 // IPv6 is off: its PXEv6 and HTTPv6 boot options would each wait ~70 s for a DHCPv6
 // answer before the disk's turn comes.
 func (m *pxeMachine) qemuArgs() []string {
-	args := []string{"-accel", "tcg", "-m", "768", "-smp", "1",
+	args := []string{"-accel", "tcg", "-cpu", power.LabCPU, "-m", "768", "-smp", "1",
 		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", m.tap),
 		"-device", "virtio-rng-pci",

@@ -110,7 +110,9 @@ func Prepare(ctx context.Context, log *slog.Logger, console io.Writer) (*Env, er
 	env.Modules = drivers.loaded
 	env.progress.step(2, "drivers loaded: %s", describeModules(env.Modules))
 
-	// After the drivers: a hardware RNG such as virtio-rng seeds the kernel at once.
+	// A guard with a message: by now the kernel is usually seeded, either by RDRAND at
+	// boot or because a package init (memberlist's seed.Init reads crypto/rand) already
+	// blocked on it before main, which makes the kernel seed itself from CPU jitter.
 	if err := waitForEntropy(ctx, env.progress); err != nil {
 		env.progress.printf("FAILED: kernel random number generator: %v", err)
 		return nil, err
