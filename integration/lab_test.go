@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	dockerswarm "github.com/docker/docker/api/types/swarm"
+	dockerclient "github.com/docker/docker/client"
 	"golang.org/x/sys/unix"
 
 	"github.com/rivetmetal/rivet/coordinator/lab"
@@ -274,11 +276,13 @@ func checkSwarm(t *testing.T, ctx context.Context, client *shared.Client, progre
 	t.Helper()
 	nodes := map[string]bool{}
 	managers := 0
+	var machines []*shared.Machine
 	for _, p := range progress {
 		m, err := client.Machine(ctx, p.Machine.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
+		machines = append(machines, m)
 		if m.State != shared.StateReady || m.SwarmNodeID == "" || nodes[m.SwarmNodeID] {
 			t.Fatalf("machine %s: state %s, swarm node %q (seen: %v); want ready with its own node", m.ID, m.State, m.SwarmNodeID, nodes)
 		}
@@ -291,6 +295,46 @@ func checkSwarm(t *testing.T, ctx context.Context, client *shared.Client, progre
 	}
 	if managers < 1 {
 		t.Fatalf("no swarm manager among %d machines", len(progress))
+	}
+	checkSwarmHostnames(t, ctx, machines)
+}
+
+// checkSwarmHostnames asks a manager's dockerd (the lab image's also listens on tcp
+// 2375) for the swarm's nodes: each machine's node must carry the host name its plan's
+// handoff gave it, not the image's.
+func checkSwarmHostnames(t *testing.T, ctx context.Context, machines []*shared.Machine) {
+	t.Helper()
+	var manager string
+	for _, m := range machines {
+		for _, s := range m.Plan.Steps {
+			if s.Swarm != nil && s.Swarm.Role == shared.SwarmManager {
+				manager, _, _ = strings.Cut(m.Addr, ":")
+			}
+		}
+	}
+	c, err := dockerclient.NewClientWithOpts(dockerclient.WithHost("tcp://"+manager+":2375"), dockerclient.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	nodes, err := c.NodeList(ctx, dockerswarm.NodeListOptions{})
+	if err != nil {
+		t.Fatalf("docker node ls on manager %s: %v", manager, err)
+	}
+	hostnames := map[string]string{}
+	for _, n := range nodes {
+		hostnames[n.ID] = n.Description.Hostname
+	}
+	for _, m := range machines {
+		var want string
+		for _, s := range m.Plan.Steps {
+			if s.Handoff != nil {
+				want = s.Handoff.Hostname
+			}
+		}
+		if got := hostnames[m.SwarmNodeID]; want == "" || got != want {
+			t.Errorf("machine %s: swarm node %s has host name %q, want the plan's %q", m.ID, m.SwarmNodeID, got, want)
+		}
 	}
 }
 

@@ -77,6 +77,10 @@ const DefaultRootLabel = "rivet-root"
 type HandoffStep struct {
 	Target    DiskTarget `json:"target"`
 	RootLabel string     `json:"root_label"`
+	// Hostname goes into the installed OS's /etc/hostname, so that every machine of
+	// one image has a name of its own (in `docker node ls`, in logs); empty keeps the
+	// image's.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // BootCfgStep records the machine's next network-boot answer.
@@ -146,7 +150,8 @@ func (s *Step) Validate() error {
 	case StepImage:
 		ok = ok && s.Image != nil && s.Image.Target.valid() && s.Image.Image.Validate() == nil
 	case StepHandoff:
-		ok = ok && s.Handoff != nil && s.Handoff.Target.valid() && validLabel(s.Handoff.RootLabel)
+		ok = ok && s.Handoff != nil && s.Handoff.Target.valid() && validLabel(s.Handoff.RootLabel) &&
+			(s.Handoff.Hostname == "" || ValidateName("host", s.Handoff.Hostname) == nil)
 	case StepBootCfg:
 		ok = ok && s.BootCfg != nil && s.BootCfg.Boot.Valid()
 	case StepReboot:

@@ -57,7 +57,7 @@ func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {
 		{Name: StepNameImage, Kind: shared.StepImage, Phase: shared.PhaseRAM,
 			Image: &shared.ImageStep{Target: target, Image: role.Image}},
 		{Name: StepNameHandoff, Kind: shared.StepHandoff, Phase: shared.PhaseRAM,
-			Handoff: &shared.HandoffStep{Target: target, RootLabel: role.Image.Root()}},
+			Handoff: &shared.HandoffStep{Target: target, RootLabel: role.Image.Root(), Hostname: Hostname(m)}},
 		{Name: StepNameBootCfg, Kind: shared.StepBootCfg, Phase: shared.PhaseRAM,
 			BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: StepNameReboot, Kind: shared.StepReboot, Phase: shared.PhaseRAM,
@@ -100,4 +100,16 @@ func swarmPart(role *shared.Role, placed string) (string, error) {
 			role.Name, placed)
 	}
 	return placed, nil
+}
+
+// HostnameLabel is the machine label that names the installed OS's host.
+const HostnameLabel = "hostname"
+
+// Hostname is the host name the installed OS gets: the machine's hostname label when it
+// is a valid one, else its machine id, which `rivet machines ls` lists beside it.
+func Hostname(m *shared.Machine) string {
+	if h := m.Labels[HostnameLabel]; shared.ValidateName("host", h) == nil {
+		return h
+	}
+	return string(m.ID)
 }

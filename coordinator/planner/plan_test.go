@@ -16,7 +16,7 @@ func TestPlanSteps(t *testing.T) {
 		{Name: "disk", Kind: shared.StepDisk, Phase: shared.PhaseRAM, Disk: &shared.DiskStep{Target: boot, GPT: true}},
 		{Name: "image", Kind: shared.StepImage, Phase: shared.PhaseRAM, Image: &shared.ImageStep{Target: boot,
 			Image: shared.ImageSpec{URL: "/v1/images/debian-12.raw.zst", SHA256: strings.Repeat("a", 64)}}},
-		{Name: "handoff", Kind: shared.StepHandoff, Phase: shared.PhaseRAM, Handoff: &shared.HandoffStep{Target: boot, RootLabel: "rivet-root"}},
+		{Name: "handoff", Kind: shared.StepHandoff, Phase: shared.PhaseRAM, Handoff: &shared.HandoffStep{Target: boot, RootLabel: "rivet-root", Hostname: planID}},
 		{Name: "bootcfg", Kind: shared.StepBootCfg, Phase: shared.PhaseRAM, BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: "reboot", Kind: shared.StepReboot, Phase: shared.PhaseRAM, Reboot: &shared.RebootStep{}},
 	}
@@ -64,6 +64,21 @@ func TestPlanSteps(t *testing.T) {
 				t.Fatalf("steps:\n got %+v\nwant %+v", p.Steps, tt.want)
 			}
 		})
+	}
+}
+
+// TestHostnameFromLabelOrID: an operator's valid hostname label names the installed
+// host; anything else falls back to the machine id.
+func TestHostnameFromLabelOrID(t *testing.T) {
+	for label, want := range map[string]string{"": planID, "web-01": "web-01", "Web_01": planID,
+		strings.Repeat("a", 64): planID, "-x": planID} {
+		m := server(planID, nil)
+		if label != "" {
+			m.Labels = map[string]string{HostnameLabel: label}
+		}
+		if got := Hostname(m); got != want {
+			t.Errorf("hostname label %q: got %q, want %q", label, got, want)
+		}
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package handoff runs handoff steps. Once the image is on the disk, the RAM agent
 // writes into the installed root file system what the agent there needs to carry on as
 // the same machine: its config file (coordinators, CA fingerprint, labels) and the
-// machine token in its state directory. The installed agent then checks in with that
+// machine token in its state directory; and the machine's host name, when the plan
+// gives one. The installed agent then checks in with that
 // token: no second registration, and no enrolment token is left on the disk.
 //
 // The root file system is found by its label (ext2/3/4 only, which is what Rivet mounts),
@@ -72,6 +73,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	files, err := e.Files()
 	if err != nil {
 		return "", step.Permanent(fmt.Errorf("preparing the installed agent's files: %w", err))
+	}
+	if h := s.Handoff.Hostname; h != "" {
+		files = append(files, File{Path: "/etc/hostname", Mode: 0o644, Data: []byte(h + "\n")})
 	}
 	part, err := e.findRoot(ctx, d, s.Handoff.RootLabel)
 	if err != nil {

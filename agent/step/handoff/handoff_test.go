@@ -76,7 +76,7 @@ func copyInto(t *testing.T, src, dev string) {
 
 func handoffStep(target shared.DiskTarget, label string) shared.Step {
 	return shared.Step{Name: "handoff", Kind: shared.StepHandoff, Phase: shared.PhaseRAM,
-		Handoff: &shared.HandoffStep{Target: target, RootLabel: label}}
+		Handoff: &shared.HandoffStep{Target: target, RootLabel: label, Hostname: "m-00000000000000aa"}}
 }
 
 var files = []File{
@@ -113,6 +113,9 @@ func TestWritesIntoTheLabelledRoot(t *testing.T) {
 		if fi.Mode().Perm() != f.Mode {
 			t.Errorf("%s mode %v, want %v", f.Path, fi.Mode().Perm(), f.Mode)
 		}
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "etc/hostname")); err != nil || string(got) != "m-00000000000000aa\n" {
+		t.Errorf("/etc/hostname = %q, %v; want the plan's host name", got, err)
 	}
 	if fi, _ := os.Stat(filepath.Join(root, "var/lib/rivet")); fi.Mode().Perm() != 0o700 {
 		t.Errorf("state dir mode %v, want 0700 (it holds the machine token)", fi.Mode().Perm())
