@@ -200,7 +200,7 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (r
 }
 
 // due decides whether this mode's phase has steps to run now, and if not, why.
-func (a *Agent) due(view *shared.PlanView, m *shared.Machine) (bool, string) {
+func (a *Agent) due(view *shared.PlanView, m *shared.MachineSummary) (bool, string) {
 	if view.Plan == nil {
 		if m.Unmatched != "" {
 			return false, "no role matches this machine: " + m.Unmatched

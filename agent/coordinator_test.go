@@ -188,7 +188,7 @@ func (fc *fakeCoordinator) checkin(w http.ResponseWriter, r *http.Request) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	fc.checkins = append(fc.checkins, req)
-	writeJSON(w, http.StatusOK, shared.Machine{ID: fc.id, State: fc.state})
+	writeJSON(w, http.StatusOK, shared.MachineSummary{ID: fc.id, State: fc.state})
 }
 
 func (fc *fakeCoordinator) planView(w http.ResponseWriter, _ *http.Request) {

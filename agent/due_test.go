@@ -24,21 +24,21 @@ func TestDue(t *testing.T) {
 		state   shared.State
 		plan    *shared.Plan
 		steps   []shared.StepState
-		machine shared.Machine
+		machine shared.MachineSummary
 		due     bool
 		note    string
 	}{
-		{"no plan", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.Machine{}, false, "no plan yet"},
-		{"no role", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.Machine{Unmatched: "no role selects 2 cores"}, false, "no role matches"},
-		{"fresh plan", shared.ModeRAM, shared.StatePlanned, plan, nil, shared.Machine{}, true, ""},
-		{"resume running", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "succeeded", "image", "running"), shared.Machine{}, true, ""},
-		{"failed step waits", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "failed"), shared.Machine{}, false, "step wipe failed"},
-		{"failed machine waits", shared.ModeRAM, shared.StateFailed, plan, nil, shared.Machine{}, false, "operator"},
-		{"installed never reinstalls", shared.ModeRAM, shared.StateInstalled, plan, nil, shared.Machine{}, false, "not run again"},
-		{"ram phase done", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "succeeded", "image", "skipped"), shared.Machine{}, false, "all ram-phase steps done"},
-		{"service runs swarm", shared.ModeService, shared.StateInstalled, plan, steps("wipe", "succeeded", "image", "succeeded"), shared.Machine{}, true, ""},
-		{"retired", shared.ModeService, shared.StateRetired, plan, nil, shared.Machine{}, false, "retired"},
-		{"service done", shared.ModeService, shared.StateReady, plan, steps("swarm", "succeeded"), shared.Machine{}, false, "all disk-phase steps done"},
+		{"no plan", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.MachineSummary{}, false, "no plan yet"},
+		{"no role", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.MachineSummary{Unmatched: "no role selects 2 cores"}, false, "no role matches"},
+		{"fresh plan", shared.ModeRAM, shared.StatePlanned, plan, nil, shared.MachineSummary{}, true, ""},
+		{"resume running", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "succeeded", "image", "running"), shared.MachineSummary{}, true, ""},
+		{"failed step waits", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "failed"), shared.MachineSummary{}, false, "step wipe failed"},
+		{"failed machine waits", shared.ModeRAM, shared.StateFailed, plan, nil, shared.MachineSummary{}, false, "operator"},
+		{"installed never reinstalls", shared.ModeRAM, shared.StateInstalled, plan, nil, shared.MachineSummary{}, false, "not run again"},
+		{"ram phase done", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "succeeded", "image", "skipped"), shared.MachineSummary{}, false, "all ram-phase steps done"},
+		{"service runs swarm", shared.ModeService, shared.StateInstalled, plan, steps("wipe", "succeeded", "image", "succeeded"), shared.MachineSummary{}, true, ""},
+		{"retired", shared.ModeService, shared.StateRetired, plan, nil, shared.MachineSummary{}, false, "retired"},
+		{"service done", shared.ModeService, shared.StateReady, plan, steps("swarm", "succeeded"), shared.MachineSummary{}, false, "all disk-phase steps done"},
 	}
 	for _, c := range cases {
 		a := New(config.Config{Mode: c.mode}, Deps{})

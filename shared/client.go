@@ -215,9 +215,9 @@ func (c *Client) Register(ctx context.Context, req *RegisterRequest) (*RegisterR
 	return &resp, c.Do(ctx, http.MethodPost, PathRegister, req, &resp)
 }
 
-// Checkin tells the coordinator the agent is up.
-func (c *Client) Checkin(ctx context.Context, id MachineID, req *CheckinRequest) (*Machine, error) {
-	var m Machine
+// Checkin tells the coordinator the agent is up; it answers the machine's summary.
+func (c *Client) Checkin(ctx context.Context, id MachineID, req *CheckinRequest) (*MachineSummary, error) {
+	var m MachineSummary
 	return &m, c.Do(ctx, http.MethodPost, MachinePath(PathMachineCheckin, id), req, &m)
 }
 

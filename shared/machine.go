@@ -70,13 +70,15 @@ type MachineSummary struct {
 	Step     string            `json:"step,omitempty"`
 	Progress *Progress         `json:"progress,omitempty"`
 	Error    string            `json:"error,omitempty"`
-	Updated  time.Time         `json:"updated_at"`
+	// Unmatched says why no role matched: the agent prints it, ls and the pages show it.
+	Unmatched string    `json:"unmatched,omitempty"`
+	Updated   time.Time `json:"updated_at"`
 }
 
 // Summary returns the light form of m.
 func (m *Machine) Summary() MachineSummary {
 	s := MachineSummary{ID: m.ID, State: m.State, Role: m.Role, Labels: m.Labels,
-		Hostname: m.Hostname, Addr: m.Addr, Updated: m.UpdatedAt}
+		Hostname: m.Hostname, Addr: m.Addr, Unmatched: m.Unmatched, Updated: m.UpdatedAt}
 	if cur := m.CurrentStep(); cur != nil {
 		s.Step, s.Progress = cur.Name, cur.Progress
 	}

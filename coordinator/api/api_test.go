@@ -239,3 +239,36 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// A check-in answers the machine's summary, with why no role matches it, and never the
+// inventory the agent sent at registration: on the path that writes to Raft (the first
+// check-in records the agent's mode) and on the read-only one (nothing changed).
+func TestCheckinAnswersTheSummary(t *testing.T) {
+	f := start(t)
+	reg := f.register(t, 3)
+	path := shared.MachinePath(shared.PathMachineCheckin, reg.Machine.ID)
+	body := []byte(`{"mode":"ram","version":"test","generation":0}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for first := true; ; first = false {
+		status, answer := f.raw(t, "POST", path, reg.MachineToken, body)
+		if status != http.StatusOK {
+			t.Fatalf("check-in: %d %s", status, answer)
+		}
+		var m shared.MachineSummary
+		dec := json.NewDecoder(strings.NewReader(answer))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&m); err != nil {
+			t.Fatalf("check-in answer is not a machine summary: %v: %s", err, truncate(answer))
+		}
+		if m.ID != reg.Machine.ID || m.State != shared.StateDiscovered {
+			t.Fatalf("check-in answered %s in state %s, want %s discovered", m.ID, m.State, reg.Machine.ID)
+		}
+		if !first && m.Unmatched != "" {
+			break // no role is applied: the planner has said so, and the answer carries it
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no unmatched reason in the check-in answer after 10 s: %s", truncate(answer))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -133,6 +133,8 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 }
 
 // checkin writes to Raft only when something changes: liveness never goes through Raft.
+// It answers the machine's summary: every agent checks in every poll interval, and the
+// inventory it sent at registration would be most of each answer.
 func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req shared.CheckinRequest
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
@@ -142,15 +144,16 @@ func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 	if err != nil {
 		return err
 	}
-	if checkinChanges(m, &req) {
-		res, err := a.b.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
-			Version: req.Version, Addr: req.Addr, Time: now()})
-		if err := applied(res, err); err != nil {
-			return err
-		}
-		m = res.Machine
+	if !checkinChanges(m, &req) {
+		writeJSON(w, http.StatusOK, m.Summary())
+		return nil
 	}
-	writeJSON(w, http.StatusOK, m)
+	res, err := a.b.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
+		Version: req.Version, Addr: req.Addr, Time: now()})
+	if err := applied(res, err); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res.Summary)
 	return nil
 }
 

@@ -105,7 +105,7 @@ func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
 			s.finishIfDone(index, c.Time, m)
 		}
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return summaryOf(m)
 	})
 }
 
