@@ -156,6 +156,7 @@ func (s *pxeSite) registers(t *testing.T, m *pxeMachine) shared.MachineID {
 		return nil, fmt.Errorf("no machine with MAC %s yet", m.mac)
 	})
 	fmt.Printf("rivet-figure: pxe firmware=%s seconds=%.1f (qemu start to registered, TCG)\n", m.firmware, time.Since(vm.started).Seconds())
+	fmt.Printf("rivet-figure: pxe-phases firmware=%s %s (when each part ended, s since qemu start)\n", m.firmware, bootPhases(vm.console()))
 	if !slices.ContainsFunc(rec.Inventory.NICs, func(n shared.NIC) bool { return strings.EqualFold(n.MAC, m.mac) }) {
 		t.Errorf("%s VM's recorded NICs %+v lack its MAC %s", m.firmware, rec.Inventory.NICs, m.mac)
 	}

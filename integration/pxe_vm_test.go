@@ -154,6 +154,40 @@ func (s *stampedLines) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// bootPhases reads a stamped console and says when each part of a PXE boot ended, in
+// seconds since qemu started: the firmware's DHCP and iPXE's script fetch; the kernel and
+// initramfs download with the kernel's self-decompression (the kernel's clock starts
+// after it); the kernel's own start-up; the agent's first line. A mark the console lacks
+// is "?". (The agent's "registered" line may come after the test has seen the record.)
+func bootPhases(console string) string {
+	marks := []struct{ name, text string }{
+		{"script_s", "[script]"}, {"kernel_start_s", "Run /init as init process"},
+		{"init_s", "Run /init as init process"}, {"agent_s", "rivet: [1/6]"}}
+	var b strings.Builder
+	for _, mark := range marks {
+		at := "?"
+		for line := range strings.Lines(console) {
+			if !strings.Contains(line, mark.text) {
+				continue
+			}
+			var wall, kernel float64
+			if _, err := fmt.Sscanf(line, "[%fs]", &wall); err != nil {
+				break
+			}
+			if mark.name == "kernel_start_s" {
+				_, rest, _ := strings.Cut(line, "] ")
+				if _, err := fmt.Sscanf(rest, "[%f]", &kernel); err != nil {
+					break
+				}
+			}
+			at = fmt.Sprintf("%.1f", wall-kernel)
+			break
+		}
+		fmt.Fprintf(&b, " %s=%s", mark.name, at)
+	}
+	return strings.TrimSpace(b.String())
+}
+
 // withoutKernelLines drops the kernel's "[    1.234567] ..." lines: what is left is the
 // firmware, iPXE and the agent.
 func withoutKernelLines(console string) string {
@@ -182,5 +216,21 @@ func keepLog(t *testing.T, path string) {
 	}
 	if err != nil {
 		t.Logf("keeping %s: %v", path, err)
+	}
+}
+
+func TestBootPhasesReadsTheStampedConsole(t *testing.T) {
+	console := `[   2.7s] 52-54-00-70-00-01.ipxe : 688 bytes [script]
+[   3.2s] Probing EDD (edd=off to disable)... ok
+[  10.2s] [    2.968310] Run /init as init process
+[  10.7s] rivet: [1/6] system ready: kernel 6.1.0-57-amd64
+[  12.6s] rivet: [4/6] registered as m-33476e92ee07ab64 (state discovered)
+`
+	want := "script_s=2.7 kernel_start_s=7.2 init_s=10.2 agent_s=10.7"
+	if got := bootPhases(console); got != want {
+		t.Errorf("bootPhases = %q, want %q", got, want)
+	}
+	if got := bootPhases("[   0.4s] SeaBIOS\n"); got != "script_s=? kernel_start_s=? init_s=? agent_s=?" {
+		t.Errorf("bootPhases of a console without marks = %q", got)
 	}
 }
