@@ -143,7 +143,7 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 // apply decodes a command body and applies it. Bodies are written by encoding/json; they
 // are read with the JSON v2 decoder (go-json-experiment, what became encoding/json/v2):
 // the same values for everything encoding/json writes, at under half the CPU and a
-// fifth of the allocations, and every coordinator decodes every command (fsm_test.go
+// fifth of the allocations, and every coordinator decodes every command (decode_test.go
 // checks that both decoders agree on every command type).
 func apply[T any](body []byte, index uint64, fn func(T, uint64) state.Result) state.Result {
 	var cmd T
