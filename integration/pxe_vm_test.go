@@ -160,9 +160,12 @@ func (s *stampedLines) Write(p []byte) (int, error) {
 // after it); the kernel's own start-up; the agent's first line. A mark the console lacks
 // is "?". (The agent's "registered" line may come after the test has seen the record.)
 func bootPhases(console string) string {
-	marks := []struct{ name, text string }{
-		{"script_s", "[script]"}, {"kernel_start_s", "Run /init as init process"},
-		{"init_s", "Run /init as init process"}, {"agent_s", "rivet: [1/6]"}}
+	marks := []struct {
+		name, text  string
+		kernelClock bool // less the kernel's own timestamp on the line: when its clock began
+	}{
+		{"script_s", "[script]", false}, {"kernel_start_s", "Run /init as init process", true},
+		{"init_s", "Run /init as init process", false}, {"agent_s", "rivet: [1/6]", false}}
 	var b strings.Builder
 	for _, mark := range marks {
 		at := "?"
@@ -174,7 +177,7 @@ func bootPhases(console string) string {
 			if _, err := fmt.Sscanf(line, "[%fs]", &wall); err != nil {
 				break
 			}
-			if mark.name == "kernel_start_s" {
+			if mark.kernelClock {
 				_, rest, _ := strings.Cut(line, "] ")
 				if _, err := fmt.Sscanf(rest, "[%f]", &kernel); err != nil {
 					break
