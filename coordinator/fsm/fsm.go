@@ -37,6 +37,8 @@ const (
 	TypeSwarmClaim        Type = 15
 	TypeSwarmReport       Type = 16
 	TypeSetPlans          Type = 17
+	TypeIssueTicket       Type = 18
+	TypePutExpected       Type = 19
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -76,6 +78,10 @@ func typeOf(body any) (Type, error) {
 		return TypeSwarmReport, nil
 	case state.SetPlans:
 		return TypeSetPlans, nil
+	case state.IssueTicket:
+		return TypeIssueTicket, nil
+	case state.PutExpected:
+		return TypePutExpected, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", body)
 }
@@ -134,6 +140,10 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplySwarmReport)
 	case TypeSetPlans:
 		return apply(body, index, s.ApplySetPlans)
+	case TypeIssueTicket:
+		return apply(body, index, s.ApplyIssueTicket)
+	case TypePutExpected:
+		return apply(body, index, s.ApplyPutExpected)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.
