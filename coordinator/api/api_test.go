@@ -23,11 +23,13 @@ type fixture struct {
 	logs *testenv.LogBuffer
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, coordinator.DaemonConfig{}) }
+
+func startWith(t *testing.T, dc coordinator.DaemonConfig) *fixture {
 	t.Helper()
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, coordinator.DaemonConfig{})
+	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
 	if err != nil {
 		t.Fatal(err)
 	}
