@@ -31,6 +31,9 @@ type Options struct {
 	Host string
 	// ExtraArgs are passed to every `rivet coordinator`.
 	ExtraArgs []string
+	// Place puts node i (0-based) in network namespace netns at address host, with the
+	// default ports (the namespace is its own). Nil: every node on Host, on free ports.
+	Place func(i int) (netns, host string)
 	// Admit is the --admit policy (default shared.AdmitAuto: tests of everything but
 	// admission want machines planned; admission tests ask for shared.AdmitExpected).
 	Admit string
@@ -39,6 +42,8 @@ type Options struct {
 // Node is one coordinator process.
 type Node struct {
 	ID         string
+	Netns      string // the network namespace it runs in; "" for the test's own
+	Host       string // the address it listens on and advertises
 	DataDir    string
 	APIAddr    string
 	RaftAddr   string
@@ -109,15 +114,20 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	c.mu.Lock()
 	idx := len(c.Nodes)
 	c.mu.Unlock()
-	ports, err := freePorts(c.opts.Host, 3)
-	if err != nil {
-		return nil, err
+	n := &Node{ID: fmt.Sprintf("c%d", idx+1), Host: c.opts.Host}
+	ports := []int{7443, 7400, 7946}
+	if c.opts.Place != nil {
+		n.Netns, n.Host = c.opts.Place(idx)
+	} else {
+		var err error
+		if ports, err = freePorts(c.opts.Host, 3); err != nil {
+			return nil, err
+		}
 	}
 	// Fixed ports, kept across restarts, as on real machines.
-	n := &Node{ID: fmt.Sprintf("c%d", idx+1),
-		APIAddr:    net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[0])),
-		RaftAddr:   net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[1])),
-		GossipAddr: net.JoinHostPort(c.opts.Host, fmt.Sprint(ports[2]))}
+	n.APIAddr = net.JoinHostPort(n.Host, fmt.Sprint(ports[0]))
+	n.RaftAddr = net.JoinHostPort(n.Host, fmt.Sprint(ports[1]))
+	n.GossipAddr = net.JoinHostPort(n.Host, fmt.Sprint(ports[2]))
 	n.DataDir = filepath.Join(c.opts.Dir, n.ID)
 	n.LogPath = filepath.Join(c.opts.Dir, n.ID+".log")
 	if err := os.MkdirAll(n.DataDir, 0o700); err != nil {
@@ -139,7 +149,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 
 func (c *Cluster) launch(n *Node, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
-		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", c.opts.Host,
+		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", n.Host,
 		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr,
 		"--admit", cmp.Or(c.opts.Admit, shared.AdmitAuto)}
 	if join {
@@ -151,7 +161,12 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.opts.Bin, args...)
+	name := c.opts.Bin
+	if n.Netns != "" {
+		// ip execs the coordinator in place: the pid, and Pdeathsig, stay the coordinator's.
+		name, args = "ip", append([]string{"netns", "exec", n.Netns, c.opts.Bin}, args...)
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "RIVET_TOKEN=", "RIVET_CA_FINGERPRINT=")
 	// Its own process group, so a test that dies does not leave it to the terminal.

@@ -40,6 +40,9 @@ type Config struct {
 	Wait time.Duration
 	// DockerdArgs are extra dockerd flags for every node.
 	DockerdArgs []string
+	// Hosts is how many plain namespaces (no dockerd) to add on the bridge, for other
+	// parties of a test: coordinators, an attacker. Host i gets the address 200+i.
+	Hosts int
 }
 
 // Lab is a set of dockerd nodes on one private bridge.
@@ -49,11 +52,19 @@ type Lab struct {
 	HostIP   netip.Addr // the host's address on the bridge (a coordinator can listen here)
 	HostLink string     // the host's veth
 	Nodes    []*Node
+	Hosts    []*Host
 
 	cfg      Config
 	dir      string
 	downOnce sync.Once
 	downErr  error
+}
+
+// Host is a plain network namespace on the lab's bridge; Teardown removes it and every
+// process in it.
+type Host struct {
+	NetNS string
+	IP    netip.Addr
 }
 
 // Node is one dockerd in its own network namespace.
@@ -129,6 +140,13 @@ func newLab(n int, cfg Config) (*Lab, error) {
 		node.Dir = filepath.Join(l.dir, fmt.Sprintf("n%d", i))
 		node.Socket = filepath.Join(node.Dir, "docker.sock")
 		l.Nodes = append(l.Nodes, node)
+	}
+	for i := 1; i <= cfg.Hosts; i++ {
+		ip := nthAddr(prefix, 200+i)
+		if !prefix.Contains(ip) || ip == lastAddr(prefix) {
+			return nil, fmt.Errorf("subnet %s is too small for %d hosts", prefix, cfg.Hosts)
+		}
+		l.Hosts = append(l.Hosts, &Host{NetNS: fmt.Sprintf("%s-h%d", name, i), IP: ip})
 	}
 	return l, nil
 }

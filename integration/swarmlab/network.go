@@ -3,6 +3,7 @@ package swarmlab
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,16 +29,21 @@ func (l *Lab) network() error {
 		{"addr", "add", l.HostIP.String() + "/" + bits, "dev", l.HostLink},
 		{"link", "set", l.HostLink, "up"},
 	}
-	for _, n := range l.Nodes {
-		port := fmt.Sprintf("n%d", n.Index)
+	attach := func(ns, port string, ip netip.Addr) {
 		cmds = append(cmds,
-			[]string{"netns", "add", n.NetNS},
-			[]string{"link", "add", port, "netns", lan, "type", "veth", "peer", "name", "eth0", "netns", n.NetNS},
+			[]string{"netns", "add", ns},
+			[]string{"link", "add", port, "netns", lan, "type", "veth", "peer", "name", "eth0", "netns", ns},
 			[]string{"-n", lan, "link", "set", port, "master", "br0", "up"},
-			[]string{"-n", n.NetNS, "addr", "add", n.IP.String() + "/" + bits, "dev", "eth0"},
-			[]string{"-n", n.NetNS, "link", "set", "eth0", "up"},
-			[]string{"-n", n.NetNS, "link", "set", "lo", "up"},
+			[]string{"-n", ns, "addr", "add", ip.String() + "/" + bits, "dev", "eth0"},
+			[]string{"-n", ns, "link", "set", "eth0", "up"},
+			[]string{"-n", ns, "link", "set", "lo", "up"},
 		)
+	}
+	for _, n := range l.Nodes {
+		attach(n.NetNS, fmt.Sprintf("n%d", n.Index), n.IP)
+	}
+	for i, h := range l.Hosts {
+		attach(h.NetNS, fmt.Sprintf("h%d", i+1), h.IP)
 	}
 	for _, args := range cmds {
 		if err := ip(args...); err != nil {
@@ -46,8 +52,15 @@ func (l *Lab) network() error {
 	}
 	// `ip netns exec` bind-mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf: keep the
 	// nodes' DNS on their own loopback, so that no lookup tries to leave the lab.
+	namespaces := []string{}
 	for _, n := range l.Nodes {
-		dir := filepath.Join("/etc/netns", n.NetNS)
+		namespaces = append(namespaces, n.NetNS)
+	}
+	for _, h := range l.Hosts {
+		namespaces = append(namespaces, h.NetNS)
+	}
+	for _, ns := range namespaces {
+		dir := filepath.Join("/etc/netns", ns)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}

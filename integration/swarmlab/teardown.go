@@ -42,6 +42,9 @@ func (l *Lab) manifest() manifest {
 		m.NetNS = append(m.NetNS, n.NetNS)
 		m.Cgroups = append(m.Cgroups, n.Name)
 	}
+	for _, h := range l.Hosts {
+		m.NetNS = append(m.NetNS, h.NetNS)
+	}
 	return m
 }
 
