@@ -136,6 +136,9 @@ func TestAttackerOnTheBootNetwork(t *testing.T) {
 // attackBootDir holds what TFTP and boot HTTP serve; the attack needs only the scripts.
 func attackBootDir(t *testing.T, dir string) string {
 	boot := filepath.Join(dir, "boot")
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range []string{"undionly.kpxe", "snponly.efi"} {
 		data, err := os.ReadFile("/usr/lib/ipxe/" + f)
 		if err != nil {
