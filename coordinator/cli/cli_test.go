@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,12 +88,68 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 	}
 }
 
-func TestEveryCommandHasHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"coordinator", "--help"}, {"machines", "--help"}, {"machines", "ls", "--help"},
-		{"roles", "apply", "--help"}, {"tokens", "create", "--help"}, {"members", "--help"}, {"bench", "--help"}, {"lab", "--help"}} {
-		out, err := run(t, args...)
-		if err != nil || !strings.Contains(out, "Usage") {
-			t.Errorf("rivet %s: %v\n%s", strings.Join(args, " "), err, out)
+// TestHelpWalk reads `rivet --help`, then runs every command's --help and every verb's
+// --help it lists (and those each command's own help lists): each must exist, succeed
+// (exit 0) and print its own usage.
+func TestHelpWalk(t *testing.T) {
+	top, err := run(t, "--help")
+	if err != nil {
+		t.Fatalf("rivet --help: %v\n%s", err, top)
+	}
+	cmds := listedCommands(top)
+	if len(cmds) < 10 || cmds["machines"] == nil || cmds["roles"] == nil {
+		t.Fatalf("rivet --help lists %v:\n%s", cmds, top)
+	}
+	for cmd, verbs := range cmds {
+		out, err := run(t, cmd, "--help")
+		if err != nil || !strings.Contains(out, "Usage: rivet "+cmd) {
+			t.Errorf("rivet %s --help: %v\n%s", cmd, err, out)
+			continue
+		}
+		if own := helpVerbs(out); !slices.Equal(own, verbs) {
+			t.Errorf("rivet --help lists %s's verbs as %q, `rivet %s --help` as %q", cmd, verbs, cmd, own)
+			verbs = append(verbs, own...)
+		}
+		for _, verb := range verbs {
+			out, err := run(t, cmd, verb, "--help")
+			if err != nil || strings.Contains(out, "unknown verb") || !strings.Contains(out, "Usage: rivet "+cmd+" "+verb) {
+				t.Errorf("rivet %s %s --help: %v\n%s", cmd, verb, err, out)
+			}
 		}
 	}
+}
+
+// listedCommands maps each command of `rivet --help` to the verbs listed under it.
+func listedCommands(help string) map[string][]string {
+	_, section, _ := strings.Cut(help, "Commands:\n")
+	section, _, _ = strings.Cut(section, "\n\n")
+	cmds := map[string][]string{}
+	last := ""
+	for _, line := range strings.Split(section, "\n") {
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 0:
+		case fields[0] == "verbs:":
+			cmds[last] = strings.Fields(strings.ReplaceAll(strings.Join(fields[1:], " "), ",", ""))
+		default:
+			last = fields[0]
+			cmds[last] = nil
+		}
+	}
+	return cmds
+}
+
+// helpVerbs returns the verbs of a command's "Verbs:" section, in order.
+func helpVerbs(help string) []string {
+	_, section, ok := strings.Cut(help, "Verbs:\n")
+	if !ok {
+		return nil
+	}
+	var verbs []string
+	for _, line := range strings.Split(strings.TrimSpace(section), "\n") {
+		if fields := strings.Fields(line); len(fields) > 0 {
+			verbs = append(verbs, fields[0])
+		}
+	}
+	return verbs
 }

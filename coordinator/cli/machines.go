@@ -9,17 +9,17 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func runMachines(ctx context.Context, env *Env, args []string) error {
+func machinesVerbs() map[string]command {
 	verbs := map[string]command{
-		"ls":     {"list machines", machinesList},
-		"show":   {"show one machine: identity, inventory, plan, steps, timeline", machinesShow},
-		"events": {"print a machine's event timeline", machinesEvents},
-		"watch":  {"follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", machinesWatch},
+		"ls":     {summary: "list machines", run: machinesList},
+		"show":   {summary: "show one machine: identity, inventory, plan, steps, timeline", run: machinesShow},
+		"events": {summary: "print a machine's event timeline", run: machinesEvents},
+		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
 	}
 	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire} {
-		verbs[act] = command{actionSummary(act), actionVerb(act)}
+		verbs[act] = command{summary: actionSummary(act), run: actionVerb(act)}
 	}
-	return subcommand(ctx, env, "machines", args, verbs)
+	return verbs
 }
 
 func actionSummary(act string) string {
