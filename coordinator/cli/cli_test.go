@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/cli"
@@ -26,17 +27,7 @@ func run(t *testing.T, args ...string) (string, error) {
 }
 
 func TestCommandsAgainstACoordinator(t *testing.T) {
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, coordinator.DaemonConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	envFile := filepath.Join(t.TempDir(), "operator.env")
-	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	c, envFile := startCoordinator(t, coordinator.DaemonConfig{})
 	if _, err := c.Client(c.EnrolToken).Register(context.Background(), coordinatortest.RegisterRequest(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -152,4 +143,97 @@ func helpVerbs(help string) []string {
 		}
 	}
 	return verbs
+}
+
+// startCoordinator runs an in-process coordinator and writes an operator.env for it.
+func startCoordinator(t *testing.T, dc coordinator.DaemonConfig) (*coordinatortest.InProcess, string) {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	envFile := filepath.Join(t.TempDir(), "operator.env")
+	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
+	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return c, envFile
+}
+
+func TestJSONListsAreNeverNull(t *testing.T) {
+	_, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"}) // no gossip: no Serf members
+	for _, args := range [][]string{
+		{"machines", "ls"}, {"machines", "ls", "--state", "failed"}, {"roles", "ls"},
+		{"tokens", "ls"}, {"members"}, {"roles", "apply", "-f", "../../packaging/config/roles.example.yaml", "--dry-run"},
+	} {
+		out, err := run(t, append(args, "--env-file", envFile, "--output", "json")...)
+		if err != nil || !json.Valid([]byte(out)) {
+			t.Errorf("rivet %s --output json: %v\n%s", strings.Join(args, " "), err, out)
+			continue
+		}
+		if strings.Contains(out, "null") {
+			t.Errorf("rivet %s --output json on an empty fleet prints null, want []:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	out, _ := run(t, "machines", "ls", "--env-file", envFile, "--output", "json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("machines ls --output json on an empty fleet = %q, want []", out)
+	}
+}
+
+// TestListSaysWhyMachinesAreNotPlanned: the table names each unmatched machine's reason
+// by a mark, and the reason once under it, however many machines share it.
+func TestListSaysWhyMachinesAreNotPlanned(t *testing.T) {
+	c, envFile := startCoordinator(t, coordinator.DaemonConfig{})
+	ctx := context.Background()
+	const n = 12
+	for i := range n {
+		if _, err := c.Client(c.EnrolToken).Register(ctx, coordinatortest.RegisterRequest(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin := c.Client(c.AdminToken)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ms, err := admin.Machines(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		told := 0
+		for _, m := range ms {
+			if m.Unmatched != "" {
+				told++
+			}
+		}
+		if told == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d machines were told why they are not planned", told, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, err := run(t, "machines", "ls", "--env-file", envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reason = "no role matches: no roles are defined (rivet roles apply)"
+	if got := strings.Count(out, reason); got != 1 {
+		t.Errorf("the reason shows %d times, want once under the table:\n%s", got, out)
+	}
+	if !strings.Contains(out, "[1] "+reason+" (12 machines)") {
+		t.Errorf("no footnote with the reason and its count:\n%s", out)
+	}
+	lines := strings.Split(out, "\n")
+	if !strings.HasSuffix(strings.TrimSpace(lines[0]), "NOTE") {
+		t.Errorf("no NOTE column: %q", lines[0])
+	}
+	for _, l := range lines[1 : n+1] {
+		if !strings.HasSuffix(strings.TrimSpace(l), "[1]") {
+			t.Errorf("row without the reason's mark: %q", l)
+		}
+	}
+	t.Logf("rivet machines ls:\n%s", out)
 }

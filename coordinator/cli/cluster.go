@@ -24,6 +24,7 @@ func runMembers(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
+		m.Raft, m.Serf = orEmpty(m.Raft), orEmpty(m.Serf)
 		return printJSON(env.Stdout, m)
 	}
 	rows := [][]string{}
@@ -141,7 +142,7 @@ func tokensList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, ts)
+		return printJSON(env.Stdout, orEmpty(ts))
 	}
 	rows := [][]string{}
 	for _, t := range ts {

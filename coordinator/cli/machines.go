@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
@@ -55,16 +56,56 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, ms)
+		return printJSON(env.Stdout, orEmpty(ms))
 	}
+	var reasons notes
 	rows := make([][]string, 0, len(ms))
 	for _, m := range ms {
 		rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
-			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60))})
+			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
+			orDash(reasons.mark(m.Unmatched))})
 	}
-	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR"}, rows)
+	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR", "NOTE"}, rows)
+	reasons.print(env.Stdout, "Not planned (see `rivet roles apply -f roles.yaml --dry-run`):")
 	fmt.Fprintf(env.Stdout, "%d machines\n", len(ms))
 	return nil
+}
+
+// notes numbers distinct texts for a table's footnotes: a fleet of 200 machines that no
+// role matches shows [1] in each row and the reason once under the table.
+type notes struct {
+	texts  []string
+	counts []int
+	index  map[string]int
+}
+
+// mark returns text's footnote mark, "" for no text.
+func (n *notes) mark(text string) string {
+	if text == "" {
+		return ""
+	}
+	i, ok := n.index[text]
+	if !ok {
+		if n.index == nil {
+			n.index = map[string]int{}
+		}
+		i = len(n.texts)
+		n.index[text] = i
+		n.texts, n.counts = append(n.texts, text), append(n.counts, 0)
+	}
+	n.counts[i]++
+	return fmt.Sprintf("[%d]", i+1)
+}
+
+// print lists the footnotes under title; nothing when there are none.
+func (n *notes) print(w io.Writer, title string) {
+	if len(n.texts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, title)
+	for i, t := range n.texts {
+		fmt.Fprintf(w, "  [%d] %s (%d machines)\n", i+1, t, n.counts[i])
+	}
 }
 
 func truncate(s string, n int) string {
@@ -175,7 +216,7 @@ func machinesEvents(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, evs)
+		return printJSON(env.Stdout, orEmpty(evs))
 	}
 	for _, e := range evs {
 		fmt.Fprintf(env.Stdout, "%s  %-10s %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, e.Message)

@@ -11,6 +11,14 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
+// orEmpty gives a nil list as an empty one: a JSON list is [] when empty, never null.
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
