@@ -59,6 +59,7 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		inv := c.Inventory
 		m.Basis, m.Inventory, m.Hostname = c.Basis, &inv, inv.System.Hostname
+		m.Unmatched = "" // new inventory and labels: the planner looks at the machine again
 		m.MACs = physicalMACs(&inv)
 		s.indexMACs(c.ID, m.MACs)
 		for k, v := range c.Labels {
@@ -305,7 +306,7 @@ func (s *Store) ApplyAction(c Action, index uint64) Result {
 		case shared.ActionRelease:
 			err = s.transition(index, c, m, shared.StateDiscovered)
 			if err == nil {
-				m.Boot, m.Plan, m.Steps, m.Role, m.LastError = shared.BootAgent, nil, nil, "", nil
+				m.Boot, m.Plan, m.Steps, m.Role, m.LastError, m.Unmatched = shared.BootAgent, nil, nil, "", nil, ""
 			}
 		case shared.ActionRetire:
 			err = s.transition(index, c, m, shared.StateRetired)
@@ -381,6 +382,7 @@ func (s *Store) ApplyPutRole(c PutRole, index uint64) Result {
 		r := c.Role
 		_, existed := s.data.Roles[r.Name]
 		s.data.Roles[r.Name] = &r
+		s.forgetStaleReasons()
 		if existed {
 			return Result{Value: "updated"}
 		}
@@ -395,8 +397,21 @@ func (s *Store) ApplyDeleteRole(c DeleteRole, index uint64) Result {
 			return failed(http.StatusNotFound, shared.CodeNotFound, "list roles with `rivet roles ls`", "role %s not found", c.Name)
 		}
 		delete(s.data.Roles, c.Name)
+		s.forgetStaleReasons()
 		return Result{}
 	})
+}
+
+// forgetStaleReasons drops the reason no role matched from machines the planner does not
+// look at now (lost or retired ones): it was about the roles before this change. Back in
+// discovered they are planned afresh. Discovered machines keep theirs until the planner's
+// next pass, which a role change starts, replaces it.
+func (s *Store) forgetStaleReasons() {
+	for _, m := range s.data.Machines {
+		if m.State != shared.StateDiscovered {
+			m.Unmatched = ""
+		}
+	}
 }
 
 // ApplyPutToken stores a new token.
