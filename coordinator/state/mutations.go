@@ -103,11 +103,27 @@ func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
 		if c.Mode == shared.ModeService && m.Boot == shared.BootDisk &&
 			(m.State == shared.StateProvisioning || m.State == shared.StatePlanned) {
 			s.setState(index, c.Time, m, shared.StateInstalled, "first boot from disk checked in")
+			if h := handoffHostname(m.Plan); h != "" {
+				m.Hostname = h // the installed OS's name, not the RAM agent's (which has none)
+			}
 			s.finishIfDone(index, c.Time, m)
 		}
 		m.UpdatedAt = c.Time
 		return summaryOf(m)
 	})
+}
+
+// handoffHostname is the host name the plan's handoff step gave the installed OS, if any.
+func handoffHostname(p *shared.Plan) string {
+	if p == nil {
+		return ""
+	}
+	for _, st := range p.Steps {
+		if st.Kind == shared.StepHandoff && st.Handoff != nil {
+			return st.Handoff.Hostname
+		}
+	}
+	return ""
 }
 
 // ApplySetPlan stores the planner's verdict for a discovered machine.
