@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +60,33 @@ func TestCommandsAgainstACoordinator(t *testing.T) {
 	out, err = run(t, "machines", "show", string(ms[0].ID), "--env-file", envFile)
 	if err != nil || !strings.Contains(out, "Timeline") || !strings.Contains(out, "registered") {
 		t.Fatalf("machines show: %v\n%s", err, out)
+	}
+}
+
+// TestShowCountsAndNamesNetworkCards: loopback (as agents before this one sent it) and
+// bridges are no NICs; each NIC is shown with its device's name.
+func TestShowCountsAndNamesNetworkCards(t *testing.T) {
+	c, envFile := startCoordinator(t, coordinator.DaemonConfig{})
+	req := coordinatortest.RegisterRequest(1)
+	req.Inventory.NICs[0].Vendor, req.Inventory.NICs[0].Product = "Red Hat, Inc.", "Virtio 1.0 network device"
+	req.Inventory.NICs = append(req.Inventory.NICs, shared.NIC{Name: "lo", Virtual: true, Link: true},
+		shared.NIC{Name: "docker0", MAC: "02:42:ac:11:00:01", Virtual: true})
+	resp, err := c.Client(c.EnrolToken).Register(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "machines", "show", string(resp.Machine.ID), "--env-file", envFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "1 NICs") {
+		t.Errorf("show counts other than the one NIC:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^ +eth0 +52:54:\S+ +Red Hat, Inc\. Virtio 1\.0 network device +virtio_net +10000 Mb/s +up`).MatchString(out) {
+		t.Errorf("no NIC line naming eth0's device:\n%s", out)
+	}
+	if regexp.MustCompile(`(?m)^ +(lo|docker0) `).MatchString(out) {
+		t.Errorf("loopback or a bridge is listed as a NIC:\n%s", out)
 	}
 }
 

@@ -172,10 +172,12 @@ func printMachine(env *Env, m *shared.Machine) {
 		fmt.Fprintf(w, "Not planned: %s\n  (apply a role that matches: `rivet roles apply -f roles.yaml --dry-run`)\n", m.Unmatched)
 	}
 	if inv := m.Inventory; inv != nil {
+		nics := inv.PhysicalNICs() // not loopback, bridges or veths
 		fmt.Fprintf(w, "Hardware  %s %s, serial %s; %s, %d cores/%d threads; %s RAM; %d disks, %d NICs, %s firmware\n",
 			orDash(inv.System.Vendor), orDash(inv.System.Product), orDash(inv.System.Serial), orDash(inv.CPU.Model),
-			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(inv.NICs),
+			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
 			orDash(inv.System.Firmware))
+		printNICs(w, nics)
 	}
 	if m.Plan != nil {
 		fmt.Fprintf(w, "\nPlan (generation %d):\n", m.Plan.Generation)
@@ -194,6 +196,25 @@ func printMachine(env *Env, m *shared.Machine) {
 		}
 		fmt.Fprintf(w, "  Retry with `rivet machines retry %s`.\n", m.ID)
 	}
+}
+
+func printNICs(w io.Writer, nics []shared.NIC) {
+	if len(nics) == 0 {
+		return
+	}
+	rows := make([][]string, 0, len(nics))
+	for _, n := range nics {
+		link, speed := "down", ""
+		if n.Link {
+			link = "up"
+		}
+		if n.SpeedMbps > 0 {
+			speed = fmt.Sprintf("%d Mb/s", n.SpeedMbps)
+		}
+		rows = append(rows, []string{"  " + n.Name, n.MAC, orDash(strings.TrimSpace(n.Vendor + " " + n.Product)),
+			orDash(n.Driver), orDash(speed), link, orDash(strings.Join(n.Addrs, " "))})
+	}
+	table(w, []string{"  NIC", "MAC", "DEVICE", "DRIVER", "SPEED", "LINK", "ADDRS"}, rows)
 }
 
 func machinesEvents(ctx context.Context, env *Env, args []string) error {
