@@ -211,7 +211,7 @@ func TestSysfsNICs(t *testing.T) {
 		// USB: no PCI address, the controller's would name every USB NIC at once
 		{Name: "enx001122334455", MAC: "00:11:22:33:44:55"},
 		// lo is left out: loopback is no network card
-		{Name: "sit0", Virtual: true},           // a 4-byte link address is no MAC
+		{Name: "sit0", Virtual: true}, // a 4-byte link address is no MAC
 	}
 	slices.SortFunc(want, func(a, b shared.NIC) int { return strings.Compare(a.Name, b.Name) })
 	if len(inv.NICs) != len(want) {
