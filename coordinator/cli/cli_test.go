@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/cli"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -264,4 +266,85 @@ func TestListSaysWhyMachinesAreNotPlanned(t *testing.T) {
 		}
 	}
 	t.Logf("rivet machines ls:\n%s", out)
+}
+
+// TestCoordinatorHelpShowsNoToken: the admin token in the environment never shows in
+// --help (it once did, as the flag's default).
+func TestCoordinatorHelpShowsNoToken(t *testing.T) {
+	const secret = "rvo_secret-admin-token-in-the-environment"
+	t.Setenv("RIVET_TOKEN", secret)
+	out, err := run(t, "coordinator", "--help")
+	if err != nil || !strings.Contains(out, "-token-file") {
+		t.Fatalf("coordinator --help: %v\n%s", err, out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("coordinator --help shows RIVET_TOKEN:\n%s", out)
+	}
+}
+
+// TestTokenOnTheCommandLineWarns: --token still works, with a warning that names the
+// safer ways and not the token.
+func TestTokenOnTheCommandLineWarns(t *testing.T) {
+	const secret = "rvo_secret-on-the-command-line"
+	// A bad --memory-limit stops the coordinator right after the credentials are read.
+	out, err := run(t, "coordinator", "--data-dir", t.TempDir(), "--token", secret, "--memory-limit", "lots")
+	if err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Fatalf("coordinator with a bad --memory-limit: %v", err)
+	}
+	if !strings.Contains(out, "RIVET_TOKEN or --token-file") || strings.Contains(out, secret) {
+		t.Errorf("want a warning naming RIVET_TOKEN and --token-file, without the token:\n%s", out)
+	}
+}
+
+// TestCoordinatorJoinsWithATokenFile: a second coordinator joins with the admin token
+// from --token-file, nothing secret on its command line.
+func TestCoordinatorJoinsWithATokenFile(t *testing.T) {
+	t.Setenv("RIVET_TOKEN", "")
+	c, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"})
+	tokenFile := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(tokenFile, []byte(c.AdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs testenv.LogBuffer
+	go func() {
+		done <- cli.Run(ctx, []string{"coordinator", "--data-dir", t.TempDir(), "--node-id", "second",
+			"--api-addr", ports[0], "--raft-addr", ports[1], "--advertise", "127.0.0.1", "--gossip-addr", "off",
+			"--fast-elections", "--join", c.URL, "--token-file", tokenFile, "--ca-fingerprint", c.Fingerprint}, &logs, &logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := run(t, "members", "--env-file", envFile, "--output", "json")
+		var m shared.Members
+		if err == nil && json.Unmarshal([]byte(out), &m) == nil && len(m.Raft) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second coordinator never joined: %v\n%s\nits log:\n%s", err, out, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.Contains(logs.String(), c.AdminToken) {
+		t.Error("the joining coordinator logged the admin token")
+	}
+}
+
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		defer l.Close()
+	}
+	return addrs
 }
