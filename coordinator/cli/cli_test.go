@@ -302,18 +302,28 @@ func TestCoordinatorJoinsWithATokenFile(t *testing.T) {
 	t.Setenv("RIVET_TOKEN", "")
 	c, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"})
 	tokenFile := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(tokenFile, []byte(c.AdminToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	join := func(ctx context.Context, token string, logs io.Writer) error {
+		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ports := freePorts(t, 2)
+		return cli.Run(ctx, []string{"coordinator", "--data-dir", t.TempDir(), "--node-id", "second",
+			"--api-addr", ports[0], "--raft-addr", ports[1], "--advertise", "127.0.0.1", "--gossip-addr", "off",
+			"--fast-elections", "--join", c.URL, "--token-file", tokenFile, "--ca-fingerprint", c.Fingerprint}, logs, logs)
 	}
-	ports := freePorts(t, 2)
+	// An attacker's guess, and an enrolment token, are refused: nothing joins.
+	for _, bad := range []string{"rvo_" + strings.Repeat("a", 43), c.EnrolToken} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := join(ctx, bad, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "RIVET_TOKEN or --token-file") || strings.Contains(err.Error(), bad) {
+			t.Errorf("joining with a token that is not an admin's: %v, want a refusal that names the fix, not the token", err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var logs testenv.LogBuffer
-	go func() {
-		done <- cli.Run(ctx, []string{"coordinator", "--data-dir", t.TempDir(), "--node-id", "second",
-			"--api-addr", ports[0], "--raft-addr", ports[1], "--advertise", "127.0.0.1", "--gossip-addr", "off",
-			"--fast-elections", "--join", c.URL, "--token-file", tokenFile, "--ca-fingerprint", c.Fingerprint}, &logs, &logs)
-	}()
+	go func() { done <- join(ctx, c.AdminToken, &logs) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
