@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -110,5 +112,32 @@ func TestInventoryPrintsThisMachine(t *testing.T) {
 	id, err := shared.DeriveMachineID(&inv)
 	if err != nil || !strings.Contains(stderr, string(id.ID)) {
 		t.Errorf("stderr does not name the machine id %s: %q (%v)", id.ID, stderr, err)
+	}
+}
+
+// TestTokenFlagWarns: an enrolment token given as --token still works, with a warning
+// that ps shows it, and the warning does not repeat the token.
+func TestTokenFlagWarns(t *testing.T) {
+	const secret = "rve_secret-enrolment-token-on-the-command-line"
+	empty := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--mode=service", "--config", empty, "--server", "https://127.0.0.1:1",
+			"--ca-fingerprint", "sha256:" + strings.Repeat("0", 64), "--token", secret, "--state-dir", t.TempDir(),
+			"--metrics-addr", "off", "--gossip-bind", "127.0.0.1:0"}, &logs, &logs)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "--token-file") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if out := logs.String(); !strings.Contains(out, "--token shows the enrolment token") || strings.Contains(out, secret) {
+		t.Errorf("want a warning about --token without the token:\n%s", out)
 	}
 }
