@@ -193,23 +193,38 @@ func startCoordinator(t *testing.T, dc coordinator.DaemonConfig) (*coordinatorte
 }
 
 func TestJSONListsAreNeverNull(t *testing.T) {
-	_, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"}) // no gossip: no Serf members
-	for _, args := range [][]string{
+	c, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"}) // no gossip: no Serf members
+	noNulls(t, envFile, [][]string{
 		{"machines", "ls"}, {"machines", "ls", "--state", "failed"}, {"roles", "ls"},
 		{"tokens", "ls"}, {"members"}, {"roles", "apply", "-f", "../../packaging/config/roles.example.yaml", "--dry-run"},
-	} {
+	})
+	out, _ := run(t, "machines", "ls", "--env-file", envFile, "--output", "json")
+	if strings.TrimSpace(out) != "[]" {
+		t.Errorf("machines ls --output json on an empty fleet = %q, want []", out)
+	}
+	// A machine whose agent sent no PCI list (null on the wire).
+	req := coordinatortest.RegisterRequest(1)
+	req.Inventory.PCI = nil
+	resp, err := c.Client(c.EnrolToken).Register(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := string(resp.Machine.ID)
+	noNulls(t, envFile, [][]string{{"machines", "show", id}, {"machines", "events", id}, {"machines", "ls"}})
+}
+
+// noNulls runs each command with --output json and fails on a null in its answer.
+func noNulls(t *testing.T, envFile string, cmds [][]string) {
+	t.Helper()
+	for _, args := range cmds {
 		out, err := run(t, append(args, "--env-file", envFile, "--output", "json")...)
 		if err != nil || !json.Valid([]byte(out)) {
 			t.Errorf("rivet %s --output json: %v\n%s", strings.Join(args, " "), err, out)
 			continue
 		}
 		if strings.Contains(out, "null") {
-			t.Errorf("rivet %s --output json on an empty fleet prints null, want []:\n%s", strings.Join(args, " "), out)
+			t.Errorf("rivet %s --output json prints null, want []:\n%s", strings.Join(args, " "), out)
 		}
-	}
-	out, _ := run(t, "machines", "ls", "--env-file", envFile, "--output", "json")
-	if strings.TrimSpace(out) != "[]" {
-		t.Errorf("machines ls --output json on an empty fleet = %q, want []", out)
 	}
 }
 

@@ -24,7 +24,6 @@ func runMembers(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		m.Raft, m.Serf = orEmpty(m.Raft), orEmpty(m.Serf)
 		return printJSON(env.Stdout, m)
 	}
 	rows := [][]string{}
@@ -142,7 +141,7 @@ func tokensList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, orEmpty(ts))
+		return printJSON(env.Stdout, ts)
 	}
 	rows := [][]string{}
 	for _, t := range ts {

@@ -56,7 +56,7 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, orEmpty(ms))
+		return printJSON(env.Stdout, ms)
 	}
 	var reasons notes
 	rows := make([][]string, 0, len(ms))
@@ -237,7 +237,7 @@ func machinesEvents(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, orEmpty(evs))
+		return printJSON(env.Stdout, evs)
 	}
 	for _, e := range evs {
 		fmt.Fprintf(env.Stdout, "%s  %-10s %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, e.Message)

@@ -89,7 +89,7 @@ func rolesList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if cf.output == "json" {
-		return printJSON(env.Stdout, orEmpty(roles))
+		return printJSON(env.Stdout, roles)
 	}
 	rows := make([][]string, 0, len(roles))
 	for _, r := range roles {
