@@ -103,6 +103,10 @@ func TestErrorsSayWhatToDoNext(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "rivet machines --help") {
 		t.Fatalf("unknown verb: %v", err)
 	}
+	_, err = run(t, "plan", "show")
+	if err == nil || !strings.Contains(err.Error(), "usage: rivet plan show MACHINE_ID") {
+		t.Fatalf("plan show without a machine: %v", err)
+	}
 	_, err = run(t, "roles", "apply")
 	if err == nil || !strings.Contains(err.Error(), "-f FILE") {
 		t.Fatalf("roles apply without -f: %v", err)

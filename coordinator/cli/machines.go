@@ -115,9 +115,9 @@ func truncate(s string, n int) string {
 	return s[:n-1] + "…"
 }
 
-func machineArg(fs interface{ Args() []string }, verb string) (shared.MachineID, error) {
+func machineArg(fs interface{ Args() []string }, cmd string) (shared.MachineID, error) {
 	if len(fs.Args()) != 1 {
-		return "", fmt.Errorf("usage: rivet machines %s MACHINE_ID (see `rivet machines ls`)", verb)
+		return "", fmt.Errorf("usage: rivet %s MACHINE_ID (see `rivet machines ls`)", cmd)
 	}
 	id := shared.MachineID(fs.Args()[0])
 	return id, id.Validate()
@@ -130,7 +130,7 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "show")
+	id, err := machineArg(fs, "machines show")
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func machinesEvents(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "events")
+	id, err := machineArg(fs, "machines events")
 	if err != nil {
 		return err
 	}
@@ -254,7 +254,7 @@ func actionVerb(act string) func(context.Context, *Env, []string) error {
 		if err := parse(fs, args); err != nil {
 			return err
 		}
-		id, err := machineArg(fs, act)
+		id, err := machineArg(fs, "machines "+act)
 		if err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func planShow(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "show")
+	id, err := machineArg(fs, "plan show")
 	if err != nil {
 		return err
 	}
