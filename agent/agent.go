@@ -207,7 +207,9 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (r
 func (a *Agent) due(view *shared.PlanView, m *shared.MachineSummary) (bool, string) {
 	if view.Plan == nil {
 		if m.Unmatched != "" {
-			return false, "no role matches this machine: " + m.Unmatched
+			// The coordinator's reason says itself what is wrong ("no role matches: ...",
+			// "ambiguous: ..."): a prefix of ours would repeat it.
+			return false, "not planned: " + m.Unmatched
 		}
 		return false, fmt.Sprintf("no plan yet (state %s)", a.currentState())
 	}

@@ -211,6 +211,14 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 			t.Errorf("the %s appears in the logs", name)
 		}
 	}
+	// Serf logs through the agent's gossip logger: each key once (subsystem=gossip
+	// subsystem=serf was twice one key).
+	if !strings.Contains(logs.String(), `"lib":"serf"`) {
+		t.Errorf("no Serf log line:\n%s", logs.String())
+	}
+	for _, bad := range testenv.RepeatedKeys(logs.String()) {
+		t.Errorf("repeated key in %s", bad)
+	}
 }
 
 // nudge sends the plan-changed query to the agent and waits for its acknowledgement.

@@ -11,6 +11,7 @@ import (
 // TestDue is the pure decision of whether this mode's phase has steps to run.
 func TestDue(t *testing.T) {
 	plan := ramPlan(3, "wipe", "image")
+	unmatched := "no role matches: closest is role worker, which wants min_cores 4 (has 2)" // as the planner words it
 	steps := func(kv ...string) []shared.StepState {
 		var out []shared.StepState
 		for i := 0; i < len(kv); i += 2 {
@@ -29,7 +30,7 @@ func TestDue(t *testing.T) {
 		note    string
 	}{
 		{"no plan", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.MachineSummary{}, false, "no plan yet"},
-		{"no role", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.MachineSummary{Unmatched: "no role selects 2 cores"}, false, "no role matches"},
+		{"no role", shared.ModeRAM, shared.StateDiscovered, nil, nil, shared.MachineSummary{Unmatched: unmatched}, false, "not planned: " + unmatched},
 		{"fresh plan", shared.ModeRAM, shared.StatePlanned, plan, nil, shared.MachineSummary{}, true, ""},
 		{"resume running", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "succeeded", "image", "running"), shared.MachineSummary{}, true, ""},
 		{"failed step waits", shared.ModeRAM, shared.StateProvisioning, plan, steps("wipe", "failed"), shared.MachineSummary{}, false, "step wipe failed"},

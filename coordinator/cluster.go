@@ -48,7 +48,7 @@ func (s *Server) Snapshot() error {
 
 // Members lists the Raft peers and the gossip pool.
 func (s *Server) Members() shared.Members {
-	var out shared.Members
+	out := shared.Members{Raft: []shared.RaftPeer{}, Serf: []shared.SerfMember{}} // JSON lists are [], never null
 	_, leaderID := s.raft.LeaderWithID()
 	if f := s.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {

@@ -177,7 +177,7 @@ func (s *Server) JoinCluster(ctx context.Context, apiAddr string) error {
 			return nil
 		}
 		if st := shared.StatusOf(err); st == 401 || st == 403 {
-			return fmt.Errorf("joining %v: %w (pass an admin token with --token or RIVET_TOKEN)", s.cfg.Join, err)
+			return fmt.Errorf("joining %v: %w (pass the cluster's admin token in RIVET_TOKEN or --token-file)", s.cfg.Join, err)
 		}
 		s.log.Warn("join failed; retrying", "err", err)
 		select {

@@ -95,6 +95,8 @@ type NIC struct {
 	MAC        string   `json:"mac"`
 	Driver     string   `json:"driver,omitempty"`
 	PCIAddress string   `json:"pci_address,omitempty"`
+	Vendor     string   `json:"vendor,omitempty"`  // from pci.ids, by the NIC's PCI device
+	Product    string   `json:"product,omitempty"` // from pci.ids, e.g. "Ethernet Connection (2) I219-V"
 	Link       bool     `json:"link"`
 	SpeedMbps  int      `json:"speed_mbps,omitempty"`
 	Virtual    bool     `json:"virtual,omitempty"` // bridges, veths, bonds: not hardware
@@ -170,6 +172,9 @@ func (inv *Inventory) Validate() error {
 		}
 		if len(n.Addrs) > 64 {
 			return fmt.Errorf("nics[%d]: too many addresses", i)
+		}
+		if len(n.Vendor) > maxFieldLen || len(n.Product) > maxFieldLen || len(n.Driver) > maxFieldLen {
+			return fmt.Errorf("nics[%d]: field longer than %d bytes", i, maxFieldLen)
 		}
 	}
 	for i, p := range inv.PCI {

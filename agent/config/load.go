@@ -43,6 +43,12 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 	return f
 }
 
+// TokenOnCommandLine reports whether the enrolment token came as --token, which every
+// user of the host sees in ps.
+func (f *Flags) TokenOnCommandLine() bool {
+	return f.layer.EnrolToken != ""
+}
+
 // Load resolves the configuration after the FlagSet was parsed. pid1 picks RAM mode
 // when neither a flag nor the file names the mode. cmdline is called only in RAM mode
 // and returns the parsed kernel command line (boot.Prepare's, or ReadCmdline's).

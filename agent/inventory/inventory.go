@@ -137,6 +137,7 @@ func (c *collector) run(ctx context.Context, sections []section) *shared.Invento
 			pending = nil
 		}
 	}
+	nameNICs(inv)
 	if c.opts.SystemUUID != "" {
 		inv.System.UUID = strings.TrimSpace(c.opts.SystemUUID)
 	}

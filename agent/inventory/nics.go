@@ -28,6 +28,9 @@ func (c *collector) nics(ctx context.Context) (func(*shared.Inventory), error) {
 		if name == "bonding_masters" || len(name) > 64 {
 			continue // a control file of the bonding driver, not an interface
 		}
+		if c.sys.read("class", "net", name, "type") == "772" { // ARPHRD_LOOPBACK
+			continue // loopback is no network card
+		}
 		n := c.sys.nic(name)
 		n.Addrs = addrs[name]
 		out = append(out, n)
@@ -41,14 +44,11 @@ func (c *collector) nics(ctx context.Context) (func(*shared.Inventory), error) {
 }
 
 // nic reads one interface. Virtual is true for everything the kernel keeps under
-// /sys/devices/virtual (loopback, bridges, veths, bonds, VLANs, tun/tap, dummies).
+// /sys/devices/virtual (bridges, veths, bonds, VLANs, tun/tap, dummies).
 func (s sysfs) nic(name string) shared.NIC {
 	n := shared.NIC{Name: name}
 	if real, err := filepath.EvalSymlinks(s.path("class", "net", name)); err == nil {
 		n.Virtual = strings.Contains(real, "/devices/virtual/")
-	}
-	if s.read("class", "net", name, "type") == "772" { // ARPHRD_LOOPBACK
-		n.Virtual = true
 	}
 	n.MAC = validMAC(s.read("class", "net", name, "address"))
 	n.Driver = s.link("class", "net", name, "device", "driver")
@@ -59,6 +59,21 @@ func (s sysfs) nic(name string) shared.NIC {
 		n.SpeedMbps = speed
 	}
 	return n
+}
+
+// nameNICs gives each NIC the vendor and product names of its PCI device, which the
+// PCI section read from pci.ids.
+func nameNICs(inv *shared.Inventory) {
+	byAddr := make(map[string]*shared.PCIDevice, len(inv.PCI))
+	for i := range inv.PCI {
+		byAddr[inv.PCI[i].Address] = &inv.PCI[i]
+	}
+	for i := range inv.NICs {
+		n := &inv.NICs[i]
+		if d := byAddr[n.PCIAddress]; n.PCIAddress != "" && d != nil {
+			n.Vendor, n.Product = d.Vendor, d.Product
+		}
+	}
 }
 
 // validMAC returns mac in canonical form, or "" for the all-zero address of loopback

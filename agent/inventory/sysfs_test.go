@@ -210,8 +210,8 @@ func TestSysfsNICs(t *testing.T) {
 		{Name: "eth0", MAC: "52:54:00:12:34:56", Driver: "virtio_net", PCIAddress: "0000:00:03.0", Link: true},
 		// USB: no PCI address, the controller's would name every USB NIC at once
 		{Name: "enx001122334455", MAC: "00:11:22:33:44:55"},
-		{Name: "lo", Virtual: true, Link: true}, // all-zero MAC is no MAC
-		{Name: "sit0", Virtual: true},           // a 4-byte link address is no MAC
+		// lo is left out: loopback is no network card
+		{Name: "sit0", Virtual: true}, // a 4-byte link address is no MAC
 	}
 	slices.SortFunc(want, func(a, b shared.NIC) int { return strings.Compare(a.Name, b.Name) })
 	if len(inv.NICs) != len(want) {
@@ -229,7 +229,28 @@ func TestSysfsNICs(t *testing.T) {
 
 func nicEqual(a, b shared.NIC) bool {
 	return a.Name == b.Name && a.MAC == b.MAC && a.Driver == b.Driver && a.PCIAddress == b.PCIAddress &&
+		a.Vendor == b.Vendor && a.Product == b.Product &&
 		a.Link == b.Link && a.SpeedMbps == b.SpeedMbps && a.Virtual == b.Virtual && slices.Equal(a.Addrs, b.Addrs)
+}
+
+// TestNICsAreNamedFromPCIIDs: a collection names each PCI NIC by its device's vendor and
+// product, as the PCI section read them from pci.ids.
+func TestNICsAreNamedFromPCIIDs(t *testing.T) {
+	c := newCollector(Options{sysRoot: fakeSysfs(t), PCIIDsPath: "testdata/pci.ids"})
+	inv := c.run(context.Background(), []section{{shared.SectionNICs, c.nics}, {shared.SectionPCI, c.pci}})
+	byName := map[string]shared.NIC{}
+	for _, n := range inv.NICs {
+		byName[n.Name] = n
+	}
+	if n := byName["eno1"]; n.Vendor != "Intel Corporation" || n.Product != "Ethernet Connection (2) I219-V" {
+		t.Errorf("eno1 (8086:15b8) named %q %q, want Intel Corporation's Ethernet Connection (2) I219-V", n.Vendor, n.Product)
+	}
+	if n := byName["enx001122334455"]; n.Vendor != "" || n.Product != "" {
+		t.Errorf("a USB NIC was named after a PCI device: %+v", n)
+	}
+	if _, ok := byName["lo"]; ok {
+		t.Error("loopback is listed as a NIC")
+	}
 }
 
 func TestSysfsPCI(t *testing.T) {

@@ -236,8 +236,10 @@ func (c *FleetCluster) launch(n *FleetNode, join bool) error {
 	if c.opts.FastElections {
 		args = append(args, "--fast-elections")
 	}
+	token := "" // the environment, not the command line, which every user sees in ps
 	if join {
-		args = append(args, "--join", c.Nodes[0].URL(), "--token", c.AdminToken, "--ca-fingerprint", c.Fingerprint)
+		args = append(args, "--join", c.Nodes[0].URL(), "--ca-fingerprint", c.Fingerprint)
+		token = c.AdminToken
 	}
 	args = append(args, c.opts.ExtraArgs...)
 	name := c.opts.Bin
@@ -251,7 +253,7 @@ func (c *FleetCluster) launch(n *FleetNode, join bool) error {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "RIVET_TOKEN=", "RIVET_CA_FINGERPRINT=")
+	cmd.Env = append(os.Environ(), "RIVET_TOKEN="+token, "RIVET_CA_FINGERPRINT=")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()

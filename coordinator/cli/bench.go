@@ -10,14 +10,14 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/bench"
 )
 
-func runBench(ctx context.Context, env *Env, args []string) error {
-	return subcommand(ctx, env, "bench", args, map[string]command{
-		"store":  {"committed writes/s and commit latency: Rivet 1 and 3 nodes vs a 3-member etcd", benchStore},
-		"image":  {"image step MB/s vs curl | zstd -d | dd oflag=direct on the same loop device (root)", benchImage},
-		"boot":   {"TFTP vs tftpd-hpa, proxyDHCP vs dnsmasq, HTTP boot vs nginx (root)", benchBoot},
-		"status": {"fleet page render time at 10,000 machines, and live updates/s to 100 stream clients", benchStatus},
-		"fleet":  {"N simulated machines through a real 3-coordinator cluster to ready, with faults (partition: root)", benchFleet},
-	})
+func benchVerbs() map[string]command {
+	return map[string]command{
+		"store":  {summary: "committed writes/s and commit latency: Rivet 1 and 3 nodes vs a 3-member etcd", run: benchStore},
+		"image":  {summary: "image step MB/s vs curl | zstd -d | dd oflag=direct on the same loop device (root)", run: benchImage},
+		"boot":   {summary: "TFTP vs tftpd-hpa, proxyDHCP vs dnsmasq, HTTP boot vs nginx (root)", run: benchBoot},
+		"status": {summary: "fleet page render time at 10,000 machines, and live updates/s to 100 stream clients", run: benchStatus},
+		"fleet":  {summary: "N simulated machines through a real 3-coordinator cluster to ready, with faults (partition: root)", run: benchFleet},
+	}
 }
 
 func benchStore(ctx context.Context, env *Env, args []string) error {

@@ -22,24 +22,27 @@ type Env struct {
 	Stderr io.Writer
 }
 
+// command is a command or a verb: it runs, or it dispatches to its verbs. Help lists
+// verbs from the same table that dispatches them, so it never names one that is not there.
 type command struct {
 	summary string
 	run     func(ctx context.Context, env *Env, args []string) error
+	verbs   func() map[string]command
 }
 
 func commands() map[string]command {
 	return map[string]command{
-		"coordinator": {"run a coordinator (the embedded default, or one of a 3/5 node cluster)", runCoordinator},
-		"machines":    {"list, show, watch and act on machines", runMachines},
-		"roles":       {"apply, list, show and remove roles", runRoles},
-		"plan":        {"show what the planner would do with a machine", runPlan},
-		"members":     {"show the coordinators (Raft) and the gossip pool (Serf)", runMembers},
-		"tokens":      {"create, list and revoke operator and enrolment tokens", runTokens},
-		"health":      {"show this coordinator's health", runHealth},
-		"digest":      {"print the digest of the replicated state", runDigest},
-		"bench":       {"measure Rivet against reference tools (store, image, boot)", runBench},
-		"lab":         {"bring a lab of PXE-booting VMs up or down", runLab},
-		"version":     {"print the version", runVersion},
+		"coordinator": {summary: "run a coordinator (the embedded default, or one of a 3/5 node cluster)", run: runCoordinator},
+		"machines":    {summary: "follow and act on machines", verbs: machinesVerbs},
+		"roles":       {summary: "manage the roles machines are planned from", verbs: rolesVerbs},
+		"plan":        {summary: "show what the planner would do with a machine", verbs: planVerbs},
+		"members":     {summary: "show the coordinators (Raft) and the gossip pool (Serf)", run: runMembers},
+		"tokens":      {summary: "create, list and revoke operator and enrolment tokens", verbs: tokensVerbs},
+		"health":      {summary: "show this coordinator's health", run: runHealth},
+		"digest":      {summary: "print the digest of the replicated state", run: runDigest},
+		"bench":       {summary: "measure Rivet against reference tools", verbs: benchVerbs},
+		"lab":         {summary: "bring a lab of PXE-booting VMs up or down", verbs: labVerbs},
+		"version":     {summary: "print the version", run: runVersion},
 	}
 }
 
@@ -55,7 +58,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		usage(stderr)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
-	err := cmd.run(ctx, env, args[1:])
+	var err error
+	if cmd.verbs != nil {
+		err = subcommand(ctx, env, args[0], args[1:], cmd.verbs())
+	} else {
+		err = cmd.run(ctx, env, args[1:])
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
 	}
@@ -65,20 +73,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "rivet %s — bare metal to Docker Swarm\n\nUsage: rivet COMMAND [flags]\n\nCommands:\n", shared.Version)
 	cmds := commands()
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range sortedNames(cmds) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
+		if cmds[n].verbs != nil {
+			fmt.Fprintf(w, "  %-12s verbs: %s\n", "", strings.Join(sortedNames(cmds[n].verbs()), ", "))
+		}
 	}
-	fmt.Fprintf(w, "\nRun `rivet COMMAND --help` for a command's flags.\n"+
+	fmt.Fprintf(w, "\nRun `rivet COMMAND --help` for a command's flags or verbs, `rivet COMMAND VERB --help` for a verb's.\n"+
 		"Client commands read RIVET_SERVER, RIVET_TOKEN and RIVET_CA_FINGERPRINT, or --env-file\n"+
 		"(a coordinator writes DATA_DIR/operator.env when it creates a cluster).\n")
 }
 
-func runVersion(_ context.Context, env *Env, _ []string) error {
+func runVersion(_ context.Context, env *Env, args []string) error {
+	if err := parse(newFlags(env, "version", "rivet version"), args); err != nil {
+		return err
+	}
 	fmt.Fprintln(env.Stdout, shared.Version)
 	return nil
 }
@@ -87,12 +96,7 @@ func runVersion(_ context.Context, env *Env, _ []string) error {
 func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs map[string]command) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintf(env.Stdout, "Usage: rivet %s VERB [flags]\n\nVerbs:\n", noun)
-		names := make([]string, 0, len(verbs))
-		for n := range verbs {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
+		for _, n := range sortedNames(verbs) {
 			fmt.Fprintf(env.Stdout, "  %-10s %s\n", n, verbs[n].summary)
 		}
 		return nil
@@ -102,6 +106,15 @@ func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs
 		return fmt.Errorf("unknown verb %q for `rivet %s` (see `rivet %s --help`)", args[0], noun, noun)
 	}
 	return v.run(ctx, env, args[1:])
+}
+
+func sortedNames(cmds map[string]command) []string {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
 }
 
 // clientFlags are the flags every client command shares.

@@ -93,12 +93,12 @@ func runDigest(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-func runTokens(ctx context.Context, env *Env, args []string) error {
-	return subcommand(ctx, env, "tokens", args, map[string]command{
-		"create": {"create a token (admin, viewer or enrol); its secret is shown once", tokensCreate},
-		"ls":     {"list tokens (never their secrets)", tokensList},
-		"rm":     {"revoke a token", tokensRemove},
-	})
+func tokensVerbs() map[string]command {
+	return map[string]command{
+		"create": {summary: "create a token (admin, viewer or enrol); its secret is shown once", run: tokensCreate},
+		"ls":     {summary: "list tokens (never their secrets)", run: tokensList},
+		"rm":     {summary: "revoke a token", run: tokensRemove},
+	}
 }
 
 func tokensCreate(ctx context.Context, env *Env, args []string) error {

@@ -14,7 +14,7 @@ import (
 )
 
 func runCoordinator(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "coordinator", "rivet coordinator --data-dir DIR [--join URL --token TOKEN --ca-fingerprint FP]")
+	fs := newFlags(env, "coordinator", "rivet coordinator --data-dir DIR [--join URL [--token-file FILE] [--ca-fingerprint FP]]")
 	var cfg coordinator.Config
 	var dc coordinator.DaemonConfig
 	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/rivet-coordinator", "where the Raft log, snapshots and operator.env live")
@@ -23,8 +23,11 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&cfg.RaftAddr, "raft-addr", ":7400", "Raft listen address")
 	fs.StringVar(&cfg.Advertise, "advertise", "127.0.0.1", "IP other coordinators and agents reach this one at")
 	join := fs.String("join", "", "API URL(s) of an existing cluster to join, comma-separated")
-	fs.StringVar(&cfg.JoinToken, "token", os.Getenv("RIVET_TOKEN"), "admin token of the cluster to join (env RIVET_TOKEN)")
-	fs.StringVar(&cfg.CAFingerprint, "ca-fingerprint", os.Getenv("RIVET_CA_FINGERPRINT"), "CA fingerprint of the cluster to join (env RIVET_CA_FINGERPRINT)")
+	var jf joinFlags
+	fs.StringVar(&jf.token, "token", "", "admin token of the cluster to join: every user sees it in ps, prefer env RIVET_TOKEN or --token-file")
+	fs.StringVar(&jf.tokenFile, "token-file", "", "file holding the admin token of the cluster to join")
+	fs.StringVar(&jf.caFingerprint, "ca-fingerprint", "", "CA fingerprint of the cluster to join (env RIVET_CA_FINGERPRINT)")
+	fs.StringVar(&jf.envFile, "env-file", "", "read RIVET_TOKEN and RIVET_CA_FINGERPRINT of the cluster to join from this file (a copy of its operator.env)")
 	fs.StringVar(&dc.ImageDir, "image-dir", "", "directory of OS images served at /v1/images/ (default DATA_DIR/images)")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", 4096, "log entries kept after a snapshot")
 	fs.IntVar(&dc.Plan.Placement.FiveAbove, "five-managers-above", 50, "a Swarm of more machines than this gets 5 managers instead of 3")
@@ -51,6 +54,12 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	cfg.Logger = logger
+	if jf.token != "" {
+		logger.Warn("--token shows the admin token to every user of this host (ps, /proc): pass it in RIVET_TOKEN or --token-file")
+	}
+	if cfg.JoinToken, cfg.CAFingerprint, err = jf.credentials(); err != nil {
+		return err
+	}
 	limit, err := memlimit.Parse(*memLimit)
 	if err != nil {
 		return fmt.Errorf("--memory-limit: %w", err)
@@ -86,4 +95,50 @@ func newLogger(env *Env, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(env.Stderr, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// joinFlags say where the credentials of the cluster to join come from: flags, then the
+// environment, then the env file. The token is best kept out of the command line.
+type joinFlags struct {
+	token, tokenFile, caFingerprint, envFile string
+}
+
+func (j joinFlags) credentials() (token, caFingerprint string, err error) {
+	if j.token != "" && j.tokenFile != "" {
+		return "", "", fmt.Errorf("--token and --token-file: give one")
+	}
+	fileVals := map[string]string{}
+	if j.envFile != "" {
+		if fileVals, err = readEnvFile(j.envFile); err != nil {
+			return "", "", err
+		}
+	}
+	if j.tokenFile != "" {
+		if j.token, err = readTokenFile(j.tokenFile); err != nil {
+			return "", "", err
+		}
+	}
+	return firstSet(j.token, os.Getenv("RIVET_TOKEN"), fileVals["RIVET_TOKEN"]),
+		firstSet(j.caFingerprint, os.Getenv("RIVET_CA_FINGERPRINT"), fileVals["RIVET_CA_FINGERPRINT"]), nil
+}
+
+func readTokenFile(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" || strings.ContainsAny(token, " \t\n") {
+		return "", fmt.Errorf("--token-file %s: want the admin token alone (rvo_...)", path)
+	}
+	return token, nil
+}
+
+func firstSet(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

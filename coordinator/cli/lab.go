@@ -14,13 +14,13 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func runLab(ctx context.Context, env *Env, args []string) error {
-	return subcommand(ctx, env, "lab", args, map[string]command{
-		"up":             {"bring up N PXE-booting VMs and a coordinator in a network namespace, and follow them to a Swarm", labUp},
-		"down":           {"remove the lab: VMs, coordinator, namespace, links and its data", labDown},
-		"power":          {"switch a lab VM: on, off (power cut), cycle (reset), kill (as a power loss), status", labPower},
-		"router-adverts": {"send IPv6 router advertisements on the lab bridge (lab up starts it)", labRouterAdverts},
-	})
+func labVerbs() map[string]command {
+	return map[string]command{
+		"up":             {summary: "bring up N PXE-booting VMs and a coordinator in a network namespace, and follow them to a Swarm", run: labUp},
+		"down":           {summary: "remove the lab: VMs, coordinator, namespace, links and its data", run: labDown},
+		"power":          {summary: "switch a lab VM: on, off (power cut), cycle (reset), kill (as a power loss), status", run: labPower},
+		"router-adverts": {summary: "send IPv6 router advertisements on the lab bridge (lab up starts it)", run: labRouterAdverts},
+	}
 }
 
 // labDir is where the lab keeps its data: RIVET_LAB_DIR or build/lab.

@@ -3,24 +3,25 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func runMachines(ctx context.Context, env *Env, args []string) error {
+func machinesVerbs() map[string]command {
 	verbs := map[string]command{
-		"ls":     {"list machines", machinesList},
-		"show":   {"show one machine: identity, inventory, plan, steps, timeline", machinesShow},
-		"events": {"print a machine's event timeline", machinesEvents},
-		"watch":  {"follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", machinesWatch},
-		"import": {"import the expected machines from a YAML or JSON file (all rows or none)", machinesImport},
+		"ls":     {summary: "list machines", run: machinesList},
+		"show":   {summary: "show one machine: identity, inventory, plan, steps, timeline", run: machinesShow},
+		"events": {summary: "print a machine's event timeline", run: machinesEvents},
+		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
+		"import": {summary: "import the expected machines from a YAML or JSON file (all rows or none)", run: machinesImport},
 	}
 	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire, shared.ActionApprove} {
-		verbs[act] = command{actionSummary(act), actionVerb(act)}
+		verbs[act] = command{summary: actionSummary(act), run: actionVerb(act)}
 	}
-	return subcommand(ctx, env, "machines", args, verbs)
+	return verbs
 }
 
 func actionSummary(act string) string {
@@ -59,14 +60,54 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 	if cf.output == "json" {
 		return printJSON(env.Stdout, ms)
 	}
+	var reasons notes
 	rows := make([][]string, 0, len(ms))
 	for _, m := range ms {
 		rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
-			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60))})
+			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
+			orDash(reasons.mark(m.Unmatched))})
 	}
-	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR"}, rows)
+	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR", "NOTE"}, rows)
+	reasons.print(env.Stdout, "Not planned (see `rivet roles apply -f roles.yaml --dry-run`):")
 	fmt.Fprintf(env.Stdout, "%d machines\n", len(ms))
 	return nil
+}
+
+// notes numbers distinct texts for a table's footnotes: a fleet of 200 machines that no
+// role matches shows [1] in each row and the reason once under the table.
+type notes struct {
+	texts  []string
+	counts []int
+	index  map[string]int
+}
+
+// mark returns text's footnote mark, "" for no text.
+func (n *notes) mark(text string) string {
+	if text == "" {
+		return ""
+	}
+	i, ok := n.index[text]
+	if !ok {
+		if n.index == nil {
+			n.index = map[string]int{}
+		}
+		i = len(n.texts)
+		n.index[text] = i
+		n.texts, n.counts = append(n.texts, text), append(n.counts, 0)
+	}
+	n.counts[i]++
+	return fmt.Sprintf("[%d]", i+1)
+}
+
+// print lists the footnotes under title; nothing when there are none.
+func (n *notes) print(w io.Writer, title string) {
+	if len(n.texts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, title)
+	for i, t := range n.texts {
+		fmt.Fprintf(w, "  [%d] %s (%d machines)\n", i+1, t, n.counts[i])
+	}
 }
 
 func truncate(s string, n int) string {
@@ -76,9 +117,9 @@ func truncate(s string, n int) string {
 	return s[:n-1] + "…"
 }
 
-func machineArg(fs interface{ Args() []string }, verb string) (shared.MachineID, error) {
+func machineArg(fs interface{ Args() []string }, cmd string) (shared.MachineID, error) {
 	if len(fs.Args()) != 1 {
-		return "", fmt.Errorf("usage: rivet machines %s MACHINE_ID (see `rivet machines ls`)", verb)
+		return "", fmt.Errorf("usage: rivet %s MACHINE_ID (see `rivet machines ls`)", cmd)
 	}
 	id := shared.MachineID(fs.Args()[0])
 	return id, id.Validate()
@@ -91,7 +132,7 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "show")
+	id, err := machineArg(fs, "machines show")
 	if err != nil {
 		return err
 	}
@@ -133,10 +174,12 @@ func printMachine(env *Env, m *shared.Machine) {
 		fmt.Fprintf(w, "Not planned: %s\n  (apply a role that matches: `rivet roles apply -f roles.yaml --dry-run`)\n", m.Unmatched)
 	}
 	if inv := m.Inventory; inv != nil {
+		nics := inv.PhysicalNICs() // not loopback, bridges or veths
 		fmt.Fprintf(w, "Hardware  %s %s, serial %s; %s, %d cores/%d threads; %s RAM; %d disks, %d NICs, %s firmware\n",
 			orDash(inv.System.Vendor), orDash(inv.System.Product), orDash(inv.System.Serial), orDash(inv.CPU.Model),
-			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(inv.NICs),
+			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
 			orDash(inv.System.Firmware))
+		printNICs(w, nics)
 	}
 	if m.Plan != nil {
 		fmt.Fprintf(w, "\nPlan (generation %d):\n", m.Plan.Generation)
@@ -157,6 +200,25 @@ func printMachine(env *Env, m *shared.Machine) {
 	}
 }
 
+func printNICs(w io.Writer, nics []shared.NIC) {
+	if len(nics) == 0 {
+		return
+	}
+	rows := make([][]string, 0, len(nics))
+	for _, n := range nics {
+		link, speed := "down", ""
+		if n.Link {
+			link = "up"
+		}
+		if n.SpeedMbps > 0 {
+			speed = fmt.Sprintf("%d Mb/s", n.SpeedMbps)
+		}
+		rows = append(rows, []string{"  " + n.Name, n.MAC, orDash(strings.TrimSpace(n.Vendor + " " + n.Product)),
+			orDash(n.Driver), orDash(speed), link, orDash(strings.Join(n.Addrs, " "))})
+	}
+	table(w, []string{"  NIC", "MAC", "DEVICE", "DRIVER", "SPEED", "LINK", "ADDRS"}, rows)
+}
+
 func machinesEvents(ctx context.Context, env *Env, args []string) error {
 	var cf clientFlags
 	fs := newFlags(env, "machines events", "rivet machines events MACHINE_ID [--output json]")
@@ -164,7 +226,7 @@ func machinesEvents(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "events")
+	id, err := machineArg(fs, "machines events")
 	if err != nil {
 		return err
 	}
@@ -194,7 +256,7 @@ func actionVerb(act string) func(context.Context, *Env, []string) error {
 		if err := parse(fs, args); err != nil {
 			return err
 		}
-		id, err := machineArg(fs, act)
+		id, err := machineArg(fs, "machines "+act)
 		if err != nil {
 			return err
 		}

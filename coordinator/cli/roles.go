@@ -9,12 +9,12 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func runRoles(ctx context.Context, env *Env, args []string) error {
-	return subcommand(ctx, env, "roles", args, map[string]command{
-		"apply": {"create or replace roles from a YAML or JSON file", rolesApply},
-		"ls":    {"list roles", rolesList},
-		"rm":    {"remove a role", rolesRemove},
-	})
+func rolesVerbs() map[string]command {
+	return map[string]command{
+		"apply": {summary: "create or replace roles from a YAML or JSON file", run: rolesApply},
+		"ls":    {summary: "list roles", run: rolesList},
+		"rm":    {summary: "remove a role", run: rolesRemove},
+	}
 }
 
 func rolesApply(ctx context.Context, env *Env, args []string) error {
@@ -120,10 +120,10 @@ func rolesRemove(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-func runPlan(ctx context.Context, env *Env, args []string) error {
-	return subcommand(ctx, env, "plan", args, map[string]command{
-		"show": {"show a machine's plan, or what the planner would give it", planShow},
-	})
+func planVerbs() map[string]command {
+	return map[string]command{
+		"show": {summary: "show a machine's plan, or what the planner would give it", run: planShow},
+	}
 }
 
 func planShow(ctx context.Context, env *Env, args []string) error {
@@ -133,7 +133,7 @@ func planShow(ctx context.Context, env *Env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "show")
+	id, err := machineArg(fs, "plan show")
 	if err != nil {
 		return err
 	}

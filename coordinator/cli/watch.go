@@ -49,7 +49,7 @@ func rowFromUpdate(u status.Update) watchRow {
 
 // same reports whether two rows would print the same (progress compared in whole percent).
 func (r watchRow) same(o watchRow) bool {
-	return r.State == o.State && r.Step == o.Step && int(r.Percent) == int(o.Percent) && r.Error == o.Error
+	return r.State == o.State && r.Hostname == o.Hostname && r.Step == o.Step && int(r.Percent) == int(o.Percent) && r.Error == o.Error
 }
 
 // transitional states are those in which a machine moves on by itself.

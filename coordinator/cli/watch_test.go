@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +38,9 @@ func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
 	}
 	t.Cleanup(c.Stop)
 	ctx := context.Background()
-	f, err := statustest.Register(ctx, c, 1, n, func(int) map[string]string { return map[string]string{"pool": "sim"} })
+	f, err := statustest.Register(ctx, c, 1, n, func(i int) map[string]string {
+		return map[string]string{"pool": "sim", "hostname": fmt.Sprintf("node-%d", i)}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +158,15 @@ func TestWatchOnATerminal(t *testing.T) {
 	}
 	if !strings.Contains(out, "[####") {
 		t.Errorf("no filled progress bar on the terminal")
+	}
+	// An installed machine is named as its OS is (the hostname label here), not as the
+	// RAM agent registered it (sim-NNNNN); the one that failed before installing keeps that.
+	frames := strings.Split(out, "\x1b[H\x1b[2J")
+	last := frames[len(frames)-1]
+	for _, m := range f.Machines[:len(f.Machines)-1] {
+		if !regexp.MustCompile(string(m.ID) + ` +node-` + strconv.Itoa(m.Index) + ` +ready`).MatchString(last) {
+			t.Errorf("installed machine %s is not shown as node-%d in the last frame", m.ID, m.Index)
+		}
 	}
 	if t.Failed() || testing.Verbose() {
 		frames := strings.Split(out, "\x1b[H\x1b[2J")

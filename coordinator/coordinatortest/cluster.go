@@ -152,9 +152,10 @@ func (c *Cluster) launch(n *Node, join bool) error {
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", n.Host,
 		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr,
 		"--admit", cmp.Or(c.opts.Admit, shared.AdmitAuto)}
+	token := "" // the environment, not the command line, which every user sees in ps
 	if join {
-		args = append(args, "--join", strings.Join(c.URLs(), ","), "--token", c.AdminToken,
-			"--ca-fingerprint", c.Fingerprint)
+		args = append(args, "--join", strings.Join(c.URLs(), ","), "--ca-fingerprint", c.Fingerprint)
+		token = c.AdminToken
 	}
 	args = append(args, c.opts.ExtraArgs...)
 	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -168,7 +169,7 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "RIVET_TOKEN=", "RIVET_CA_FINGERPRINT=")
+	cmd.Env = append(os.Environ(), "RIVET_TOKEN="+token, "RIVET_CA_FINGERPRINT=")
 	// Its own process group, so a test that dies does not leave it to the terminal.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -69,10 +69,12 @@ func (s *Store) TicketMAC(hash string, now time.Time) (string, bool) {
 	return t.MAC, true
 }
 
-// ApplyPutExpected stores expected machines (replacing rows with the same key) and admits
-// every discovered machine that now matches a row.
+// ApplyPutExpected stores expected machines (replacing rows with the same key). Every
+// machine that now matches a row is admitted if it was not, and takes the row's labels
+// and host name: the import is the operator's word on them.
 func (s *Store) ApplyPutExpected(c PutExpected, index uint64) Result {
 	return s.mutate(index, "", func() Result {
+		imported := map[string]bool{}
 		for i := range c.Machines {
 			e := c.Machines[i]
 			key := e.Key()
@@ -82,16 +84,25 @@ func (s *Store) ApplyPutExpected(c PutExpected, index uint64) Result {
 			}
 			s.data.Expected[key] = &e
 			s.indexExpected(key, &e)
+			imported[key] = true
 		}
 		admitted := 0
 		for _, m := range s.data.Machines {
-			if m.Admitted() || m.State == shared.StateRetired || m.Inventory == nil {
+			if m.State == shared.StateRetired || m.Inventory == nil {
 				continue
 			}
-			if s.admitExpected(index, c.Time, m) {
-				admitted++
-				s.notifyAfter = append(s.notifyAfter, m.ID)
+			if key, _ := s.expectedFor(m); !imported[key] {
+				continue
 			}
+			if !m.Admitted() {
+				if !s.admitExpected(index, c.Time, m) {
+					continue
+				}
+				admitted++
+			} else if !s.applyRow(index, c.Time, m) {
+				continue
+			}
+			s.notifyAfter = append(s.notifyAfter, m.ID)
 		}
 		return Result{Value: fmt.Sprintf("%d rows imported, %d machines admitted", len(c.Machines), admitted)}
 	})
@@ -147,6 +158,17 @@ func (s *Store) expectedFor(m *shared.Machine) (string, *shared.ExpectedMachine)
 // and gives it the row's labels and host name. A row held by another machine is a
 // conflict on that machine's timeline; m stays unadmitted.
 func (s *Store) admitExpected(index uint64, now time.Time, m *shared.Machine) bool {
+	if !s.applyRow(index, now, m) {
+		return false
+	}
+	key, _ := s.expectedFor(m)
+	s.admit(index, now, m, shared.AdmitExpected, key)
+	return true
+}
+
+// applyRow gives m the labels and host name of the expected row it matches and binds
+// the row to it, unless another machine holds the row (a conflict on that machine).
+func (s *Store) applyRow(index uint64, now time.Time, m *shared.Machine) bool {
 	key, e := s.expectedFor(m)
 	if e == nil {
 		return false
@@ -169,7 +191,10 @@ func (s *Store) admitExpected(index uint64, now time.Time, m *shared.Machine) bo
 	if e.Hostname != "" {
 		m.Labels["hostname"] = e.Hostname
 	}
-	s.admit(index, now, m, shared.AdmitExpected, key)
+	if m.State == shared.StateDiscovered {
+		m.Unmatched = "" // new labels: the planner looks at it afresh
+	}
+	m.UpdatedAt = now
 	return true
 }
 

@@ -78,6 +78,7 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		inv := c.Inventory
 		m.Basis, m.Inventory, m.Hostname = c.Basis, &inv, inv.System.Hostname
+		m.Unmatched = "" // new inventory and labels: the planner looks at the machine again
 		s.reindexMACs(m, macs)
 		if legacy {
 			mergeLabels(&m.Labels, c.Labels)
@@ -153,11 +154,27 @@ func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
 		if c.Mode == shared.ModeService && m.Boot == shared.BootDisk &&
 			(m.State == shared.StateProvisioning || m.State == shared.StatePlanned) {
 			s.setState(index, c.Time, m, shared.StateInstalled, "first boot from disk checked in")
+			if h := handoffHostname(m.Plan); h != "" {
+				m.Hostname = h // the installed OS's name, not the RAM agent's (which has none)
+			}
 			s.finishIfDone(index, c.Time, m)
 		}
 		m.UpdatedAt = c.Time
 		return summaryOf(m)
 	})
+}
+
+// handoffHostname is the host name the plan's handoff step gave the installed OS, if any.
+func handoffHostname(p *shared.Plan) string {
+	if p == nil {
+		return ""
+	}
+	for _, st := range p.Steps {
+		if st.Kind == shared.StepHandoff && st.Handoff != nil {
+			return st.Handoff.Hostname
+		}
+	}
+	return ""
 }
 
 // ApplySetPlan stores the planner's verdict for a discovered machine.
@@ -360,7 +377,7 @@ func (s *Store) ApplyAction(c Action, index uint64) Result {
 		case shared.ActionRelease:
 			err = s.transition(index, c, m, shared.StateDiscovered)
 			if err == nil {
-				m.Boot, m.Plan, m.Steps, m.Role, m.LastError = shared.BootAgent, nil, nil, "", nil
+				m.Boot, m.Plan, m.Steps, m.Role, m.LastError, m.Unmatched = shared.BootAgent, nil, nil, "", nil, ""
 			}
 		case shared.ActionApprove:
 			err = s.approve(index, c, m)
@@ -438,6 +455,7 @@ func (s *Store) ApplyPutRole(c PutRole, index uint64) Result {
 		r := c.Role
 		_, existed := s.data.Roles[r.Name]
 		s.data.Roles[r.Name] = &r
+		s.forgetStaleReasons()
 		if existed {
 			return Result{Value: "updated"}
 		}
@@ -452,8 +470,21 @@ func (s *Store) ApplyDeleteRole(c DeleteRole, index uint64) Result {
 			return failed(http.StatusNotFound, shared.CodeNotFound, "list roles with `rivet roles ls`", "role %s not found", c.Name)
 		}
 		delete(s.data.Roles, c.Name)
+		s.forgetStaleReasons()
 		return Result{}
 	})
+}
+
+// forgetStaleReasons drops the reason no role matched from machines the planner does not
+// look at now (lost or retired ones): it was about the roles before this change. Back in
+// discovered they are planned afresh. Discovered machines keep theirs until the planner's
+// next pass, which a role change starts, replaces it.
+func (s *Store) forgetStaleReasons() {
+	for _, m := range s.data.Machines {
+		if m.State != shared.StateDiscovered {
+			m.Unmatched = ""
+		}
+	}
 }
 
 // ApplyPutToken stores a new token.

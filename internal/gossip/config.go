@@ -60,12 +60,14 @@ func SerfConfig(n Node) (*serf.Config, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	ml.Logger = Logger(logger.With("subsystem", "memberlist"))
+	// "lib", not the callers' own "component" or "subsystem": a key a caller has already
+	// set (component=gossip) would show twice.
+	ml.Logger = Logger(logger.With("lib", "memberlist"))
 
 	conf := serf.DefaultConfig()
 	conf.NodeName = n.Name
 	conf.MemberlistConfig = ml
-	conf.Logger = Logger(logger.With("subsystem", "serf"))
+	conf.Logger = Logger(logger.With("lib", "serf"))
 	conf.LogOutput = nil
 	return conf, nil
 }

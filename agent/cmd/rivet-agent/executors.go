@@ -37,7 +37,7 @@ func executors(id shared.MachineID, client *shared.Client, mode, advertise, dock
 		}},
 	}
 	sw, err := swarm.New(swarm.Config{MachineID: id, Coordinator: client, AdvertiseAddr: advertise, DockerHost: dockerHost,
-		Logger: log.With("step", "swarm")})
+		Logger: log}) // it adds step=swarm itself
 	if err != nil {
 		log.Error("swarm executor unavailable", "err", err)
 	} else {

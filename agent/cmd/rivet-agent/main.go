@@ -51,7 +51,7 @@ Commands:
   bench inventory   time the inventory collection against lshw -json
   version           print the version
 
-Run "rivet-agent <command> --help" for a command's flags.
+Flags without a command are run's. Run "rivet-agent <command> --help" for a command's flags.
 `
 
 // run dispatches a subcommand; main is only signals and the exit code.
@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "run"
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 && isHelp(args[0]) {
+		cmd = "help" // the commands, not only run's flags: `rivet-agent run --help` has those
 	}
 	switch cmd {
 	case "run":
@@ -82,4 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
 }

@@ -57,7 +57,11 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 			logOut = env.Console
 			defer env.Close()
 		}
-		err = serve(ctx, cfg, newLogger(cfg, logOut), env)
+		log := newLogger(cfg, logOut)
+		if flags.TokenOnCommandLine() {
+			log.Warn("--token shows the enrolment token to every user of this host (ps, /proc): use --token-file or enrol_token_file: in " + config.DefaultFile)
+		}
+		err = serve(ctx, cfg, log, env)
 	}
 	if err != nil && pid1 {
 		bootLog.Error("rivet-agent cannot go on; rebooting to try again", "err", err, "in", fatalRebootDelay)
