@@ -11,6 +11,7 @@ const (
 	CmdlineURL    = "rivet.url"    // coordinator API base URLs, comma-separated
 	CmdlineCA     = "rivet.ca"     // CA fingerprint, "sha256:<hex>"
 	CmdlineToken  = "rivet.token"  // enrolment token
+	CmdlineTicket = "rivet.ticket" // one-time boot ticket, in place of the token
 	CmdlineLabels = "rivet.labels" // labels, "k=v,k=v"
 	CmdlineDebug  = "rivet.debug"  // "1": verbose logs on the console
 )

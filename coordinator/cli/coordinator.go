@@ -57,7 +57,7 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		cfg.Join = strings.Split(*join, ",")
 	}
 	dc.Server = cfg
-	if dc.Netboot, err = boot.config(); err != nil {
+	if dc.Netboot, err = boot.config(cfg.Advertise); err != nil {
 		return err
 	}
 	return coordinator.RunDaemon(ctx, dc)
