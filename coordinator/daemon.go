@@ -145,7 +145,7 @@ func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 		nb.BootDir = filepath.Join(s.cfg.DataDir, "boot")
 	}
 	if nb.Logger == nil {
-		nb.Logger = s.log.With("component", "netboot")
+		nb.Logger = s.log // each boot service names itself (component=netboot, dhcp, tftp)
 	}
 	s.metrics.wireNetboot(&nb)
 	boot, err := netboot.NewServer(nb)

@@ -225,7 +225,7 @@ func (t *sender) awaitAck(lo, hi int64, deadline time.Time) (int64, error) {
 				return lo + diff, nil
 			}
 		case *errorPacket:
-			return 0, fmt.Errorf("%w: code %d %q", ErrClientAbort, p.code, p.message)
+			return 0, fmt.Errorf("%w: code %d %s", ErrClientAbort, p.code, throttle.Quote(p.message))
 		default:
 			t.s.log.Debug("tftp: ignored packet during transfer", "client", t.peer.String(), "err", err)
 		}
