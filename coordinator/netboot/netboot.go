@@ -38,7 +38,7 @@ const (
 	ModeOff   = "off"   // no DHCP: the network's DHCP server points PXE clients here itself
 )
 
-// Config configures a Server. ServerIP, BootDir and the three API functions are required.
+// Config configures a Server. ServerIP, BootDir, APIURLs and CAFingerprint are required.
 type Config struct {
 	Interface string // boot network interface; found from ServerIP if empty
 	ServerIP  net.IP // this coordinator's address on the boot network: siaddr, TFTP and HTTP host
@@ -69,9 +69,10 @@ type Config struct {
 	PerSource int
 	Ports     Ports // where DHCP and TFTP listen; zero: the standard ports
 
-	// Optional metrics hooks, called on the packet path: they must not block. Every
-	// string they get that a client could influence is one of a fixed set, except the
-	// TFTP file name, which is the client's (see the coordinator's FileClass).
+	// Optional metrics hooks, called on the packet path: they must not block. The TFTP
+	// file name and dhcp.Event's MAC and Reason come from the client: never make them
+	// label values (the coordinator maps file names to classes). Dropped and TicketEvent
+	// get constants only.
 	DHCPEvent    func(dhcp.Event)
 	TFTPTransfer func(file, client string, bytes int64, d time.Duration, err error)
 	Dropped      func(service, reason string) // service "dhcp" or "tftp"; reason a Reason* constant
