@@ -66,6 +66,7 @@ type floodCoordinator struct {
 	logs    *lineCounter
 	metrics *http.Client
 	api     string
+	exited  chan struct{} // closed once the process has ended
 }
 
 // lineCounter keeps the coordinator's log: its lines are counted, the tail kept.
@@ -119,7 +120,7 @@ func startFloodCoordinator(t *testing.T) *floodCoordinator {
 		"--api-addr", ip + ":7443", "--raft-addr", ip + ":7400", "--gossip-addr", "off", "--memory-limit", "off",
 		"--boot-interface", p.ServerIf, "--boot-mode", "full", "--boot-dir", boot,
 		"--boot-pool-start", "10.77.51.100", "--boot-pool-end", "10.77.51.140", "--log-format", "json"})
-	c := &floodCoordinator{pair: p, logs: &lineCounter{}, api: "https://" + ip + ":7443"}
+	c := &floodCoordinator{pair: p, logs: &lineCounter{}, api: "https://" + ip + ":7443", exited: make(chan struct{})}
 	c.cmd = dhcptest.Exec(p.ServerNS, os.Args[0], "-test.run=^$")
 	c.cmd.Env = append(os.Environ(), childArgs+"="+string(args))
 	// Pdeathsig fires when the forking thread ends, not the process: fork from this
@@ -133,12 +134,14 @@ func startFloodCoordinator(t *testing.T) *floodCoordinator {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	logsDone := make(chan struct{})
-	go func() { c.logs.read(stderr); close(logsDone) }()
+	go func() {
+		c.logs.read(stderr) // until the process ends; only then may Wait run
+		c.cmd.Wait()
+		close(c.exited)
+	}()
 	t.Cleanup(func() {
 		c.cmd.Process.Signal(syscall.SIGTERM)
-		c.cmd.Wait()
-		<-logsDone
+		<-c.exited
 		if t.Failed() {
 			_, tail := c.logs.snapshot()
 			t.Logf("coordinator log (last lines):\n%s", tail)
@@ -178,7 +181,12 @@ func (c *floodCoordinator) scrapeClient(t *testing.T, envFile string) *http.Clie
 }
 
 func (c *floodCoordinator) alive() bool {
-	return c.cmd.ProcessState == nil && syscall.Kill(c.cmd.Process.Pid, 0) == nil
+	select {
+	case <-c.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // scrape returns /metrics and its number of series (lines that are not comments).
@@ -231,6 +239,9 @@ func (c *floodCoordinator) fetchIPXE(t *testing.T, wait time.Duration) {
 			got, err = tftp.Fetch(ctx, net.JoinHostPort(c.pair.ServerIP.String(), "69"), "undionly.kpxe", tftp.FetchOptions{BlockSize: 1468})
 			return err
 		})
+		if !c.alive() {
+			t.Fatal("the coordinator process has died")
+		}
 		return err == nil && len(got) == 70000
 	})
 }
@@ -239,7 +250,7 @@ func waitUntil(t *testing.T, wait time.Duration, what string, cond func() bool) 
 	t.Helper()
 	for deadline := time.Now().Add(wait); !cond(); {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v", what, wait)
+			t.Fatalf("waited %v for %s in vain", wait, what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -310,8 +321,8 @@ func TestBootFloodLeavesTheCoordinatorServing(t *testing.T) {
 	if lines > 400 {
 		t.Errorf("the coordinator wrote %d log lines in the flood: client-caused lines are not throttled", lines)
 	}
-	t.Logf("rivet-figure: boot flood datagrams=%d seconds=%.1f rss_kb_before=%d rss_kb_after=%d series_before=%d series_after=%d tftp_names_handled=%.0f tftp_dropped=%.0f log_lines=%d",
-		sent, floodTime.Seconds(), rssBefore, rssAfter, seriesBefore, seriesAfter, handled, dropped, lines)
+	t.Logf("rivet-figure: boot flood datagrams=%d seconds=%.1f rss_kb_before=%d rss_kb_after=%d series_before=%d series_after=%d metrics_bytes=%d tftp_names_handled=%.0f tftp_dropped=%.0f log_lines=%d",
+		sent, floodTime.Seconds(), rssBefore, rssAfter, seriesBefore, seriesAfter, len(body), handled, dropped, lines)
 }
 
 // addSources puts n more addresses (10.77.51.150 on) on the client's veth.
