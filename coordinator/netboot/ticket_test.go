@@ -2,10 +2,14 @@ package netboot
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,11 +20,15 @@ import (
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
-// issuer gives a ticket that names the MAC, so a test sees whose ticket a script carries.
-type issuer struct{ err error }
+// issuer gives a ticket that names the MAC, so a test sees whose ticket a script
+// carries; with fail set it fails, as the coordinator's would without a leader.
+type issuer struct{ fail *atomic.Bool }
 
 func (i issuer) IssueTicket(_ context.Context, mac net.HardwareAddr) (string, error) {
-	return "tk-" + strings.ReplaceAll(mac.String(), ":", ""), i.err
+	if i.fail != nil && i.fail.Load() {
+		return "", errors.New("no leader")
+	}
+	return "tk-" + strings.ReplaceAll(mac.String(), ":", ""), nil
 }
 
 func ticketOf(script string) string {
@@ -110,9 +118,14 @@ func httpFrom(ns string, ip net.IP) *http.Client {
 // Full mode: a real DISCOVER/REQUEST exchange leases an address; the script fetched from
 // that address carries the MAC's ticket, from any other address it does not.
 func TestTicketForTheLeaseHolderAfterARealDHCPExchange(t *testing.T) {
+	var fail atomic.Bool
+	var mu sync.Mutex
+	outcomes := map[string]int{}
 	s, p, c := bootPair(t, 31, func(cfg *Config, p *dhcptest.Pair) {
 		cfg.Mode = ModeFull
 		cfg.Pool = dhcp.Pool{Start: net.IPv4(10, 77, 31, 100), End: net.IPv4(10, 77, 31, 150)}
+		cfg.Tickets = issuer{fail: &fail}
+		cfg.TicketEvent = func(o string) { mu.Lock(); outcomes[o]++; mu.Unlock() }
 	})
 	mac := dhcptest.MAC(7)
 	offer := exchange(t, c, dhcptest.Request{XID: 1, MAC: mac, Arch: 7, PXE: true, IPXE: true})
@@ -134,6 +147,17 @@ func TestTicketForTheLeaseHolderAfterARealDHCPExchange(t *testing.T) {
 	}
 	if tk := ticketOf(fetch(t, httpFrom(p.ClientNS, leased), s.ScriptURL(dhcptest.MAC(8)))); tk != "" {
 		t.Fatalf("script for a MAC DHCP never saw: ticket %q", tk)
+	}
+	// The issuer failing leaves the script ticketless; it still boots the agent.
+	fail.Store(true)
+	if script := fetch(t, httpFrom(p.ClientNS, leased), s.ScriptURL(mac)); ticketOf(script) != "" || lineWith(script, "kernel ") == "" {
+		t.Fatalf("script while the issuer fails:\n%s", script)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]int{TicketIssued: 1, TicketWrongRequester: 1, TicketNotExpected: 1, TicketIssueFailed: 1}
+	if !maps.Equal(outcomes, want) {
+		t.Fatalf("ticket outcomes %v, want %v", outcomes, want)
 	}
 }
 
