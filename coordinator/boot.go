@@ -34,6 +34,3 @@ func (s *Server) APIURLs() []string {
 	}
 	return urls
 }
-
-// EnrolToken is the cluster's default enrolment token (booting machines carry it).
-func (s *Server) EnrolToken() string { return s.store.Cluster().EnrolToken }

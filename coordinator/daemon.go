@@ -126,7 +126,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 }
 
 // runServices starts what needs the replicated cluster secrets: gossip (the key) and
-// the boot services (the CA fingerprint and enrolment token for the agent's kernel line).
+// the boot services (the CA fingerprint and boot tickets for the agent's kernel line).
 // It returns when ctx ends, or early with the error of a service that could not start.
 func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 	if err := s.WaitReady(ctx); err != nil {
@@ -146,7 +146,7 @@ func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 		return nil
 	}
 	nb := *dc.Netboot
-	nb.Booter, nb.APIURLs, nb.CAFingerprint, nb.EnrolToken = s, s.APIURLs, s.CAFingerprint, s.EnrolToken
+	nb.Booter, nb.APIURLs, nb.CAFingerprint, nb.Tickets = s, s.APIURLs, s.CAFingerprint, s
 	if nb.ServerIP == nil {
 		nb.ServerIP = net.ParseIP(s.cfg.Advertise)
 	}

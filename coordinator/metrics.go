@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"net/http"
+	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
+	"github.com/rivetmetal/rivet/coordinator/netboot/tftp"
 	"github.com/rivetmetal/rivet/coordinator/state"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -105,25 +108,37 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// wireNetboot counts boot requests by file and client architecture.
+// wireNetboot counts boot requests by file class and client architecture. No label
+// value ever comes from a packet as it is: a client picks its TFTP file name, and
+// every distinct name would be a series kept forever (and a name that is not UTF-8
+// makes the Prometheus client panic). Labels are drawn from fixed sets only.
 func (m *metrics) wireNetboot(nb *netboot.Config) {
 	m.tftp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_tftp_transfers_total",
-		Help: "TFTP transfers by file and result."}, []string{"file", "result"})
+		Help: "TFTP transfers by file class (ipxe-bios, ipxe-efi, kernel, initramfs, script, image, other) and result."},
+		[]string{"file", "result"})
 	m.tftpBytes = prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_boot_tftp_bytes_total",
 		Help: "Bytes sent over TFTP."})
 	m.dhcp = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_dhcp_requests_total",
 		Help: "DHCP requests by client architecture and outcome."}, []string{"arch", "outcome"})
 	m.bootRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_requests_total",
-		Help: "Boot requests answered, by service (dhcp, tftp), boot file and client architecture."},
+		Help: "Boot requests answered, by service (dhcp, tftp), boot file class and client architecture."},
 		[]string{"service", "file", "arch"})
-	m.reg.MustRegister(m.tftp, m.tftpBytes, m.dhcp, m.bootRequests)
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_dropped_total",
+		Help: "Datagrams the boot services dropped unanswered, by service (dhcp, tftp) and reason (rate_limited: over the per-source limit)."},
+		[]string{"service", "reason"})
+	tickets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_boot_tickets_total",
+		Help: "Agent boot scripts by ticket outcome: issued, or why not (not_expected: no recent PXE exchange from the MAC; wrong_requester: asked from another address; issue_failed)."},
+		[]string{"outcome"})
+	m.reg.MustRegister(m.tftp, m.tftpBytes, m.dhcp, m.bootRequests, dropped, tickets)
 	files := bootFilesByArch(nb.BootFiles)
+	classOf := fileClasses(nb)
 	nb.TFTPTransfer = func(file, _ string, bytes int64, _ time.Duration, err error) {
 		result := "ok"
 		if err != nil {
 			result = "error"
 		}
-		m.tftp.WithLabelValues(file, result).Inc()
+		class := classOf(file)
+		m.tftp.WithLabelValues(class, result).Inc()
 		m.tftpBytes.Add(float64(bytes))
 		arch := "unknown"
 		for a, f := range files {
@@ -131,16 +146,81 @@ func (m *metrics) wireNetboot(nb *netboot.Config) {
 				arch = a.String()
 			}
 		}
-		m.bootRequests.WithLabelValues("tftp", file, arch).Inc()
+		m.bootRequests.WithLabelValues("tftp", class, arch).Inc()
 	}
 	nb.DHCPEvent = func(e dhcp.Event) {
-		if e.Kind != dhcp.EventRequest {
-			m.dhcp.WithLabelValues(e.Arch.String(), string(e.Kind)).Inc()
-		}
-		if e.Kind == dhcp.EventReply {
-			m.bootRequests.WithLabelValues("dhcp", files[e.Arch], e.Arch.String()).Inc()
+		arch := oneOf(e.Arch.String(), archNames...)
+		switch e.Kind {
+		case dhcp.EventReply:
+			m.dhcp.WithLabelValues(arch, string(dhcp.EventReply)).Inc()
+			m.bootRequests.WithLabelValues("dhcp", classOf(files[e.Arch]), arch).Inc()
+		case dhcp.EventIgnored, dhcp.EventMalformed:
+			m.dhcp.WithLabelValues(arch, string(e.Kind)).Inc()
 		}
 	}
+	nb.Dropped = func(service, reason string) {
+		dropped.WithLabelValues(oneOf(service, "dhcp", "tftp"), oneOf(reason, dhcp.ReasonRateLimited, tftp.ReasonRateLimited)).Inc()
+	}
+	nb.TicketEvent = func(outcome string) {
+		tickets.WithLabelValues(oneOf(outcome, netboot.TicketIssued, netboot.TicketNotExpected,
+			netboot.TicketWrongRequester, netboot.TicketIssueFailed)).Inc()
+	}
+}
+
+// Boot file classes, the values of the file label.
+const (
+	classIPXEBIOS  = "ipxe-bios"
+	classIPXEEFI   = "ipxe-efi"
+	classKernel    = "kernel"
+	classInitramfs = "initramfs"
+	classScript    = "script"
+	classImage     = "image"
+	classOther     = "other"
+)
+
+// fileClasses returns what kind of boot file a requested name is, by the names the boot
+// services are configured with. Anything else a client asks for is "other".
+func fileClasses(nb *netboot.Config) func(name string) string {
+	byName := map[string]string{
+		orDefault(nb.Kernel, "vmlinuz"):    classKernel,
+		orDefault(nb.Initrd, "initrd.zst"): classInitramfs,
+	}
+	for arch, f := range bootFilesByArch(nb.BootFiles) {
+		byName[f] = classIPXEEFI
+		if arch == dhcp.ArchBIOS {
+			byName[f] = classIPXEBIOS
+		}
+	}
+	return func(name string) string {
+		if c, ok := byName[name]; ok {
+			return c
+		}
+		switch path.Ext(name) {
+		case ".ipxe":
+			return classScript
+		case ".img", ".raw", ".iso":
+			return classImage
+		}
+		return classOther
+	}
+}
+
+// archNames are the values of the arch label.
+var archNames = func() []string {
+	var names []string
+	for _, a := range dhcp.Archs() {
+		names = append(names, a.String())
+	}
+	return names
+}()
+
+// oneOf returns v if it is one of allowed, else "other": a label's values stay a fixed set
+// even if a boot service one day passes something new.
+func oneOf(v string, allowed ...string) string {
+	if slices.Contains(allowed, v) {
+		return v
+	}
+	return classOther
 }
 
 // bootFilesByArch is the iPXE binary each firmware is sent to, with the boot services'

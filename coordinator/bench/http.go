@@ -165,7 +165,7 @@ func httpStartRivet(ctx context.Context, bootDir string, files [2]httpFile) (str
 		ServerIP: net.IPv4(127, 0, 0, 1), HTTPAddr: addr, BootDir: bootDir,
 		Kernel: files[0].name, Initrd: files[1].name, Mode: netboot.ModeOff, NoTFTP: true,
 		APIURLs:       func() []string { return []string{"https://127.0.0.1:7443"} },
-		CAFingerprint: func() string { return "" }, EnrolToken: func() string { return "" },
+		CAFingerprint: func() string { return "" },
 	})
 	if err != nil {
 		return "", nil, err

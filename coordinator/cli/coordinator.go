@@ -76,7 +76,7 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	}
 	dc.Admission.Policy = *admit
 	dc.Server = cfg
-	if dc.Netboot, err = boot.config(); err != nil {
+	if dc.Netboot, err = boot.config(cfg.Advertise); err != nil {
 		return err
 	}
 	return coordinator.RunDaemon(ctx, dc)

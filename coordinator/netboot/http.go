@@ -1,12 +1,15 @@
 package netboot
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 )
 
 // HTTP paths of the boot handler.
@@ -55,13 +58,13 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, macText str
 	w.Header().Set("Cache-Control", "no-store") // the answer changes with the machine's state
 	mac, err := net.ParseMAC(macText)
 	if err != nil || len(mac) != 6 {
-		s.log.Warn("boot script asked for a bad MAC", "mac", macText, "remote", r.RemoteAddr)
+		s.quiet.Warn("boot script asked for a bad MAC", "mac", throttle.Quote(macText), "remote", r.RemoteAddr)
 		fmt.Fprintf(w, "#!ipxe\necho Rivet: %q is not a MAC address; ask for /boot.ipxe?mac= and the MAC of the booting NIC\nexit 1\n",
 			strings.Map(printable, macText))
 		return
 	}
-	script, target, id := s.renderScript(mac)
-	s.log.Info("boot script", "mac", mac.String(), "machine", id, "target", target, "remote", r.RemoteAddr)
+	script, target, id := s.renderScript(r, mac)
+	s.quiet.InfoPer(mac.String(), "boot script", "mac", mac.String(), "machine", id, "target", target, "remote", r.RemoteAddr)
 	w.Write(script)
 }
 
@@ -75,15 +78,17 @@ func printable(r rune) rune {
 // serveFile serves one file of BootDir with Range and conditional requests
 // (http.ServeContent). An *os.File body lets net/http hand the copy to sendfile(2).
 // The ETag is size and modification time: a rebuilt initramfs gets a new one.
+// The file is opened inside an os.Root of BootDir: a symlink may point within the
+// directory, never out of it.
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if !validFileName(name) {
 		http.Error(w, "bad boot file name", http.StatusBadRequest)
 		return
 	}
-	f, err := os.Open(filepath.Join(s.cfg.BootDir, name))
+	f, err := os.OpenInRoot(s.cfg.BootDir, name)
 	if err != nil {
-		s.log.Warn("boot file not found", "file", name, "dir", s.cfg.BootDir, "remote", r.RemoteAddr)
+		s.quiet.Warn("boot file not found", "file", throttle.Quote(name), "dir", s.cfg.BootDir, "remote", r.RemoteAddr, "err", rootCause(err))
 		http.NotFound(w, r)
 		return
 	}
@@ -103,9 +108,17 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, name, st.ModTime(), f)
 }
 
+// rootCause is an open error without its path, which is the client's.
+func rootCause(err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		return pe.Err
+	}
+	return err
+}
+
 // validFileName accepts one plain path element: no directories, no "..", no hidden
-// files. BootDir is the operator's; symlinks inside it are followed on purpose (the
-// kernel and initramfs are often links into a build cache).
+// files. Symlinks are followed only while they stay inside BootDir (serveFile): keep
+// the kernel and initramfs there, or bind-mount the build cache in.
 func validFileName(name string) bool {
 	if name == "" || len(name) > 255 || name[0] == '.' {
 		return false

@@ -6,9 +6,11 @@
 package netboot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
 	"github.com/rivetmetal/rivet/coordinator/netboot/tftp"
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -35,7 +38,7 @@ const (
 	ModeOff   = "off"   // no DHCP: the network's DHCP server points PXE clients here itself
 )
 
-// Config configures a Server. ServerIP, BootDir and the three API functions are required.
+// Config configures a Server. ServerIP, BootDir, APIURLs and CAFingerprint are required.
 type Config struct {
 	Interface string // boot network interface; found from ServerIP if empty
 	ServerIP  net.IP // this coordinator's address on the boot network: siaddr, TFTP and HTTP host
@@ -52,18 +55,37 @@ type Config struct {
 
 	APIURLs       func() []string // the coordinators' API URLs, for rivet.url
 	CAFingerprint func() string   // "sha256:<hex>", for rivet.ca
-	EnrolToken    func() string   // for rivet.token
+	// Tickets issues the one-time ticket of a machine's agent script (rivet.ticket), only
+	// for a MAC the boot services expect (see ticket.go). nil: scripts carry no ticket.
+	Tickets TicketIssuer
 
 	Booter    Booter         // nil: every machine boots the agent
 	Mode      string         // ModeProxy (default), ModeFull or ModeOff
 	Pool      dhcp.Pool      // ModeFull only
 	BootFiles dhcp.BootFiles // iPXE binary names by firmware; defaults in dhcp.BootFiles
 	NoTFTP    bool           // do not serve TFTP (another server hands out the iPXE binaries)
+	// PerSource limits the DHCP and the TFTP datagrams one client may send per second;
+	// the rest are dropped and counted (Dropped). 0: DefaultPerSource; negative: no limit.
+	PerSource int
+	Ports     Ports // where DHCP and TFTP listen; zero: the standard ports
 
-	DHCPEvent    func(dhcp.Event)                                                   // optional metrics hook
-	TFTPTransfer func(file, client string, bytes int64, d time.Duration, err error) // optional metrics hook
+	// Optional metrics hooks, called on the packet path: they must not block. The TFTP
+	// file name and dhcp.Event's MAC and Reason come from the client: never make them
+	// label values (the coordinator maps file names to classes). Dropped and TicketEvent
+	// get constants only.
+	DHCPEvent    func(dhcp.Event)
+	TFTPTransfer func(file, client string, bytes int64, d time.Duration, err error)
+	Dropped      func(service, reason string) // service "dhcp" or "tftp"; reason a Reason* constant
+	TicketEvent  func(outcome string)         // one of the Ticket* outcomes
 	Logger       *slog.Logger
 }
+
+// Ports are the UDP ports of the boot services. Only tests on loopback change them.
+type Ports struct{ DHCP, PXE, TFTP int }
+
+// DefaultPerSource is how many DHCP, and TFTP, datagrams per second one client may
+// send. PXE firmware sends a handful per boot, with retries seconds apart.
+const DefaultPerSource = 20
 
 // Server wires DHCP, TFTP and HTTP boot together.
 type Server struct {
@@ -73,10 +95,18 @@ type Server struct {
 	tftp    *tftp.Server // nil with NoTFTP
 	handler http.Handler
 
-	mu       sync.RWMutex
-	baseURL  string                                 // BootURL, known once the HTTP port is
-	transfer func(net.Addr) (net.PacketConn, error) // TFTP transfer sockets in Run's namespace, if it differs
+	quiet  *throttle.Log // lines a client can cause, once per kind per period
+	ready  chan struct{} // closed once Run has opened every socket
+	expect expectations  // MACs that had a PXE exchange with DHCP lately
+
+	mu         sync.RWMutex
+	baseURL    string                                 // BootURL, known once the HTTP port is
+	transfer   func(net.Addr) (net.PacketConn, error) // TFTP transfer sockets in Run's namespace, if it differs
+	neighbours *neighbourTable                        // proxy mode, while Run runs: who is at an address
 }
+
+// logPeriod is how often a line a client can cause may repeat.
+const logPeriod = 10 * time.Second
 
 // NewServer checks cfg and builds the services. It opens no sockets: Run does.
 func NewServer(cfg Config) (*Server, error) {
@@ -84,11 +114,15 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "netboot"), baseURL: cfg.BootURL}
+	s.quiet = &throttle.Log{Logger: s.log, Period: logPeriod}
+	s.ready = make(chan struct{})
+	s.expect = expectations{seen: map[[6]byte]time.Time{}, now: time.Now}
 	s.handler = s.newHandler()
+	perSource := max(cfg.PerSource, 0)
 	if cfg.Mode != ModeOff {
 		d, err := dhcp.New(dhcp.Config{Mode: dhcp.Mode(cfg.Mode), Interface: cfg.Interface, ServerIP: cfg.ServerIP,
 			Booter: cfg.Booter, BootFiles: cfg.BootFiles, ScriptURL: s.ScriptURL, FileURL: s.FileURL, Pool: cfg.Pool,
-			OnEvent: cfg.DHCPEvent, Logger: cfg.Logger})
+			OnEvent: s.dhcpEvent, Logger: cfg.Logger, PerSource: perSource})
 		if err != nil {
 			return nil, err
 		}
@@ -96,13 +130,34 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if !cfg.NoTFTP {
 		t, err := tftp.New(tftp.Config{Root: cfg.BootDir, Logger: cfg.Logger.With("component", "tftp"),
-			OnTransfer: cfg.TFTPTransfer, ListenTransfer: s.listenTransfer})
+			OnTransfer: cfg.TFTPTransfer, ListenTransfer: s.listenTransfer,
+			Files: cfg.BootFiles.Names(), PerSource: perSource, OnDrop: func(reason string) { s.dropped("tftp", reason) }})
 		if err != nil {
 			return nil, err
 		}
 		s.tftp = t
 	}
 	return s, nil
+}
+
+// dhcpEvent notes the MACs DHCP gave boot information to (for tickets), counts drops,
+// and passes every event on to the caller's hook.
+func (s *Server) dhcpEvent(ev dhcp.Event) {
+	switch {
+	case ev.Kind == dhcp.EventReply && ev.Target == shared.BootAgent:
+		s.expect.saw(ev.MAC)
+	case ev.Kind == dhcp.EventDropped:
+		s.dropped("dhcp", ev.Reason)
+	}
+	if s.cfg.DHCPEvent != nil {
+		s.cfg.DHCPEvent(ev)
+	}
+}
+
+func (s *Server) dropped(service, reason string) {
+	if s.cfg.Dropped != nil {
+		s.cfg.Dropped(service, reason)
+	}
 }
 
 func (c *Config) setDefaults() error {
@@ -112,8 +167,8 @@ func (c *Config) setDefaults() error {
 	if c.BootDir == "" {
 		return errors.New("netboot: BootDir is empty; set it to the directory with the kernel, initramfs and iPXE binaries")
 	}
-	if c.APIURLs == nil || c.CAFingerprint == nil || c.EnrolToken == nil {
-		return errors.New("netboot: APIURLs, CAFingerprint and EnrolToken are required (the agent's kernel command line)")
+	if c.APIURLs == nil || c.CAFingerprint == nil {
+		return errors.New("netboot: APIURLs and CAFingerprint are required (the agent's kernel command line)")
 	}
 	if c.HTTPAddr == "" && c.BootURL == "" {
 		return errors.New("netboot: set HTTPAddr (Run serves HTTP boot) or BootURL (you mount Handler())")
@@ -128,6 +183,12 @@ func (c *Config) setDefaults() error {
 	if c.Mode == "" {
 		c.Mode = ModeProxy
 	}
+	if c.PerSource == 0 {
+		c.PerSource = DefaultPerSource
+	}
+	c.Ports.DHCP = cmp.Or(c.Ports.DHCP, dhcp.PortServer)
+	c.Ports.PXE = cmp.Or(c.Ports.PXE, dhcp.PortPXE)
+	c.Ports.TFTP = cmp.Or(c.Ports.TFTP, 69)
 	if c.Mode != ModeProxy && c.Mode != ModeFull && c.Mode != ModeOff {
 		return fmt.Errorf("netboot: mode %q: want proxy, full or off", c.Mode)
 	}
@@ -145,6 +206,9 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// Listening is closed once Run has opened every socket (and BootURL's port is known).
+func (s *Server) Listening() <-chan struct{} { return s.ready }
 
 // Handler serves the boot scripts and files, for mounting on another HTTP server.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -190,14 +254,19 @@ func (s *Server) bootURL() string {
 type sockets struct {
 	dhcp, pxe, tftp net.PacketConn
 	http            net.Listener
+	neighbours      *neighbourTable
 	release         func() // the namespace handle for TFTP transfers
 }
 
+// close closes what was opened; each field is nil until its socket opens.
 func (k *sockets) close() {
 	if k.release != nil {
 		k.release()
 	}
-	for _, c := range []interface{ Close() error }{k.dhcp, k.pxe, k.tftp, k.http} {
+	if k.neighbours != nil {
+		k.neighbours.close()
+	}
+	for _, c := range []io.Closer{k.dhcp, k.pxe, k.tftp, k.http} {
 		if c != nil {
 			c.Close()
 		}
@@ -212,6 +281,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	close(s.ready)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 3)
@@ -256,6 +326,12 @@ func (s *Server) Run(ctx context.Context) error {
 		done()
 	}
 	wg.Wait()
+	s.mu.Lock()
+	s.neighbours = nil
+	s.mu.Unlock()
+	if k.neighbours != nil {
+		k.neighbours.close()
+	}
 	if k.release != nil {
 		k.release()
 	}
@@ -268,34 +344,44 @@ func (s *Server) Run(ctx context.Context) error {
 	return first
 }
 
-// listen opens all sockets, or none.
-func (s *Server) listen() (k *sockets, err error) {
-	k = &sockets{}
-	defer func() {
-		if err != nil {
-			k.close()
-		}
-	}()
+// listen opens all sockets, or none. It opens them in the calling thread's network
+// namespace; so is the netlink socket that reads the boot interface's neighbour table.
+func (s *Server) listen() (*sockets, error) {
+	k := &sockets{}
+	if err := s.open(k); err != nil {
+		k.close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (s *Server) open(k *sockets) error {
 	if s.dhcp != nil {
 		iface, err := dhcp.ResolveInterface(s.cfg.Interface, s.cfg.ServerIP)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		dc, err := dhcp.Listen(iface, dhcp.PortServer)
+		// Each socket is stored only once open: a nil *UDPConn in an interface is not nil.
+		dc, err := dhcp.Listen(iface, s.cfg.Ports.DHCP)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		k.dhcp = dc
-		pc, err := dhcp.Listen(iface, dhcp.PortPXE)
+		pc, err := dhcp.Listen(iface, s.cfg.Ports.PXE)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		k.pxe = pc
+		if s.cfg.Mode == ModeProxy {
+			if k.neighbours, err = openNeighbourTable(iface); err != nil {
+				return err
+			}
+		}
 	}
 	if s.tftp != nil {
 		transfer, release, err := transferListener()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		k.release = release
 		s.mu.Lock()
@@ -303,17 +389,18 @@ func (s *Server) listen() (k *sockets, err error) {
 		s.mu.Unlock()
 		// The ServerIP, not the wildcard: TFTP requests are unicast to siaddr, and each
 		// transfer's socket then binds the same address.
-		addr := &net.UDPAddr{IP: s.cfg.ServerIP, Port: 69}
+		addr := &net.UDPAddr{IP: s.cfg.ServerIP, Port: s.cfg.Ports.TFTP}
 		tc, err := net.ListenUDP("udp4", addr)
 		if err != nil {
-			return nil, fmt.Errorf("netboot: tftp on %v (needs root or CAP_NET_BIND_SERVICE): %w", addr, err)
+			return fmt.Errorf("netboot: tftp on %v (needs root or CAP_NET_BIND_SERVICE; is another TFTP server running?): %w", addr, err)
 		}
 		k.tftp = tc
 	}
 	if s.cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+		addr := s.httpListenAddr()
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("netboot: http on %s: %w", s.cfg.HTTPAddr, err)
+			return fmt.Errorf("netboot: http on %s (is the port taken? set --boot-http-addr): %w", addr, err)
 		}
 		k.http = ln
 		if s.bootURL() == "" { // port 0: now we know the port
@@ -323,5 +410,18 @@ func (s *Server) listen() (k *sockets, err error) {
 			s.mu.Unlock()
 		}
 	}
-	return k, nil
+	s.mu.Lock()
+	s.neighbours = k.neighbours
+	s.mu.Unlock()
+	return nil
+}
+
+// httpListenAddr is HTTPAddr, on the ServerIP when it names no host: HTTP boot is for
+// the boot network, not for every network this host is on. "0.0.0.0:8080" still means all.
+func (s *Server) httpListenAddr() string {
+	host, port, err := net.SplitHostPort(s.cfg.HTTPAddr)
+	if err != nil || host != "" {
+		return s.cfg.HTTPAddr // net.Listen reports the error
+	}
+	return net.JoinHostPort(s.cfg.ServerIP.String(), port)
 }

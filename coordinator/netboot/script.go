@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"text/template"
 
@@ -64,10 +65,11 @@ type scriptData struct {
 	Error    string
 }
 
-// agentCmdline is the kernel command line of the RAM agent. The enrolment token travels
-// in clear text on the boot LAN (as the script does): it only allows registering a
-// machine, and the agent checks the coordinator's certificate against rivet.ca.
-func (s *Server) agentCmdline(mac net.HardwareAddr) (string, error) {
+// agentCmdline is the kernel command line of the RAM agent. The ticket travels in clear
+// text on the boot LAN (as the script does), which is why it is one-time and only
+// handed to the machine the boot services expect (ticketFor); the agent checks the
+// coordinator's certificate against rivet.ca.
+func (s *Server) agentCmdline(mac net.HardwareAddr, ticket string) (string, error) {
 	args := []string{"console=tty0", "console=ttyS0,115200n8",
 		// pxelinux's convention: tells the agent which NIC booted.
 		"BOOTIF=01-" + strings.ReplaceAll(mac.String(), ":", "-")}
@@ -77,8 +79,8 @@ func (s *Server) agentCmdline(mac net.HardwareAddr) (string, error) {
 	if fp := s.cfg.CAFingerprint(); fp != "" {
 		args = append(args, shared.CmdlineCA+"="+fp)
 	}
-	if tok := s.cfg.EnrolToken(); tok != "" {
-		args = append(args, shared.CmdlineToken+"="+tok)
+	if ticket != "" {
+		args = append(args, shared.CmdlineTicket+"="+ticket)
 	}
 	if s.cfg.Cmdline != "" {
 		args = append(args, strings.Fields(s.cfg.Cmdline)...)
@@ -103,14 +105,14 @@ func scriptSafe(s string) bool {
 	return true
 }
 
-// renderScript returns the iPXE script for one machine.
-func (s *Server) renderScript(mac net.HardwareAddr) (script []byte, target shared.BootTarget, id shared.MachineID) {
+// renderScript returns the iPXE script for one machine, asked for by r.
+func (s *Server) renderScript(r *http.Request, mac net.HardwareAddr) (script []byte, target shared.BootTarget, id shared.MachineID) {
 	target, id = s.bootFor(mac)
 	d := scriptData{MAC: mac.String(), Machine: id, FilesURL: s.bootURL() + filesPath,
 		Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd}
 	name := string(target)
 	if target == shared.BootAgent {
-		cmdline, err := s.agentCmdline(mac)
+		cmdline, err := s.agentCmdline(mac, s.ticketFor(r, mac))
 		if err != nil {
 			s.log.Error("cannot render the agent's boot script", "mac", mac.String(), "err", err)
 			name, d.Error = "error", "the boot configuration is invalid; see the coordinator log"

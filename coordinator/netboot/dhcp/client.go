@@ -126,6 +126,12 @@ func (f BootFiles) withDefaults() BootFiles {
 }
 
 // forArch returns the iPXE binary for a firmware, or "" if Rivet has none for it.
+// Names are the iPXE binaries, defaults filled in: the only files TFTP serves.
+func (f BootFiles) Names() []string {
+	f = f.withDefaults()
+	return []string{f.BIOS, f.EFIx64, f.EFIArm64}
+}
+
 func (f BootFiles) forArch(a Arch) string {
 	switch a {
 	case ArchBIOS:

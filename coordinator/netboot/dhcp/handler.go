@@ -140,7 +140,7 @@ func (s *Server) answerFull(req *dhcpv4.DHCPv4, c client, ev *Event) (*dhcpv4.DH
 	case dhcpv4.MessageTypeDiscover:
 		ip := s.leases.offer(mac, ipOption(req, dhcpv4.OptionRequestedIPAddress), now)
 		if ip == nil {
-			s.log.Warn("address pool exhausted", "mac", c.mac.String(), "start", s.cfg.Pool.Start, "end", s.cfg.Pool.End)
+			s.warn.Warn("address pool exhausted", "mac", c.mac.String(), "start", s.cfg.Pool.Start, "end", s.cfg.Pool.End)
 			return nil, "pool exhausted"
 		}
 		return s.fullReply(req, c, ev, dhcpv4.MessageTypeOffer, ip), ""
@@ -150,7 +150,7 @@ func (s *Server) answerFull(req *dhcpv4.DHCPv4, c client, ev *Event) (*dhcpv4.DH
 		s.leases.release(mac, req.ClientIPAddr, now)
 		return nil, "release recorded"
 	case dhcpv4.MessageTypeDecline:
-		s.log.Warn("a client declined its address: something else uses it", "mac", c.mac.String(), "ip", ipOption(req, dhcpv4.OptionRequestedIPAddress))
+		s.warn.Warn("a client declined its address: something else uses it", "mac", c.mac.String(), "ip", ipOption(req, dhcpv4.OptionRequestedIPAddress))
 		s.leases.decline(mac, ipOption(req, dhcpv4.OptionRequestedIPAddress), now)
 		return nil, "decline recorded"
 	case dhcpv4.MessageTypeInform:

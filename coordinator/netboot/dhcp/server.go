@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -56,8 +57,11 @@ type Config struct {
 	FileURL func(name string) string
 	Pool    Pool        // full mode only
 	OnEvent func(Event) // optional hook for metrics; called on the packet path
-	Logger  *slog.Logger
-	Now     func() time.Time // for tests; time.Now if nil
+	// PerSource limits the datagrams one client (source address and MAC) may send per
+	// second; the rest are dropped (EventDropped). 0: no limit.
+	PerSource int
+	Logger    *slog.Logger
+	Now       func() time.Time // for tests; time.Now if nil
 }
 
 // Server answers DHCP requests. It is safe for concurrent use.
@@ -67,7 +71,20 @@ type Server struct {
 	leases   *leases // full mode only
 	stats    counters
 	log      *slog.Logger
+	warn     *throttle.Log               // warnings a client can cause, once per kind per period
+	limit    *throttle.Window[sourceKey] // nil: no per-source limit
 }
+
+// sourceKey is one client as the rate limit sees it: the source address (a relay's, or
+// 0.0.0.0 before the client has one) and the MAC in chaddr.
+type sourceKey [10]byte
+
+// Bounds of the per-source limit and of warnings a client can trigger.
+const (
+	maxSources  = 4096
+	warnPeriod  = 10 * time.Second
+	chaddrStart = 28 // offset of chaddr in a BOOTP header
+)
 
 // New checks cfg and returns a Server. It opens no sockets: see ListenAndServe and Serve.
 func New(cfg Config) (*Server, error) {
@@ -92,6 +109,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.BootFiles = cfg.BootFiles.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "dhcp", "mode", string(cfg.Mode))}
+	s.warn = &throttle.Log{Logger: s.log, Period: warnPeriod}
+	if cfg.PerSource > 0 {
+		s.limit = &throttle.Window[sourceKey]{Max: cfg.PerSource, Period: time.Second, MaxKeys: maxSources, Now: cfg.Now}
+	}
 	copy(s.serverIP[:], ip4)
 	if cfg.Mode == ModeFull {
 		if err := s.setUpPool(); err != nil {
@@ -201,13 +222,41 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, port int) er
 			return fmt.Errorf("dhcp: reading port %d: %w", port, err)
 		}
 		udp, _ := from.(*net.UDPAddr)
+		if !s.allow(buf[:n], udp) {
+			s.stats.dropped.Add(1)
+			s.emit(Event{Kind: EventDropped, Port: port, Reason: ReasonRateLimited})
+			continue
+		}
 		reply, to := s.respond(buf[:n], port, udp)
 		if reply == nil {
 			continue
 		}
 		if _, err := conn.WriteTo(reply, to); err != nil {
 			s.stats.sendErrors.Add(1)
-			s.log.Warn("cannot send a DHCP reply", "to", to, "err", err)
+			s.warn.Warn("cannot send a DHCP reply", "to", to.String(), "err", err)
 		}
 	}
+}
+
+// allow applies the per-source limit to one datagram, before any decoding.
+func (s *Server) allow(data []byte, from *net.UDPAddr) bool {
+	if s.limit == nil {
+		return true
+	}
+	var k sourceKey
+	if from != nil {
+		copy(k[:4], from.IP.To4())
+	}
+	if len(data) >= chaddrStart+6 {
+		copy(k[4:], data[chaddrStart:chaddrStart+6])
+	}
+	return s.limit.Allow(k)
+}
+
+// LeasedTo returns the address mac holds an unexpired lease on (full mode), or nil.
+func (s *Server) LeasedTo(mac net.HardwareAddr) net.IP {
+	if s.leases == nil {
+		return nil
+	}
+	return s.leases.lookup(mac.String(), s.cfg.Now())
 }

@@ -17,7 +17,11 @@ const (
 	EventReply     EventKind = "reply"     // the server answered it
 	EventIgnored   EventKind = "ignored"   // the server chose not to answer (see Reason)
 	EventMalformed EventKind = "malformed" // not a DHCP request at all; dropped
+	EventDropped   EventKind = "dropped"   // over the per-source limit; not even decoded
 )
+
+// ReasonRateLimited is the Reason of an EventDropped.
+const ReasonRateLimited = "rate_limited"
 
 // Event is one step in the life of one datagram, handed to Config.OnEvent. The hook runs
 // on the packet path: it must be quick (a counter increment, not a network call).
@@ -39,6 +43,7 @@ type Stats struct {
 	Replies    uint64
 	Ignored    uint64 // includes RELEASE and DECLINE, which never get a reply
 	Malformed  uint64
+	Dropped    uint64 // over the per-source limit (not in Requests)
 	SendErrors uint64
 }
 
@@ -47,13 +52,14 @@ type counters struct {
 	replies    atomic.Uint64
 	ignored    atomic.Uint64
 	malformed  atomic.Uint64
+	dropped    atomic.Uint64
 	sendErrors atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
 	st := Stats{Requests: make(map[string]uint64, numArchs),
 		Replies: c.replies.Load(), Ignored: c.ignored.Load(),
-		Malformed: c.malformed.Load(), SendErrors: c.sendErrors.Load()}
+		Malformed: c.malformed.Load(), Dropped: c.dropped.Load(), SendErrors: c.sendErrors.Load()}
 	for a := Arch(0); a < numArchs; a++ {
 		st.Requests[a.String()] = c.requests[a].Load()
 	}

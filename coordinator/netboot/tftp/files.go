@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 )
 
 // content is an open file ready to be sent: a cached copy in memory or the file itself.
@@ -90,7 +92,7 @@ func (st *fileStore) open(name string) (content, error) {
 	f, err := st.root.OpenFile(clean, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		st.forget(clean)
-		return content{}, openError(err)
+		return content{}, openError(clean, err)
 	}
 	info, err := f.Stat()
 	if err != nil {
@@ -99,7 +101,7 @@ func (st *fileStore) open(name string) (content, error) {
 	}
 	if !info.Mode().IsRegular() {
 		f.Close()
-		return content{}, fmt.Errorf("%w: %s is not a regular file", ErrFileNotFound, clean)
+		return content{}, fmt.Errorf("%w: %s is not a regular file", ErrFileNotFound, throttle.Quote(clean))
 	}
 	if info.Size() > st.maxFileSize {
 		return content{ReaderAt: f, size: info.Size(), close: f.Close}, nil
@@ -123,7 +125,7 @@ func (st *fileStore) cachedData(clean string, f *os.File, info os.FileInfo) ([]b
 	}
 	data := make([]byte, info.Size())
 	if _, err := f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: read %s: %v", ErrAccessViolation, clean, err)
+		return nil, fmt.Errorf("%w: read %s: %v", ErrAccessViolation, throttle.Quote(clean), err)
 	}
 	if old, ok := st.cached[clean]; ok {
 		st.total -= old.size
@@ -146,13 +148,18 @@ func (st *fileStore) forget(clean string) {
 	}
 }
 
-func openError(err error) error {
+// openError classifies a failed open. The name is the client's, so the message carries
+// it quoted, and the cause without the path.
+func openError(name string, err error) error {
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		err = pe.Err
+	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %v", ErrFileNotFound, err)
+		return fmt.Errorf("%w: %s: %v", ErrFileNotFound, throttle.Quote(name), err)
 	}
 	// Permission denied, a symlink escaping the root, a path through a regular file:
 	// to the client all of these are "access violation".
-	return fmt.Errorf("%w: %v", ErrAccessViolation, err)
+	return fmt.Errorf("%w: %s: %v", ErrAccessViolation, throttle.Quote(name), err)
 }
 
 func (st *fileStore) close() error { return st.root.Close() }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 )
 
 // Defaults for the zero values of Config.
@@ -54,7 +56,25 @@ type Config struct {
 	// binds UDP to the listener's IP and port 0. Set it when the listener was opened in
 	// another network namespace than the goroutines that call it.
 	ListenTransfer func(listener net.Addr) (net.PacketConn, error)
+	// Files, if set, are the only names served: any other request is "file not found"
+	// before the boot directory is looked at. nil serves every regular file under Root.
+	Files []string
+	// PerSource limits the datagrams one source address may send to the request port per
+	// second; the rest are dropped unanswered (OnDrop, Stats.Errors["rate_limited"]).
+	// 0: no limit.
+	PerSource int
+	// OnDrop, if set, is called for each datagram dropped by PerSource, with the reason.
+	OnDrop func(reason string)
 }
+
+// ReasonRateLimited is what OnDrop is called with for a datagram over PerSource.
+const ReasonRateLimited = "rate_limited"
+
+// Bounds of the per-source limit and of the log lines a client can cause.
+const (
+	maxSources = 4096
+	logPeriod  = 10 * time.Second
+)
 
 // Reasons a request or transfer failed. They are the keys of Stats.Errors and the
 // sentinels passed to OnTransfer (use errors.Is).
@@ -113,10 +133,13 @@ type Stats struct {
 // Server is a read-only TFTP server (RFC 1350) with the option extension (RFC 2347):
 // blksize (2348), tsize and timeout (2349) and windowsize (7440).
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	files *fileStore
-	slots chan struct{}
+	cfg     Config
+	log     *slog.Logger
+	quiet   *throttle.Log // per-request lines a client can cause, once per kind per period
+	files   *fileStore
+	slots   chan struct{}
+	allowed map[string]bool            // Config.Files; nil: any name
+	limit   *throttle.Window[[16]byte] // by source IP; nil: no limit
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -171,9 +194,23 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	var allowed map[string]bool
+	if cfg.Files != nil {
+		allowed = map[string]bool{}
+		for _, f := range cfg.Files {
+			allowed[f] = true
+		}
+	}
+	var limit *throttle.Window[[16]byte]
+	if cfg.PerSource > 0 {
+		limit = &throttle.Window[[16]byte]{Max: cfg.PerSource, Period: time.Second, MaxKeys: maxSources}
+	}
 	return &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
+		quiet:     &throttle.Log{Logger: cfg.Logger, Period: logPeriod},
+		allowed:   allowed,
+		limit:     limit,
 		files:     files,
 		slots:     make(chan struct{}, cfg.MaxTransfers),
 		ctx:       ctx,
@@ -275,6 +312,13 @@ func (s *Server) handleDatagram(conn net.PacketConn, b []byte, from net.Addr) {
 		s.countError(ErrMalformed) // nobody to answer
 		return
 	}
+	if !s.allow(from) {
+		s.count(func(st *Stats) { st.Errors[ReasonRateLimited]++ })
+		if s.cfg.OnDrop != nil {
+			s.cfg.OnDrop(ReasonRateLimited)
+		}
+		return
+	}
 	p, err := parsePacket(b)
 	if err != nil {
 		s.countError(ErrMalformed)
@@ -318,7 +362,7 @@ func (s *Server) startRead(conn net.PacketConn, from net.Addr, req *request) {
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		s.log.Debug("tftp: too many transfers, request dropped", "client", from.String(), "file", req.filename, "max", s.cfg.MaxTransfers)
+		s.log.Debug("tftp: too many transfers, request dropped", "client", from.String(), "file", throttle.Quote(req.filename), "max", s.cfg.MaxTransfers)
 		s.finish(req.filename, from, 0, 0, ErrBusy)
 		return
 	}
@@ -354,17 +398,31 @@ func (s *Server) finish(file string, from net.Addr, acked int64, dur time.Durati
 			st.Errors[reasonKey(err)]++
 		}
 	})
+	// The file name is the client's: always quoted. Only a sent file is logged every
+	// time (few, and bounded by the transfer slots); failures are what a flood causes.
 	switch {
 	case err == nil:
-		s.log.Info("tftp: sent", "file", file, "client", from.String(), "bytes", acked, "duration", dur)
+		s.log.Info("tftp: sent", "file", throttle.Quote(file), "client", from.String(), "bytes", acked, "duration", dur)
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrClientAbort):
 		// Floods of busy drops would drown the log (Stats counts them), and PXE firmware
 		// routinely aborts after learning tsize.
-		s.log.Debug("tftp: request ended", "file", file, "client", from.String(), "bytes", acked, "err", err)
+		s.log.Debug("tftp: request ended", "file", throttle.Quote(file), "client", from.String(), "bytes", acked, "err", err)
 	default:
-		s.log.Info("tftp: request failed", "file", file, "client", from.String(), "bytes", acked, "err", err)
+		s.quiet.Info("tftp: request failed", "file", throttle.Quote(file), "client", from.String(), "bytes", acked, "err", err)
 	}
 	if s.cfg.OnTransfer != nil {
 		s.cfg.OnTransfer(file, from.String(), acked, dur, err)
 	}
+}
+
+// allow applies the per-source limit to one datagram on the request port.
+func (s *Server) allow(from net.Addr) bool {
+	if s.limit == nil {
+		return true
+	}
+	var k [16]byte
+	if u, ok := from.(*net.UDPAddr); ok {
+		copy(k[:], u.IP.To16())
+	}
+	return s.limit.Allow(k)
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/netboot/throttle"
 )
 
 // errNoAck means the retransmission timer ran out; the caller decides whether to retry.
@@ -29,7 +31,7 @@ func (s *Server) read(listener net.PacketConn, client net.Addr, req *request) (i
 	stop := context.AfterFunc(s.ctx, func() { conn.Close() }) // Close ends every transfer
 	defer stop()
 
-	src, err := s.files.open(req.filename)
+	src, err := s.open(req.filename)
 	if err != nil {
 		// Like tftp-hpa, even a refusal comes from the new transfer ID.
 		code, msg := codeFileNotFound, "file not found"
@@ -43,12 +45,20 @@ func (s *Server) read(listener net.PacketConn, client net.Addr, req *request) (i
 
 	t := &sender{s: s, conn: conn, peer: client, src: src, blksize: 512, window: 1, rto: s.cfg.Timeout}
 	t.negotiate(req.options)
-	s.log.Debug("tftp: transfer start", "file", req.filename, "client", client.String(),
+	s.log.Debug("tftp: transfer start", "file", throttle.Quote(req.filename), "client", client.String(),
 		"size", src.size, "blksize", t.blksize, "windowsize", t.window, "timeout", t.rto)
 	t.lastBlock = src.size/int64(t.blksize) + 1 // the last block is short, possibly empty
 	t.packet = make([]byte, 4+t.blksize)
 	t.rbuf = make([]byte, 1024)
 	return t.run()
+}
+
+// open opens a file the server may serve: one of Config.Files, if set.
+func (s *Server) open(name string) (content, error) {
+	if s.allowed != nil && !s.allowed[name] {
+		return content{}, fmt.Errorf("%w: %s is not one of the files served over TFTP", ErrFileNotFound, throttle.Quote(name))
+	}
+	return s.files.open(name)
 }
 
 // sender is the state of one outgoing transfer. Blocks are numbered from 1 as int64;
@@ -215,7 +225,7 @@ func (t *sender) awaitAck(lo, hi int64, deadline time.Time) (int64, error) {
 				return lo + diff, nil
 			}
 		case *errorPacket:
-			return 0, fmt.Errorf("%w: code %d %q", ErrClientAbort, p.code, p.message)
+			return 0, fmt.Errorf("%w: code %d %s", ErrClientAbort, p.code, throttle.Quote(p.message))
 		default:
 			t.s.log.Debug("tftp: ignored packet during transfer", "client", t.peer.String(), "err", err)
 		}

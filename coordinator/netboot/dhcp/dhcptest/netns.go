@@ -6,7 +6,6 @@ package dhcptest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rivetmetal/rivet/internal/netclaim"
 )
 
 // Pair is two network namespaces, a server side and a client side, joined by one veth
@@ -23,11 +24,13 @@ type Pair struct {
 	ServerNS, ClientNS string // names under /run/netns
 	ServerIf, ClientIf string // veth ends, one in each namespace
 	ServerIP, ClientIP net.IP // on a /24
+	claim              *netclaim.Claim
 }
 
 // NewPair creates a Pair whose names start with prefix (e.g. "rvt") plus a random
 // suffix, so parallel tests never collide. subnet is the third octet of 10.77.x.0/24.
-// Close removes everything.
+// Close removes everything; if the test process dies first (a panic, a kill), the next
+// NewPair in any process removes it (internal/netclaim).
 func NewPair(prefix string, subnet byte) (*Pair, error) {
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -38,6 +41,17 @@ func NewPair(prefix string, subnet byte) (*Pair, error) {
 		ServerNS: id + "s", ClientNS: id + "c",
 		ServerIf: id + "s0", ClientIf: id + "c0",
 		ServerIP: net.IPv4(10, 77, subnet, 1).To4(), ClientIP: net.IPv4(10, 77, subnet, 2).To4(),
+	}
+	claim, _, err := netclaim.New(id)
+	if err != nil {
+		return nil, fmt.Errorf("dhcptest: claim for %s: %w", id, err)
+	}
+	p.claim = claim
+	for _, ns := range []string{p.ServerNS, p.ClientNS} {
+		if err := claim.Namespace(ns); err != nil {
+			claim.Release()
+			return nil, fmt.Errorf("dhcptest: claim for %s: %w", id, err)
+		}
 	}
 	steps := [][]string{
 		{"netns", "add", p.ServerNS},
@@ -59,18 +73,9 @@ func NewPair(prefix string, subnet byte) (*Pair, error) {
 	return p, nil
 }
 
-// Close deletes both namespaces (which deletes the veth pair).
+// Close deletes both namespaces (which deletes the veth pair) and the claim on them.
 func (p *Pair) Close() error {
-	var errs []error
-	for _, ns := range []string{p.ServerNS, p.ClientNS} {
-		if _, err := os.Stat("/run/netns/" + ns); err != nil {
-			continue
-		}
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("ip netns del %s: %v: %s", ns, err, out))
-		}
-	}
-	return errors.Join(errs...)
+	return p.claim.Release()
 }
 
 // Do runs fn on an OS thread that has entered namespace ns. Sockets fn opens stay in ns
