@@ -56,6 +56,7 @@ func TestLoggedOutCookieIsRefusedEverywhere(t *testing.T) {
 		ids = append(ids, res.Machine.ID)
 	}
 	acted, target := ids[0], ids[1]
+	waitSameDigest(ctx, t, cluster) // A serves what it forwarded
 
 	// The admin's session at A: log in, act, log out.
 	browserA := pageClient(cluster, a)
