@@ -66,14 +66,15 @@ type Agent struct {
 	metrics *metrics
 	phase   shared.Phase
 
-	mu     sync.Mutex
-	id     shared.MachineID
-	client *shared.Client // carries the machine token
-	token  string         // the machine token, for the handoff to the installed OS
-	gossip shared.GossipInfo
-	state  shared.State
-	step   string
-	starts map[string]time.Time // step name → when its current attempt started
+	mu       sync.Mutex
+	id       shared.MachineID
+	client   *shared.Client // carries the machine token
+	token    string         // the machine token, for the handoff to the installed OS
+	gossip   shared.GossipInfo
+	state    shared.State
+	admitted bool // the coordinator's last word: may this machine have the cluster's secrets
+	step     string
+	starts   map[string]time.Time // step name → when its current attempt started
 
 	member     *membership.Member
 	nextGossip time.Time // when to try starting or rejoining gossip again
@@ -178,6 +179,9 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (r
 	}
 	a.metrics.checkins.WithLabelValues("ok").Inc()
 	a.setState(m.State)
+	a.mu.Lock()
+	a.admitted = m.Admitted
+	a.mu.Unlock()
 	view, err := client.Plan(ctx, id)
 	if err != nil {
 		return false, a.handleAuthError(ctx, "plan", err)

@@ -286,8 +286,11 @@ func TestAgentResumesWithKeptTokenAfterRestart(t *testing.T) {
 		defer fc.mu.Unlock()
 		return len(fc.checkins) > before
 	})
-	if regs, _, _ := fc.snapshot(); regs != 1 {
-		t.Errorf("registered %d times, want once: the kept token should have been used", regs)
+	fc.mu.Lock()
+	by := append([]string(nil), fc.registeredBy...)
+	fc.mu.Unlock()
+	if len(by) != 2 || by[0] != "enrol" || by[1] != "machine" {
+		t.Errorf("registrations were made with %v; want [enrol machine]: the restart must prove itself with the kept token", by)
 	}
 	fc.mu.Lock()
 	last := fc.checkins[len(fc.checkins)-1]

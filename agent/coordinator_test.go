@@ -40,6 +40,7 @@ type fakeCoordinator struct {
 	steps        map[string]shared.StepState
 	reports      []shared.StepReport
 	registers    int
+	registeredBy []string // "enrol" or "machine", per accepted registration
 	checkins     []shared.CheckinRequest
 	planPolls    int
 	gossipCalls  int
@@ -129,7 +130,11 @@ func bearer(r *http.Request) string {
 func (fc *fakeCoordinator) register(w http.ResponseWriter, r *http.Request) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	if bearer(r) != fc.enrolToken || fc.rejectEnrol > 0 {
+	by := "enrol"
+	if fc.machineToken != "" && bearer(r) == fc.machineToken {
+		by = "machine" // the machine proving it is itself; the real coordinator rotates the token
+	}
+	if (by == "enrol" && bearer(r) != fc.enrolToken) || fc.rejectEnrol > 0 {
 		if fc.rejectEnrol > 0 {
 			fc.rejectEnrol--
 		}
@@ -147,10 +152,11 @@ func (fc *fakeCoordinator) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fc.registers++
+	fc.registeredBy = append(fc.registeredBy, by)
 	fc.id = ident.ID
 	fc.machineToken = "mt-" + secret(fc.t)
 	writeJSON(w, http.StatusOK, shared.RegisterResponse{
-		Machine:      shared.MachineSummary{ID: ident.ID, State: fc.state},
+		Machine:      shared.MachineSummary{ID: ident.ID, State: fc.state, Admitted: true},
 		Basis:        ident.Basis,
 		MachineToken: fc.machineToken,
 		Gossip:       shared.GossipInfo{Key: fc.key, Addrs: []string{fc.gossipAddr()}},
@@ -188,7 +194,7 @@ func (fc *fakeCoordinator) checkin(w http.ResponseWriter, r *http.Request) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	fc.checkins = append(fc.checkins, req)
-	writeJSON(w, http.StatusOK, shared.MachineSummary{ID: fc.id, State: fc.state})
+	writeJSON(w, http.StatusOK, shared.MachineSummary{ID: fc.id, State: fc.state, Admitted: true})
 }
 
 func (fc *fakeCoordinator) planView(w http.ResponseWriter, _ *http.Request) {

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -12,16 +14,22 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// errNoCredentials: neither an enrolment token nor a kept machine token. Retrying
-// cannot help; the operator must configure a token.
-var errNoCredentials = errors.New("no enrolment token and no machine token in the state dir: " +
-	"set --token-file (or enrol_token_file: in the config file, or rivet.token= on the kernel command line); " +
-	"create one with `rivet tokens create --role enrol`")
+// errNoCredentials: no boot ticket, no enrolment token and no kept machine token.
+// Retrying cannot help; the operator must configure a token.
+var errNoCredentials = errors.New("no boot ticket, no enrolment token and no machine token in the state dir: " +
+	"network-boot the machine from a Rivet coordinator (its iPXE script carries a ticket), or " +
+	"set --token-file (or enrol_token_file: in the config file); create one with `rivet tokens create --role enrol`")
 
 // enrol gets the machine its identity, retrying with backoff until it works or ctx
-// ends. With an enrolment token it registers (idempotent: the coordinator derives the
-// machine id from the hardware, so a restart gets the same id). A machine token kept in
-// the state dir is the fallback, and the only way when no enrolment token is configured.
+// ends. The coordinator derives the machine id from the hardware, so a restart gets the
+// same id, and it lets a registration speak for an existing machine only with proof:
+//
+//   - the machine token kept in the state dir (a restart, or the installed OS after the
+//     handoff): it refreshes the record and gets a new token, the old one stops working;
+//   - a boot ticket from the kernel command line (RAM mode): single use, bound to the
+//     MAC that booted; accepted for an existing machine only while the coordinator
+//     expects it to network-boot;
+//   - an enrolment token (service mode on a host installed by hand): new machines only.
 func (a *Agent) enrol(ctx context.Context, inv *shared.Inventory) error {
 	base, err := shared.NewClient(shared.ClientConfig{URLs: append([]string(nil), a.cfg.Servers...),
 		CAFingerprint: a.cfg.CAFingerprint})
@@ -32,26 +40,29 @@ func (a *Agent) enrol(ctx context.Context, inv *shared.Inventory) error {
 	if err != nil {
 		a.log.Warn("ignoring the kept machine token", "err", err)
 	}
-	if a.cfg.EnrolToken == "" && kept == nil {
+	if a.cfg.EnrolToken == "" && a.cfg.Ticket == "" && kept == nil {
 		return errNoCredentials
 	}
 	req := &shared.RegisterRequest{Inventory: *inv, Labels: a.cfg.Labels, Mode: a.cfg.Mode,
-		Version: shared.Version, Addr: a.advertiseIP()}
+		Version: shared.Version, Addr: a.advertiseIP(), Attempt: newAttempt()}
 	wait := backoff{min: time.Second, max: time.Minute}
 	for {
-		if a.cfg.EnrolToken != "" {
-			err := a.register(ctx, base.WithToken(a.cfg.EnrolToken), req)
+		for _, cred := range a.credentials(kept) {
+			err := a.register(ctx, base, cred.token, req)
 			if err == nil {
 				return nil
 			}
-			a.explain("registration", err)
+			a.explain("registration with the "+cred.name, err)
+			switch {
+			case cred.name == credMachine && isRefusal(err):
+				kept = nil // rotated or revoked: it will not work again
+				_ = removeState(a.cfg.StateDir)
+			case cred.name == credTicket && isRefusal(err):
+				a.cfg.Ticket = "" // spent or refused: a ticket is never good twice
+			}
 		}
-		if kept != nil {
-			err := a.resume(ctx, base, kept)
-			if err == nil {
-				return nil
-			}
-			a.explain("resuming with the kept machine token", err)
+		if a.cfg.EnrolToken == "" && a.cfg.Ticket == "" && kept == nil {
+			return fmt.Errorf("every credential was refused: %w", errNoCredentials)
 		}
 		if err := sleep(ctx, wait.next()); err != nil {
 			return err
@@ -59,9 +70,51 @@ func (a *Agent) enrol(ctx context.Context, inv *shared.Inventory) error {
 	}
 }
 
-// register enrols with the enrolment token and keeps the machine token it gets.
-func (a *Agent) register(ctx context.Context, c *shared.Client, req *shared.RegisterRequest) error {
-	resp, err := c.Register(ctx, req)
+// newAttempt is the random value that makes retries of one registration recognisable
+// as such (see shared.RegisterRequest.Attempt).
+func newAttempt() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Credential names, as the agent's messages say them.
+const (
+	credMachine = "kept machine token"
+	credTicket  = "boot ticket"
+	credEnrol   = "enrolment token"
+)
+
+type credential struct{ name, token string }
+
+// credentials lists what the agent may register with, strongest proof first.
+func (a *Agent) credentials(kept *keptState) []credential {
+	var out []credential
+	if kept != nil {
+		out = append(out, credential{credMachine, kept.MachineToken})
+	}
+	if a.cfg.Ticket != "" {
+		out = append(out, credential{credTicket, a.cfg.Ticket})
+	}
+	if a.cfg.EnrolToken != "" {
+		out = append(out, credential{credEnrol, a.cfg.EnrolToken})
+	}
+	return out
+}
+
+// isRefusal: the coordinator judged the credential itself (not a network or leader
+// problem), so trying the same one again cannot help.
+func isRefusal(err error) bool {
+	switch shared.StatusOf(err) {
+	case 401, 403, 409:
+		return true
+	}
+	return false
+}
+
+// register enrols with one credential and keeps the machine token it gets.
+func (a *Agent) register(ctx context.Context, base *shared.Client, token string, req *shared.RegisterRequest) error {
+	resp, err := base.WithToken(token).Register(ctx, req)
 	if err != nil {
 		a.metrics.registrations.WithLabelValues("error").Inc()
 		return err
@@ -71,27 +124,22 @@ func (a *Agent) register(ctx context.Context, c *shared.Client, req *shared.Regi
 		return fmt.Errorf("coordinator's registration answer lacks a machine id or token")
 	}
 	a.metrics.registrations.WithLabelValues("ok").Inc()
+	a.cfg.Ticket = "" // spent by this registration
 	if err := saveState(a.cfg.StateDir, &keptState{MachineID: resp.Machine.ID, MachineToken: resp.MachineToken}); err != nil {
-		// Not fatal: without the file a restart registers again.
-		a.log.Warn("machine token not kept; a restart will register again", "dir", a.cfg.StateDir, "err", err)
+		// Not fatal: without the file a restart needs another credential.
+		a.log.Warn("machine token not kept; a restart will need a boot ticket or an enrolment token",
+			"dir", a.cfg.StateDir, "err", err)
 	}
-	a.adopt(keptState{MachineID: resp.Machine.ID, MachineToken: resp.MachineToken}, c, resp.Gossip, resp.Machine.State)
-	a.log.Info("registered", "machine", resp.Machine.ID, "basis", resp.Basis, "state", resp.Machine.State)
+	a.adopt(keptState{MachineID: resp.Machine.ID, MachineToken: resp.MachineToken}, base, resp.Gossip, resp.Machine.State)
+	a.mu.Lock()
+	a.admitted = resp.Machine.Admitted
+	a.mu.Unlock()
+	a.log.Info("registered", "machine", resp.Machine.ID, "basis", resp.Basis, "state", resp.Machine.State,
+		"admitted", resp.Machine.Admitted)
 	a.progress(progressRegistered, "registered as %s (state %s)", resp.Machine.ID, resp.Machine.State)
-	return nil
-}
-
-// resume proves the kept machine token still works and fetches the gossip pool with it.
-func (a *Agent) resume(ctx context.Context, base *shared.Client, kept *keptState) error {
-	c := base.WithToken(kept.MachineToken)
-	id := kept.MachineID
-	g, err := c.Gossip(ctx)
-	if err != nil {
-		return err
+	if !resp.Machine.Admitted {
+		a.progress(progressRegistered, "waiting for the operator to admit this machine: %s", resp.Machine.Unmatched)
 	}
-	a.adopt(*kept, base, *g, "")
-	a.log.Info("resumed with the kept machine token", "machine", id)
-	a.progress(progressRegistered, "resumed as %s", id)
 	return nil
 }
 
@@ -105,13 +153,12 @@ func (a *Agent) adopt(kept keptState, base *shared.Client, g shared.GossipInfo, 
 	}
 }
 
-// reenrol registers again after the coordinator refused the machine token. Without an
-// enrolment token there is nothing else to try.
+// reenrol registers again after the coordinator refused the machine token.
 func (a *Agent) reenrol(ctx context.Context) error {
-	if a.cfg.EnrolToken == "" {
-		return fmt.Errorf("the coordinator refused the machine token and no enrolment token is configured: %w", errNoCredentials)
-	}
 	_ = removeState(a.cfg.StateDir) // it no longer works
+	if a.cfg.EnrolToken == "" && a.cfg.Ticket == "" {
+		return fmt.Errorf("the coordinator refused the machine token and there is no other credential: %w", errNoCredentials)
+	}
 	inv := a.deps.Inventory(ctx)
 	if inv == nil {
 		return errors.New("inventory collection returned nothing")
@@ -126,10 +173,13 @@ func (a *Agent) explain(op string, err error) {
 	var hint string
 	switch status := shared.StatusOf(err); {
 	case status == 401:
-		hint = "the coordinator does not accept this token: check the enrolment token (--token-file, rivet.token=) " +
-			"or create one with `rivet tokens create --role enrol`"
+		hint = "the coordinator does not accept this credential: a boot ticket is single-use (network-boot again), " +
+			"an enrolment token may be revoked (`rivet tokens create --role enrol`)"
+	case status == 409:
+		hint = "the coordinator holds this machine (or one of its MACs) under another identity and this credential " +
+			"does not prove it is the same machine; the claim is on that machine's timeline for the operator"
 	case status == 403:
-		hint = "the token is valid but may not register machines: use an enrol (or admin) token"
+		hint = "the credential is valid but may not do this; see the message"
 	case status >= 500 || status == 429:
 		hint = "the coordinator is unwell (no leader?); retrying"
 	case status != 0:

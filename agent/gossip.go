@@ -17,10 +17,26 @@ const maxGossipRetry = 5 * time.Minute
 // a failure, and when no coordinator is alive any more (they all restarted, say).
 func (a *Agent) ensureGossip(ctx context.Context) {
 	a.mu.Lock()
-	member, info, due := a.member, a.gossip, time.Now().After(a.nextGossip)
+	member, info, due, admitted := a.member, a.gossip, time.Now().After(a.nextGossip), a.admitted
 	a.mu.Unlock()
 	if !due || (member != nil && member.CoordinatorsAlive() > 0) {
 		return
+	}
+	if info.Key == "" {
+		// Registered before admission: the key comes once the operator admits the machine.
+		if !admitted {
+			return
+		}
+		_, client := a.identity()
+		g, err := client.Gossip(ctx)
+		if err != nil {
+			a.gossipFailed("fetching the gossip key", err)
+			return
+		}
+		info = *g
+		a.mu.Lock()
+		a.gossip = info
+		a.mu.Unlock()
 	}
 	if member != nil {
 		// Ask again: the coordinators may have moved or been replaced.

@@ -15,6 +15,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/membership"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/status"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 // DaemonConfig is a whole coordinator process: the server plus its listeners.
@@ -35,6 +36,8 @@ type DaemonConfig struct {
 	Extra map[string]http.Handler
 	// Started is called once the API listens, with the server (tests and the lab use it).
 	Started func(*Server)
+	// Admission is the registration policy: who is admitted, how many, how fast.
+	Admission api.Admission
 }
 
 // RunDaemon runs a coordinator until ctx ends, then shuts it down cleanly.
@@ -68,8 +71,14 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	}
 	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
+	if dc.Admission.Policy == shared.AdmitAuto {
+		s.log.Warn("ADMISSION IS AUTOMATIC: every machine that registers is admitted and gets a role, the gossip key "+
+			"and Swarm join tokens (--admit auto). Fine for a lab; on a real network use --admit expected.",
+			"admit", "auto")
+	}
 	handler := s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
-		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof, Throttle: throttle}))
+		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof,
+		Admission: dc.Admission, Throttle: throttle}))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)

@@ -29,7 +29,9 @@ type metrics struct {
 	stepSeconds  *prometheus.HistogramVec // by step kind and result
 	imageBytes   prometheus.Counter
 	imageReqs    *prometheus.CounterVec
-	started      time.Time
+	// ticketsIssued counts boot tickets put in iPXE scripts (tickets.go).
+	ticketsIssued prometheus.Counter
+	started       time.Time
 }
 
 func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
@@ -53,9 +55,11 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Help: "OS image bytes sent by this coordinator's API (/v1/images/)."}),
 		imageReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_image_requests_total",
 			Help: "OS image requests by HTTP status (206 is a resumed or ranged download)."}, []string{"code"}),
+		ticketsIssued: prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_boot_tickets_issued_total",
+			Help: "One-time boot tickets issued to expected MACs in iPXE scripts."}),
 		started: time.Now(),
 	}
-	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, &stateCollector{s: s},
+	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, m.ticketsIssued, &stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

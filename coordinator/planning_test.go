@@ -39,10 +39,18 @@ func TestLeaderPlansDiscoveredMachines(t *testing.T) {
 	}
 	enrol := c.Client(c.EnrolToken)
 	racks := []string{"r1", "r1", "r2", "r2", "r3"}
+	var expected shared.ImportRequest
+	for i, rack := range racks {
+		expected.Machines = append(expected.Machines, coordinatortest.Expected(i, map[string]string{"rack": rack, "pool": "swarm"}))
+	}
+	if _, err := admin.ImportExpected(ctx, &expected); err != nil {
+		t.Fatal(err)
+	}
 	ids := map[shared.MachineID]string{}
 	for i, rack := range racks {
 		req := coordinatortest.RegisterRequest(i)
-		req.Labels = map[string]string{"rack": rack, "pool": "swarm"}
+		// The agent's own word: a fact, never the operator's pool or rack.
+		req.Labels = map[string]string{"rack": "r9", "pool": "swarm"}
 		resp, err := enrol.Register(ctx, req)
 		if err != nil {
 			t.Fatal(err)

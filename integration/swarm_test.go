@@ -37,7 +37,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
-		Nodes: 1, Host: lab.HostIP.String(), ExtraArgs: []string{"--plan-settle", "2s"}})
+		Nodes: 1, Host: lab.HostIP.String(), ExtraArgs: []string{"--plan-settle", "2s"}, Admit: shared.AdmitExpected})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,21 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The operator's list: each host by its MAC, with its rack and pool. The agents say
+	// nothing of themselves that a selector reads (their --label is only a fact).
 	racks := []string{"r1", "r2", "r3", "r1", "r2"}
+	var expected shared.ImportRequest
+	for i, n := range lab.Nodes {
+		mac, err := n.MAC()
+		if err != nil {
+			t.Fatal(err)
+		}
+		expected.Machines = append(expected.Machines, shared.ExpectedMachine{MACs: []string{mac},
+			Labels: map[string]string{"pool": "swarm", "rack": racks[i]}})
+	}
+	if _, err := admin.ImportExpected(ctx, &expected); err != nil {
+		t.Fatal(err)
+	}
 	agents := make([]*exec.Cmd, len(lab.Nodes))
 	logs := make([]string, len(lab.Nodes))
 	start := func(i int) {
@@ -70,7 +84,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 			"--server", cluster.Nodes[0].URL(), "--ca-fingerprint", cluster.Fingerprint, "--token", cluster.EnrolToken,
 			"--state-dir", stateDir, "--system-uuid", fmt.Sprintf("5a4a0000-0000-4000-8000-%012d", i),
 			"--gossip-bind", n.IP.String()+":7946", "--docker-host", n.DockerHost(), "--metrics-addr", "off",
-			"--poll-interval", "2s", "--label", "pool=swarm", "--label", "rack="+racks[i], "--log-format", "json")
+			"--poll-interval", "2s", "--label", "rack=r9", "--log-format", "json")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

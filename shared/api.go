@@ -10,7 +10,8 @@ import (
 // API paths. {id} is a MachineID, {name} a role name. Everything is under /v1 except the
 // Prometheus endpoint.
 const (
-	PathRegister        = "/v1/register"                       // POST RegisterRequest (enrolment token)
+	PathRegister        = "/v1/register"                       // POST RegisterRequest (boot ticket, enrolment or own machine token)
+	PathExpected        = "/v1/expected"                       // GET []ExpectedMachine; POST ImportRequest (admin)
 	PathMachines        = "/v1/machines"                       // GET []MachineSummary
 	PathMachine         = "/v1/machines/{id}"                  // GET Machine
 	PathMachineEvents   = "/v1/machines/{id}/events"           // GET []Event
@@ -51,10 +52,17 @@ type RegisterRequest struct {
 	Mode      string            `json:"mode"`             // ram or service
 	Version   string            `json:"version"`
 	Addr      string            `json:"addr,omitempty"` // the address the agent serves gossip on
+	// Attempt is a random value the agent keeps for one registration and sends with every
+	// retry of it: a retry whose answer was lost (a leader change mid-write) is the same
+	// registration, not a second claim, although its ticket is spent by then.
+	Attempt string `json:"attempt,omitempty"`
 }
 
 // Validate checks the request.
 func (r *RegisterRequest) Validate() error {
+	if r.Attempt != "" && (len(r.Attempt) < 16 || len(r.Attempt) > 64) {
+		return fmt.Errorf("attempt: want 16 to 64 bytes")
+	}
 	if err := r.Inventory.Validate(); err != nil {
 		return err
 	}
@@ -64,13 +72,8 @@ func (r *RegisterRequest) Validate() error {
 	if len(r.Version) > 64 {
 		return fmt.Errorf("version too long")
 	}
-	if len(r.Labels) > 64 {
-		return fmt.Errorf("at most 64 labels")
-	}
-	for k, v := range r.Labels {
-		if err := ValidateLabel(k, v); err != nil {
-			return err
-		}
+	if err := ValidateLabels(r.Labels); err != nil {
+		return err
 	}
 	if r.Addr != "" && net.ParseIP(r.Addr) == nil {
 		return fmt.Errorf("addr %q is not an IP address", r.Addr)
@@ -175,6 +178,7 @@ const (
 	ActionReplan  = "replan"  // forget the plan; match a role again
 	ActionRelease = "release" // a retired machine becomes discovered again
 	ActionRetire  = "retire"  // out of service; the boot services stay silent
+	ActionApprove = "approve" // admit a discovered machine: it may get a role and the cluster's secrets
 )
 
 // ActionRequest carries an operator's reason, kept on the timeline.

@@ -279,6 +279,18 @@ func (c *Client) Action(ctx context.Context, id MachineID, action, reason string
 }
 
 // Roles lists the roles.
+// ImportExpected imports expected machines (admin): all rows or none.
+func (c *Client) ImportExpected(ctx context.Context, req *ImportRequest) (*ImportResponse, error) {
+	var out ImportResponse
+	return &out, c.Do(ctx, http.MethodPost, PathExpected, req, &out)
+}
+
+// Expected lists the expected machines.
+func (c *Client) Expected(ctx context.Context) ([]ExpectedMachine, error) {
+	var out []ExpectedMachine
+	return out, c.Do(ctx, http.MethodGet, PathExpected, nil, &out)
+}
+
 func (c *Client) Roles(ctx context.Context) ([]Role, error) {
 	var rs []Role
 	return rs, c.Do(ctx, http.MethodGet, PathRoles, nil, &rs)

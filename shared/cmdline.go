@@ -10,7 +10,8 @@ import (
 const (
 	CmdlineURL    = "rivet.url"    // coordinator API base URLs, comma-separated
 	CmdlineCA     = "rivet.ca"     // CA fingerprint, "sha256:<hex>"
-	CmdlineToken  = "rivet.token"  // enrolment token
+	CmdlineToken  = "rivet.token"  // enrolment token (service-mode hosts booted by hand)
+	CmdlineTicket = "rivet.ticket" // one-time boot ticket bound to the booting MAC
 	CmdlineLabels = "rivet.labels" // labels, "k=v,k=v"
 	CmdlineDebug  = "rivet.debug"  // "1": verbose logs on the console
 )
@@ -20,6 +21,7 @@ type BootParams struct {
 	URLs          []string
 	CAFingerprint string
 	EnrolToken    string
+	Ticket        string
 	Labels        map[string]string
 	Debug         bool
 }
@@ -52,6 +54,11 @@ func ParseCmdline(cmdline string) (BootParams, error) {
 				return BootParams{}, fmt.Errorf("%s: want 1..256 bytes", CmdlineToken)
 			}
 			p.EnrolToken = value
+		case CmdlineTicket:
+			if err := ValidateTicket(value); err != nil {
+				return BootParams{}, fmt.Errorf("%s: %w", CmdlineTicket, err)
+			}
+			p.Ticket = value
 		case CmdlineLabels:
 			labels, err := ParseLabels(value)
 			if err != nil {

@@ -42,6 +42,13 @@ const (
 	// CodeOutcomeUnknown, with 503: leadership changed while the write was in flight; it
 	// may or may not have been applied. Read, then retry if it is missing.
 	CodeOutcomeUnknown = "outcome_unknown"
+	// CodeIdentityConflict, with 409: a registration claimed a machine id or a MAC that
+	// belongs to another machine without that machine's token. Nothing changed; the
+	// claim is on the owner's timeline for the operator to judge.
+	CodeIdentityConflict = "identity_conflict"
+	// CodeLimit, with 429: a configured limit (registrations per token, --max-machines)
+	// was reached; the message names it. Nothing changed.
+	CodeLimit = "limit"
 )
 
 func (e *APIError) Error() string {

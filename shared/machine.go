@@ -4,13 +4,18 @@ import "time"
 
 // Machine is the coordinator's record of one machine, as the API shows it.
 type Machine struct {
-	ID        MachineID         `json:"id"`
-	Basis     string            `json:"id_basis,omitempty"` // uuid, serial or mac: see DeriveMachineID
-	State     State             `json:"state"`
-	LostFrom  State             `json:"lost_from,omitempty"` // the state a lost machine returns to
-	Role      string            `json:"role,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Addr      string            `json:"addr,omitempty"` // where the agent last spoke from
+	ID       MachineID `json:"id"`
+	Basis    string    `json:"id_basis,omitempty"` // uuid, serial or mac: see DeriveMachineID
+	State    State     `json:"state"`
+	LostFrom State     `json:"lost_from,omitempty"` // the state a lost machine returns to
+	Role     string    `json:"role,omitempty"`
+	// Labels are the operator's (import, approve): role selectors and placement read them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Facts are the labels the agent reported about itself. A machine's own word never
+	// satisfies a selector on an operator label: selectors read facts only under facts:.
+	Facts     map[string]string `json:"facts,omitempty"`
+	Admission *Admission        `json:"admission,omitempty"` // nil: not admitted (yet)
+	Addr      string            `json:"addr,omitempty"`      // where the agent last spoke from
 	Hostname  string            `json:"hostname,omitempty"`
 	MACs      []string          `json:"macs,omitempty"` // physical NIC MACs, for the boot services
 	Agent     AgentInfo         `json:"agent"`
@@ -25,6 +30,34 @@ type Machine struct {
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
+
+// Admission records the operator intent that let a machine in. Until a machine is
+// admitted it is a record the operator can see and nothing more: no role, no gossip key,
+// no Swarm token.
+type Admission struct {
+	How string    `json:"how"`          // AdmitExpected, AdmitApproved or AdmitAuto
+	By  string    `json:"by,omitempty"` // the operator's token name, or the expected row
+	At  time.Time `json:"at"`
+}
+
+// How a machine was admitted.
+const (
+	AdmitExpected = "expected" // it matched the operator's list of expected machines
+	AdmitApproved = "approved" // an operator approved it
+	AdmitAuto     = "auto"     // the cluster admits every machine (--admit auto, the lab's policy)
+)
+
+// NotAdmittedPrefix starts the reason shown for a machine that waits for admission.
+const NotAdmittedPrefix = "not admitted"
+
+// NotAdmitted is the reason shown for a machine that waits for the operator's intent.
+func NotAdmitted(id MachineID) string {
+	return NotAdmittedPrefix + ": approve it with `rivet machines approve " + string(id) +
+		"`, or import it as an expected machine (`rivet machines import`)"
+}
+
+// Admitted reports whether operator intent has let the machine in.
+func (m *Machine) Admitted() bool { return m.Admission != nil }
 
 // AgentInfo is what the agent said about itself at its last check-in.
 type AgentInfo struct {
@@ -72,13 +105,14 @@ type MachineSummary struct {
 	Error    string            `json:"error,omitempty"`
 	// Unmatched says why no role matched: the agent prints it, ls and the pages show it.
 	Unmatched string    `json:"unmatched,omitempty"`
+	Admitted  bool      `json:"admitted"`
 	Updated   time.Time `json:"updated_at"`
 }
 
 // Summary returns the light form of m.
 func (m *Machine) Summary() MachineSummary {
 	s := MachineSummary{ID: m.ID, State: m.State, Role: m.Role, Labels: m.Labels,
-		Hostname: m.Hostname, Addr: m.Addr, Unmatched: m.Unmatched, Updated: m.UpdatedAt}
+		Hostname: m.Hostname, Addr: m.Addr, Unmatched: m.Unmatched, Admitted: m.Admitted(), Updated: m.UpdatedAt}
 	if cur := m.CurrentStep(); cur != nil {
 		s.Step, s.Progress = cur.Name, cur.Progress
 	}
@@ -105,4 +139,8 @@ const (
 	EventStep       = "step"
 	EventGossip     = "gossip"
 	EventAction     = "action"
+	EventAdmitted   = "admitted"
+	// EventConflict: someone claimed this machine's id or one of its MACs without its
+	// token. The claim was refused and changed nothing else.
+	EventConflict = "conflict"
 )

@@ -22,7 +22,10 @@ type Role struct {
 // Selector matches machines by labels and inventory facts. Every set field must match;
 // an empty selector matches every machine.
 type Selector struct {
-	Labels          map[string]string `json:"labels,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"` // operator labels only (import, approve)
+	// Facts match what the agent reported about itself (--label, rivet.labels=). A
+	// machine can say anything of itself: select on facts only where that is harmless.
+	Facts           map[string]string `json:"facts,omitempty"`
 	MinCores        int               `json:"min_cores,omitempty"`
 	MinMemoryGB     int               `json:"min_memory_gb,omitempty"`
 	MinDiskGB       int               `json:"min_disk_gb,omitempty"` // some non-removable disk at least this big
@@ -134,13 +137,11 @@ func (r *Role) Installs() bool { return r.Image != (ImageSpec{}) }
 
 // Validate checks the selector's values.
 func (s *Selector) Validate() error {
-	if len(s.Labels) > 64 {
-		return fmt.Errorf("at most 64 labels")
+	if err := ValidateLabels(s.Labels); err != nil {
+		return err
 	}
-	for k, v := range s.Labels {
-		if err := ValidateLabel(k, v); err != nil {
-			return err
-		}
+	if err := ValidateLabels(s.Facts); err != nil {
+		return fmt.Errorf("facts: %w", err)
 	}
 	if s.MinCores < 0 || s.MinMemoryGB < 0 || s.MinDiskGB < 0 || s.MinNICs < 0 || s.MinNICSpeedMbps < 0 {
 		return fmt.Errorf("minimums must not be negative")
@@ -153,6 +154,22 @@ func (s *Selector) Validate() error {
 	}
 	if len(s.PCIVendor) > 256 {
 		return fmt.Errorf("pci_vendor too long")
+	}
+	return nil
+}
+
+// MaxLabels bounds every label map (a machine's labels, its facts, a selector's).
+const MaxLabels = 64
+
+// ValidateLabels checks a label map's size and every key and value.
+func ValidateLabels(labels map[string]string) error {
+	if len(labels) > MaxLabels {
+		return fmt.Errorf("at most %d labels", MaxLabels)
+	}
+	for k, v := range labels {
+		if err := ValidateLabel(k, v); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -38,11 +38,14 @@ const (
 // Config is the agent's resolved configuration. The same struct is the YAML file's
 // schema (field names in snake_case) and one layer of the merge.
 type Config struct {
-	Mode            string            `json:"mode,omitempty"`           // ram or service
-	Servers         []string          `json:"servers,omitempty"`        // coordinator API base URLs
-	CAFingerprint   string            `json:"ca_fingerprint,omitempty"` // sha256:<hex> of the cluster CA
-	EnrolToken      string            `json:"enrol_token,omitempty"`    // a secret: prefer enrol_token_file
-	EnrolTokenFile  string            `json:"enrol_token_file,omitempty"`
+	Mode           string   `json:"mode,omitempty"`           // ram or service
+	Servers        []string `json:"servers,omitempty"`        // coordinator API base URLs
+	CAFingerprint  string   `json:"ca_fingerprint,omitempty"` // sha256:<hex> of the cluster CA
+	EnrolToken     string   `json:"enrol_token,omitempty"`    // a secret: prefer enrol_token_file
+	EnrolTokenFile string   `json:"enrol_token_file,omitempty"`
+	// Ticket is the one-time boot ticket from the kernel command line (rivet.ticket=,
+	// put there by the coordinator's iPXE script); never from a file. A secret.
+	Ticket          string            `json:"-"`
 	Labels          map[string]string `json:"labels,omitempty"`
 	StateDir        string            `json:"state_dir,omitempty"`
 	SystemUUID      string            `json:"system_uuid,omitempty"` // overrides a bogus DMI UUID
@@ -101,7 +104,7 @@ func defaults(mode string) Config {
 
 // fromCmdline turns the kernel command line into a layer.
 func fromCmdline(p shared.BootParams) Config {
-	c := Config{Servers: p.URLs, CAFingerprint: p.CAFingerprint, EnrolToken: p.EnrolToken, Labels: p.Labels}
+	c := Config{Servers: p.URLs, CAFingerprint: p.CAFingerprint, EnrolToken: p.EnrolToken, Ticket: p.Ticket, Labels: p.Labels}
 	if p.Debug {
 		c.LogLevel = "debug"
 	}
@@ -124,6 +127,7 @@ func merge(base, over Config) Config {
 	if over.EnrolToken != "" || over.EnrolTokenFile != "" {
 		out.EnrolToken, out.EnrolTokenFile = over.EnrolToken, over.EnrolTokenFile
 	}
+	set(&out.Ticket, over.Ticket)
 	if len(over.Labels) > 0 {
 		merged := map[string]string{}
 		for k, v := range base.Labels {
@@ -253,6 +257,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("servers", c.Servers),
 		slog.String("ca_fingerprint", c.CAFingerprint),
 		slog.String("enrol_token", token),
+		slog.Bool("boot_ticket", c.Ticket != ""),
 		slog.Any("labels", c.Labels),
 		slog.String("state_dir", c.StateDir),
 		slog.String("gossip_bind", c.GossipBind),

@@ -56,6 +56,22 @@ type Config struct {
 	// Throttle counts and slows bad tokens; share it with the status pages (default: the
 	// API's own).
 	Throttle *auth.Throttle
+	// Admission is how this coordinator admits registering machines.
+	Admission Admission
+}
+
+// Admission is the registration policy (see docs/security.md).
+type Admission struct {
+	// Policy is shared.AdmitAuto to admit every machine that registers (--admit auto: the
+	// lab's policy); otherwise ("" or shared.AdmitExpected) a machine is admitted only by
+	// the operator's intent: it is expected, or approved.
+	Policy string
+	// MaxMachines refuses new machines beyond this many (0: no limit).
+	MaxMachines int
+	// RegisterRate and RegisterBurst limit registrations per credential (per enrolment
+	// token; per source address for boot tickets). Zero rate: no limit.
+	RegisterRate  float64
+	RegisterBurst int
 }
 
 // API is the HTTP handler.
@@ -67,6 +83,14 @@ type API struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	progress progressGate // see progress.go
+	// registrations limits registrations per credential (ratelimit.go).
+	registrations *rateLimiter
+	metrics       apiMetrics
+}
+
+type apiMetrics struct {
+	conflicts            prometheus.Counter
+	registrationsLimited prometheus.Counter
 }
 
 // New builds the API handler.
@@ -80,8 +104,15 @@ func New(cfg Config) *API {
 	a.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "rivet_api_request_seconds", Help: "API request latency by route.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"route"})
+	a.registrations = newRateLimiter(cfg.Admission.RegisterRate, cfg.Admission.RegisterBurst)
+	a.metrics = apiMetrics{
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_identity_conflicts_total",
+			Help: "Registrations refused because they claimed another machine's id or MAC without its token."}),
+		registrationsLimited: prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_registrations_limited_total",
+			Help: "Registrations refused by the per-credential rate limit."}),
+	}
 	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(a.requests, a.latency)
+		cfg.Registry.MustRegister(a.requests, a.latency, a.metrics.conflicts, a.metrics.registrationsLimited)
 		a.mux.Handle("GET "+shared.PathMetrics, promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
 	}
 	a.routes()
@@ -95,7 +126,9 @@ func New(cfg Config) *API {
 }
 
 func (a *API) routes() {
-	a.handle("POST "+shared.PathRegister, a.register, allow(auth.KindEnrol, auth.KindAdmin))
+	a.handle("POST "+shared.PathRegister, a.register, allow(auth.KindTicket, auth.KindEnrol, auth.KindAdmin, auth.KindMachine))
+	a.handle("GET "+shared.PathExpected, a.listExpected, readers)
+	a.handle("POST "+shared.PathExpected, a.importExpected, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathMachines, a.listMachines, readers)
 	a.handle("GET "+shared.PathMachine, a.getMachine, readersOrSelf)
 	a.handle("GET "+shared.PathMachineEvents, a.getEvents, readersOrSelf)
@@ -224,6 +257,12 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, g guard) (auth.P
 		return auth.Principal{}, err
 	}
 	p, err := a.resolve(r.Context(), bearer)
+	if errors.Is(err, auth.ErrBehind) && strings.HasPrefix(bearer, shared.TicketPrefix) {
+		// Waited for replication and still unknown: spent, expired or never issued.
+		a.cfg.Throttle.Fail(auth.SurfaceAPI, auth.ReasonUnknown, keys)
+		return p, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
+			"network-boot the machine again for a fresh ticket", "the boot ticket is unknown, spent or expired")
+	}
 	if errors.Is(err, auth.ErrBehind) {
 		return p, shared.Errorf(http.StatusServiceUnavailable, shared.CodeNoLeader,
 			"retry, or ask another coordinator", "%v", err)

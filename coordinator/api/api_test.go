@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -22,11 +23,13 @@ type fixture struct {
 	logs *testenv.LogBuffer
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, coordinator.DaemonConfig{}) }
+
+func startWith(t *testing.T, dc coordinator.DaemonConfig) *fixture {
 	t.Helper()
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, coordinator.DaemonConfig{})
+	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,18 +221,47 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 }
 
-func TestRegisteringTwiceGivesTheSameMachine(t *testing.T) {
+// TestRegisteringAgainNeedsTheMachinesOwnToken: the same hardware is one machine; a
+// second registration must prove it is that machine (its current token), gets a new
+// token, and the old one stops working. The enrolment token alone cannot claim it: the
+// claim is refused, changes nothing and shows as a conflict on the machine's timeline.
+func TestRegisteringAgainNeedsTheMachinesOwnToken(t *testing.T) {
 	f := start(t)
-	a, b := f.register(t, 7), f.register(t, 7)
-	if a.Machine.ID != b.Machine.ID || a.MachineToken != b.MachineToken {
-		t.Fatalf("same hardware registered as %s and %s", a.Machine.ID, b.Machine.ID)
+	ctx := context.Background()
+	a := f.register(t, 7)
+	b, err := f.c.Client(a.MachineToken).Register(ctx, coordinatortest.RegisterRequest(7))
+	if err != nil {
+		t.Fatalf("re-registering with the machine's own token: %v", err)
 	}
-	ms, err := f.c.Client(f.c.AdminToken).Machines(context.Background())
+	if a.Machine.ID != b.Machine.ID || a.MachineToken == b.MachineToken {
+		t.Fatalf("re-registration gave machine %s token rotated=%v; want the same id and a new token",
+			b.Machine.ID, a.MachineToken != b.MachineToken)
+	}
+	if _, err := f.c.Client(a.MachineToken).Gossip(ctx); shared.StatusOf(err) != http.StatusUnauthorized {
+		t.Fatalf("the earlier token after rotation: got %v, want 401", err)
+	}
+	before := f.digest(t)
+	_, err = f.c.Client(f.c.EnrolToken).Register(ctx, coordinatortest.RegisterRequest(7))
+	if shared.CodeOf(err) != shared.CodeIdentityConflict {
+		t.Fatalf("enrolment token claiming an existing machine: got %v, want 409 identity_conflict", err)
+	}
+	m, _ := f.c.Server.Store().Machine(b.Machine.ID)
+	if gen, _ := f.c.Server.Store().TokenGen(m.ID); auth.MachineToken(f.c.Server.Store().Cluster().TokenSecret, m.ID, gen) != b.MachineToken {
+		t.Fatal("the refused claim changed the machine's token")
+	}
+	evs := f.c.Server.Store().Events(m.ID)
+	if last := evs[len(evs)-1]; last.Kind != shared.EventConflict || !strings.Contains(last.Message, "enrol") {
+		t.Fatalf("last event %+v; want the identity conflict", last)
+	}
+	if after := f.digest(t); after == before {
+		t.Fatal("digest unchanged: the conflict event was not recorded")
+	}
+	ms, err := f.c.Client(f.c.AdminToken).Machines(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ms) != 1 {
-		t.Fatalf("%d machines after registering the same hardware twice, want 1", len(ms))
+		t.Fatalf("%d machines after registering the same hardware three times, want 1", len(ms))
 	}
 }
 

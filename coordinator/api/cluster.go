@@ -43,9 +43,23 @@ func (a *API) snapshot(w http.ResponseWriter, _ *http.Request, _ auth.Principal)
 	return a.digest(w, nil, auth.Principal{})
 }
 
-func (a *API) gossip(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
+// gossip gives the pool's key and addresses to admins and to admitted machines only: an
+// unadmitted machine is a record the operator can see and nothing more.
+func (a *API) gossip(w http.ResponseWriter, _ *http.Request, p auth.Principal) error {
+	if p.Kind == auth.KindMachine {
+		if m, ok := a.b.Store().Machine(p.MachineID); !ok || !m.Admitted() {
+			return notAdmitted(p.MachineID)
+		}
+	}
 	writeJSON(w, http.StatusOK, a.b.GossipInfo())
 	return nil
+}
+
+// notAdmitted refuses what only an admitted machine may have.
+func notAdmitted(id shared.MachineID) error {
+	return shared.Errorf(http.StatusForbidden, shared.CodeForbidden,
+		"the operator admits it: `rivet machines approve "+string(id)+"` or an expected-machines import",
+		"machine %s is not admitted", id)
 }
 
 func (a *API) join(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {

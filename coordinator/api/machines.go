@@ -10,7 +10,7 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+func (a *API) register(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req shared.RegisterRequest
 	if err := shared.Decode(r.Body, shared.MaxBody, &req); err != nil {
 		return err
@@ -19,31 +19,70 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, _ auth.Principal)
 	if err != nil {
 		return shared.BadRequest(err)
 	}
-	st := a.b.Store()
-	if m, ok := st.Machine(ident.ID); ok && m.State == shared.StateRetired {
-		return shared.Errorf(http.StatusForbidden, shared.CodeForbidden,
-			"release it with `rivet machines release "+string(ident.ID)+"` to provision it again",
-			"machine %s is retired", ident.ID)
+	cmd := state.Register{ID: ident.ID, Basis: ident.Basis, Inventory: req.Inventory,
+		Labels: req.Labels, Mode: req.Mode, Version: req.Version, Addr: req.Addr, Time: now(),
+		From: remoteIP(r), AdmitAuto: a.cfg.Admission.Policy == shared.AdmitAuto, MaxMachines: a.cfg.Admission.MaxMachines}
+	if cmd.Addr == "" {
+		cmd.Addr = cmd.From
 	}
-	addr := req.Addr
-	if addr == "" {
-		addr = remoteIP(r)
+	if req.Attempt != "" {
+		cmd.AttemptHash = auth.Hash(req.Attempt)
 	}
-	res, err := a.b.Apply(r.Context(), state.Register{ID: ident.ID, Basis: ident.Basis, Inventory: req.Inventory,
-		Labels: req.Labels, Mode: req.Mode, Version: req.Version, Addr: addr, Time: now()})
+	switch p.Kind {
+	case auth.KindTicket:
+		cmd.Credential, cmd.TicketHash = state.CredTicket, p.Ticket
+	case auth.KindMachine:
+		if p.MachineID != ident.ID {
+			a.metrics.conflicts.Inc()
+			return shared.Errorf(http.StatusForbidden, shared.CodeIdentityConflict,
+				"a machine token registers only the machine it was issued to",
+				"this is machine %s's token, but the inventory is machine %s's", p.MachineID, ident.ID)
+		}
+		cmd.Credential, cmd.TokenGen = state.CredMachine, p.TokenGen
+	default:
+		cmd.Credential = state.CredEnrol
+	}
+	if err := a.registrationAllowed(p, cmd.From); err != nil {
+		return err
+	}
+	res, err := a.b.Apply(r.Context(), cmd)
 	if err := applied(res, err); err != nil {
+		if shared.CodeOf(err) == shared.CodeIdentityConflict {
+			a.metrics.conflicts.Inc()
+			a.log.Warn("identity conflict: registration refused", "machine", ident.ID, "from", cmd.From,
+				"credential", cmd.Credential)
+		}
 		return err
 	}
 	// No planner kick: the leader plans once discovery settles, on its own ticker.
-	secret := st.Cluster().TokenSecret
-	gen, _ := st.TokenGen(ident.ID)
-	writeJSON(w, http.StatusOK, shared.RegisterResponse{
+	resp := shared.RegisterResponse{
 		Machine:      *res.Summary,
 		Basis:        ident.Basis,
-		MachineToken: auth.MachineToken(secret, ident.ID, gen),
-		Gossip:       a.b.GossipInfo(),
-	})
+		MachineToken: auth.MachineToken(a.b.Store().Cluster().TokenSecret, ident.ID, res.TokenGen),
+	}
+	if res.Summary.Admitted {
+		resp.Gossip = a.b.GossipInfo()
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// registrationAllowed applies the per-credential rate limit: per token, and for boot
+// tickets (one each, so a limit per ticket means nothing) per source address.
+func (a *API) registrationAllowed(p auth.Principal, from string) error {
+	key := string(p.Kind) + ":" + p.Name
+	if p.Kind == auth.KindTicket {
+		key = "ticket-from:" + from
+	}
+	ok, retry := a.registrations.allow(key, time.Now())
+	if ok {
+		return nil
+	}
+	a.metrics.registrationsLimited.Inc()
+	return shared.Errorf(http.StatusTooManyRequests, shared.CodeLimit,
+		"retry in "+retry.Round(time.Second).String()+", or raise --register-rate",
+		"too many registrations with this credential (limit %g a second, burst %d)",
+		a.cfg.Admission.RegisterRate, a.cfg.Admission.RegisterBurst)
 }
 
 func remoteIP(r *http.Request) string {

@@ -7,6 +7,9 @@
 //     token generation under the cluster's token secret. Bound to the machine id, never
 //     stored, revoked by bumping the generation (retire does).
 //   - the internal token "rvi_<mac>", with which followers forward writes to the leader.
+//   - boot tickets "rvt_<random>" (see shared.ValidateTicket): one per network boot, put in
+//     the iPXE script only for a MAC the boot services expect; stored as a SHA-256, spent
+//     by the registration, which must come from a machine with that MAC.
 package auth
 
 import (
@@ -34,6 +37,7 @@ const (
 	KindEnrol    Kind = "enrol"
 	KindMachine  Kind = "machine"
 	KindInternal Kind = "internal"
+	KindTicket   Kind = "ticket"
 )
 
 // Principal is who is calling.
@@ -41,6 +45,8 @@ type Principal struct {
 	Kind      Kind
 	Name      string           // token name, for timelines ("by alice")
 	MachineID shared.MachineID // for machine tokens
+	TokenGen  uint64           // for machine tokens: the generation presented
+	Ticket    string           // for boot tickets: the SHA-256 of the ticket, hex
 }
 
 // CanRead reports whether the principal may read the fleet.
@@ -53,6 +59,7 @@ func (p Principal) IsAdmin() bool { return p.Kind == KindAdmin }
 type TokenReader interface {
 	Token(id string) (state.Token, bool)
 	TokenGen(id shared.MachineID) (gen uint64, known bool)
+	TicketMAC(hash string, now time.Time) (mac string, ok bool)
 	Cluster() state.Cluster
 }
 
@@ -63,6 +70,8 @@ func Resolve(store TokenReader, bearer string) (Principal, error) {
 		return resolveStored(store, bearer)
 	case strings.HasPrefix(bearer, "rvm_"):
 		return resolveMachine(store, bearer)
+	case strings.HasPrefix(bearer, shared.TicketPrefix):
+		return resolveTicket(store, bearer)
 	case strings.HasPrefix(bearer, "rvi_"):
 		if secret := store.Cluster().TokenSecret; secret != "" && hmac.Equal([]byte(bearer), []byte(InternalToken(secret))) {
 			return Principal{Kind: KindInternal, Name: "coordinator"}, nil
@@ -114,7 +123,35 @@ func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 	case gen < current:
 		return Principal{}, fmt.Errorf("%w (machine token)", ErrUnknown)
 	}
-	return Principal{Kind: KindMachine, Name: string(id), MachineID: id}, nil
+	return Principal{Kind: KindMachine, Name: string(id), MachineID: id, TokenGen: gen}, nil
+}
+
+// resolveTicket accepts an outstanding boot ticket. An unknown one may have been issued
+// by a write this coordinator has not applied yet (ErrBehind: the caller waits a moment);
+// whether it is still unspent when the registration applies is decided in the log.
+func resolveTicket(store TokenReader, bearer string) (Principal, error) {
+	if err := shared.ValidateTicket(bearer); err != nil {
+		return Principal{}, fmt.Errorf("%w (a boot ticket)", ErrMalformed)
+	}
+	hash := Hash(bearer)
+	mac, ok := store.TicketMAC(hash, time.Now())
+	if !ok {
+		return Principal{}, ErrBehind
+	}
+	return Principal{Kind: KindTicket, Name: "boot ticket for " + mac, Ticket: hash}, nil
+}
+
+// NewTicket makes a boot ticket: the ticket for the script and the hash to store.
+func NewTicket() (ticket, hash string) {
+	ticket = shared.TicketPrefix + randomHex(24)
+	return ticket, Hash(ticket)
+}
+
+// Hash is what the store keeps of a one-time secret (a ticket, a registration attempt):
+// its SHA-256, hex. They are random, so no salt or stretching is needed.
+func Hash(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
 }
 
 // ErrBehind: the token is genuine but this coordinator has not yet applied the write
@@ -158,7 +195,7 @@ func randomHex(n int) string {
 // Redact replaces anything that looks like a Rivet token or a swarm join token in s, for
 // log lines that quote foreign text.
 func Redact(s string) string {
-	for _, prefix := range []string{"rvo_", "rvm_", "rvi_", "SWMTKN-"} {
+	for _, prefix := range []string{"rvo_", "rvm_", "rvi_", shared.TicketPrefix, "SWMTKN-"} {
 		for {
 			i := strings.Index(s, prefix)
 			if i < 0 {

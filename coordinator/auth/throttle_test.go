@@ -125,8 +125,9 @@ type oneToken struct{ id string }
 func (o oneToken) Token(id string) (state.Token, bool) {
 	return state.Token{ID: o.id, Role: "admin"}, id == o.id
 }
-func (oneToken) TokenGen(shared.MachineID) (uint64, bool) { return 0, false }
-func (oneToken) Cluster() state.Cluster                   { return state.Cluster{TokenSecret: "s"} }
+func (oneToken) TokenGen(shared.MachineID) (uint64, bool)   { return 0, false }
+func (oneToken) TicketMAC(string, time.Time) (string, bool) { return "", false }
+func (oneToken) Cluster() state.Cluster                     { return state.Cluster{TokenSecret: "s"} }
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	t.Helper()

@@ -207,6 +207,9 @@ func Fleet(ctx context.Context, w io.Writer, opts FleetOptions) (*FleetResult, e
 	if err != nil {
 		return nil, err
 	}
+	if err := importFleet(ctx, cluster, fleet); err != nil {
+		return nil, err
+	}
 	runCtx, stopFleet := context.WithCancel(ctx)
 	fleetDone := make(chan struct{})
 	go func() { fleet.Run(runCtx); close(fleetDone) }()
@@ -480,4 +483,18 @@ func shmDir() string {
 		return "/dev/shm"
 	}
 	return ""
+}
+
+// importFleet imports the fleet as expected machines, as an operator does before power-on:
+// the machines are admitted by the list and take its racks. Up to 20,000 rows a write.
+func importFleet(ctx context.Context, cluster *FleetCluster, fleet *fleetsim.Fleet) error {
+	all := fleet.Expected().Machines
+	for len(all) > 0 {
+		n := min(len(all), shared.MaxExpectedPerImport)
+		if _, err := cluster.Client().ImportExpected(ctx, &shared.ImportRequest{Machines: all[:n]}); err != nil {
+			return fmt.Errorf("importing the fleet as expected machines: %w", err)
+		}
+		all = all[n:]
+	}
+	return nil
 }

@@ -232,7 +232,7 @@ func (c *FleetCluster) node(i int) (*FleetNode, error) {
 func (c *FleetCluster) launch(n *FleetNode, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", n.IP,
-		"--log-format", "json", "--gossip-addr", n.GossipAddr}
+		"--log-format", "json", "--gossip-addr", n.GossipAddr, "--admit", "auto"}
 	if c.opts.FastElections {
 		args = append(args, "--fast-elections")
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/internal/memlimit"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 func runCoordinator(ctx context.Context, env *Env, args []string) error {
@@ -33,6 +34,11 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&cfg.FastElections, "fast-elections", false, "shorter Raft timeouts (loopback test clusters)")
 	fs.StringVar(&dc.GossipAddr, "gossip-addr", ":7946", "Serf gossip bind address (UDP and TCP); \"off\" disables gossip")
 	boot := bootFlags(fs)
+	admit := fs.String("admit", "expected", "which registering machines are admitted (get a role and the cluster's secrets): "+
+		"\"expected\" (only machines on the imported list, or approved by an operator) or \"auto\" (every machine: labs only)")
+	fs.IntVar(&dc.Admission.MaxMachines, "max-machines", 100000, "refuse new machines beyond this many (0: no limit)")
+	fs.Float64Var(&dc.Admission.RegisterRate, "register-rate", 100, "registrations a second per enrolment token (per source address for boot tickets); 0: no limit")
+	fs.IntVar(&dc.Admission.RegisterBurst, "register-burst", 1000, "registrations per credential allowed at once before --register-rate applies")
 	memLimit := fs.String("memory-limit", memlimit.Auto, "soft limit for the Go heap, e.g. 420MiB: the garbage collector works harder near it (\"auto\": 90% of the cgroup's memory limit if it has one; \"off\")")
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -56,6 +62,10 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	if *join != "" {
 		cfg.Join = strings.Split(*join, ",")
 	}
+	if *admit != shared.AdmitExpected && *admit != shared.AdmitAuto {
+		return fmt.Errorf("--admit %q: want expected or auto", *admit)
+	}
+	dc.Admission.Policy = *admit
 	dc.Server = cfg
 	if dc.Netboot, err = boot.config(); err != nil {
 		return err

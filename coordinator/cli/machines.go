@@ -15,8 +15,9 @@ func runMachines(ctx context.Context, env *Env, args []string) error {
 		"show":   {"show one machine: identity, inventory, plan, steps, timeline", machinesShow},
 		"events": {"print a machine's event timeline", machinesEvents},
 		"watch":  {"follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", machinesWatch},
+		"import": {"import the expected machines from a YAML or JSON file (all rows or none)", machinesImport},
 	}
-	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire} {
+	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire, shared.ActionApprove} {
 		verbs[act] = command{actionSummary(act), actionVerb(act)}
 	}
 	return subcommand(ctx, env, "machines", args, verbs)
@@ -28,6 +29,7 @@ func actionSummary(act string) string {
 		shared.ActionReplan:  "forget a machine's plan and match a role again",
 		shared.ActionRelease: "bring a retired machine back as discovered",
 		shared.ActionRetire:  "take a machine out of service (boot services stay silent)",
+		shared.ActionApprove: "admit a discovered machine: it may get a role, the gossip key and Swarm tokens",
 	}[act]
 }
 

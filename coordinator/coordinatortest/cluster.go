@@ -6,6 +6,7 @@ package coordinatortest
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,9 @@ type Options struct {
 	Host string
 	// ExtraArgs are passed to every `rivet coordinator`.
 	ExtraArgs []string
+	// Admit is the --admit policy (default shared.AdmitAuto: tests of everything but
+	// admission want machines planned; admission tests ask for shared.AdmitExpected).
+	Admit string
 }
 
 // Node is one coordinator process.
@@ -136,7 +140,8 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 func (c *Cluster) launch(n *Node, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", c.opts.Host,
-		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr}
+		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr,
+		"--admit", cmp.Or(c.opts.Admit, shared.AdmitAuto)}
 	if join {
 		args = append(args, "--join", strings.Join(c.URLs(), ","), "--token", c.AdminToken,
 			"--ca-fingerprint", c.Fingerprint)

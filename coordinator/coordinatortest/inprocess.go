@@ -39,6 +39,11 @@ func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coo
 	dc.Server.DataDir, dc.Server.NodeID, dc.Server.Logger = dir, "solo", logger
 	dc.Server.RaftAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
 	dc.Server.FastElections = true
+	if dc.Admission.Policy == "" {
+		// Tests of everything but admission want machines planned; admission tests ask
+		// for shared.AdmitExpected.
+		dc.Admission.Policy = shared.AdmitAuto
+	}
 	if dc.GossipAddr == "" {
 		dc.GossipAddr = "127.0.0.1:0"
 	}

@@ -27,3 +27,10 @@ func FakeInventory(i int) shared.Inventory {
 func RegisterRequest(i int) *shared.RegisterRequest {
 	return &shared.RegisterRequest{Inventory: FakeInventory(i), Mode: shared.ModeRAM, Version: "sim"}
 }
+
+// Expected is the expected-machines row an operator would import for simulated machine
+// i: its MAC, with labels as the operator's (role selectors and placement read them).
+func Expected(i int, labels map[string]string) shared.ExpectedMachine {
+	inv := FakeInventory(i)
+	return shared.ExpectedMachine{MACs: []string{inv.NICs[0].MAC}, Labels: labels}
+}

@@ -37,7 +37,9 @@ const (
 	TypeSwarmClaim        Type = 15
 	TypeSwarmReport       Type = 16
 	TypeSetPlans          Type = 17
-	TypeEndSessions       Type = 18
+	TypeIssueTicket       Type = 18
+	TypePutExpected       Type = 19
+	TypeEndSessions       Type = 20
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -77,6 +79,10 @@ func typeOf(body any) (Type, error) {
 		return TypeSwarmReport, nil
 	case state.SetPlans:
 		return TypeSetPlans, nil
+	case state.IssueTicket:
+		return TypeIssueTicket, nil
+	case state.PutExpected:
+		return TypePutExpected, nil
 	case state.EndSessions:
 		return TypeEndSessions, nil
 	}
@@ -137,6 +143,10 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplySwarmReport)
 	case TypeSetPlans:
 		return apply(body, index, s.ApplySetPlans)
+	case TypeIssueTicket:
+		return apply(body, index, s.ApplyIssueTicket)
+	case TypePutExpected:
+		return apply(body, index, s.ApplyPutExpected)
 	case TypeEndSessions:
 		return apply(body, index, s.ApplyEndSessions)
 	}

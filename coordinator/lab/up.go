@@ -91,6 +91,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		fmt.Fprintf(c.Out, "no lab image (%s): machines will register and wait for a role; "+
 			"build it with `make lab-image`\n", orNone(c.Image))
 	}
+	if err := c.importMachines(ctx, l.Client); err != nil {
+		return nil, err
+	}
 	for i := 1; i <= c.Machines; i++ {
 		vm, err := c.powerOn(ctx, st, i)
 		if err != nil {
@@ -229,6 +232,29 @@ func (c *Config) applyRole(ctx context.Context, client *shared.Client, image *sh
 	}
 	fmt.Fprintf(c.Out, "role %s applied: image %s (sha256 %s…), disk serial %s, swarm auto\n",
 		roleName, image.URL, image.SHA256[:12], diskSerial)
+	return nil
+}
+
+// labRacks is how many racks the lab's import spreads its VMs over, so that Swarm
+// managers are placed as on metal (one per rack).
+const labRacks = 3
+
+// importMachines imports the lab's VMs as expected machines, exactly as an operator
+// imports a rack's list before power-on: by MAC, with a host name and an operator rack
+// label each. The coordinator runs with the default --admit expected, so the lab walks
+// the same admission path as metal; a VM that is not on the list would get nothing.
+func (c *Config) importMachines(ctx context.Context, client *shared.Client) error {
+	req := &shared.ImportRequest{}
+	for i := 1; i <= c.Machines; i++ {
+		req.Machines = append(req.Machines, shared.ExpectedMachine{
+			MACs: []string{c.machine(i, "").MAC}, Hostname: c.vmName(i),
+			Labels: map[string]string{"rack": fmt.Sprintf("r%d", (i-1)%labRacks+1)}})
+	}
+	res, err := client.ImportExpected(ctx, req)
+	if err != nil {
+		return fmt.Errorf("importing the lab's VMs as expected machines: %w", err)
+	}
+	fmt.Fprintf(c.Out, "expected machines imported: %s (racks r1-r%d)\n", res.Message, min(labRacks, c.Machines))
 	return nil
 }
 

@@ -22,6 +22,10 @@ func DryRun(roles []shared.Role, machines []*shared.Machine, opts PlacementOptio
 		case shared.StateRetired:
 			continue
 		case shared.StateDiscovered:
+			if !m.Admitted() {
+				out = append(out, shared.RoleMatch{MachineID: m.ID, Problem: shared.NotAdmitted(m.ID)})
+				continue
+			}
 			role, problem := Match(roles, m)
 			rm := shared.RoleMatch{MachineID: m.ID, Problem: problem}
 			if role != nil {

@@ -77,14 +77,8 @@ func mismatches(sel *shared.Selector, m *shared.Machine) []string {
 	var fails []string
 	failf := func(format string, args ...any) { fails = append(fails, fmt.Sprintf(format, args...)) }
 
-	for _, k := range sortedKeys(sel.Labels) {
-		want := sel.Labels[k]
-		if got, ok := m.Labels[k]; !ok {
-			failf("label %s=%s (machine has no %s label)", k, want, k)
-		} else if got != want {
-			failf("label %s=%s (machine has %s=%s)", k, want, k, got)
-		}
-	}
+	fails = append(fails, labelMismatches("label", sel.Labels, m.Labels)...)
+	fails = append(fails, labelMismatches("fact", sel.Facts, m.Facts)...)
 	if sel.MinCores > 0 && inv.Cores() < sel.MinCores {
 		failf("min_cores %d (machine has %d%s)", sel.MinCores, inv.Cores(), sectionErr(inv, shared.SectionCPU))
 	}
@@ -112,6 +106,20 @@ func mismatches(sel *shared.Selector, m *shared.Machine) []string {
 	}
 	if sel.Firmware != "" && inv.System.Firmware != sel.Firmware {
 		failf("firmware %s (machine has %s)", sel.Firmware, orUnknown(inv.System.Firmware))
+	}
+	return fails
+}
+
+// labelMismatches compares wanted labels with a machine's: its operator labels, or the
+// facts its agent reported (kind names which, so a reason never mistakes one for the other).
+func labelMismatches(kind string, want, have map[string]string) []string {
+	var fails []string
+	for _, k := range sortedKeys(want) {
+		if got, ok := have[k]; !ok {
+			fails = append(fails, fmt.Sprintf("%s %s=%s (machine has no %s %s)", kind, k, want[k], k, kind))
+		} else if got != want[k] {
+			fails = append(fails, fmt.Sprintf("%s %s=%s (machine has %s=%s)", kind, k, want[k], k, got))
+		}
 	}
 	return fails
 }

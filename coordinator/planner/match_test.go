@@ -14,6 +14,7 @@ const gib = 1 << 30
 func server(id string, labels map[string]string) *shared.Machine {
 	return &shared.Machine{
 		ID: shared.MachineID(id), State: shared.StateDiscovered, Labels: labels,
+		Admission: &shared.Admission{How: shared.AdmitApproved},
 		Inventory: &shared.Inventory{
 			System: shared.System{Firmware: "uefi"},
 			CPU:    shared.CPU{Cores: 32, Threads: 64},
@@ -181,6 +182,26 @@ func TestMatchChoosesAndExplains(t *testing.T) {
 	}
 }
 
+// TestFactsNeverSatisfyLabels: what an agent says of itself (facts) does not pass a
+// selector on an operator label of the same name, and a facts: selector reads only facts.
+func TestFactsNeverSatisfyLabels(t *testing.T) {
+	m := server("m-1", nil)
+	m.Facts = map[string]string{"rack": "r1", "pool": "swarm"}
+	rack := role("rack1", shared.Selector{Labels: map[string]string{"rack": "r1"}})
+	if got, problem := Match([]shared.Role{rack}, m); got != nil ||
+		!strings.Contains(problem, "label rack=r1 (machine has no rack label)") {
+		t.Fatalf("an agent's fact rack=r1 satisfied the operator label selector: %v, %q", got, problem)
+	}
+	byFact := role("pool", shared.Selector{Facts: map[string]string{"pool": "swarm"}})
+	if got, problem := Match([]shared.Role{byFact}, m); got == nil {
+		t.Fatalf("facts: selector did not match the agent's fact: %q", problem)
+	}
+	m.Facts, m.Labels = nil, map[string]string{"pool": "swarm"}
+	if got, problem := Match([]shared.Role{byFact}, m); got != nil || !strings.Contains(problem, "fact pool=swarm") {
+		t.Fatalf("facts: selector matched an operator label instead: %v, %q", got, problem)
+	}
+}
+
 func TestMatchTwoFailedFieldsAreBothNamed(t *testing.T) {
 	r := role("big", shared.Selector{MinCores: 64, MinMemoryGB: 512})
 	_, problem := Match([]shared.Role{r}, server("m-1", nil))
@@ -220,10 +241,13 @@ func TestDryRun(t *testing.T) {
 		Swarm: &shared.SwarmStep{Role: shared.SwarmManager}}}}
 	retired := server("m-9", map[string]string{"rack": "r3"})
 	retired.State = shared.StateRetired
+	// m-8 matches rack1 on every field but waits for admission: it gets no role.
+	waiting := server("m-8", map[string]string{"rack": "r1"})
+	waiting.Admission = nil
 	machines := []*shared.Machine{
 		server("m-4", map[string]string{"rack": "r2"}), server("m-2", map[string]string{"rack": "r1"}),
 		server("m-3", map[string]string{"rack": "r3"}), server("m-1", map[string]string{"rack": "r1"}),
-		noInv, hdd, storage, placed, retired,
+		noInv, hdd, storage, placed, retired, waiting,
 	}
 	got := DryRun(roles, machines, PlacementOptions{})
 	want := []shared.RoleMatch{
@@ -235,6 +259,7 @@ func TestDryRun(t *testing.T) {
 		{MachineID: "m-5", Problem: "no role matches: the machine has sent no inventory yet"},
 		{MachineID: "m-6", Problem: "ambiguous: roles rack2, storage both match; make their selectors exclusive (labels help)"},
 		{MachineID: "m-7", Role: "storage", Swarm: shared.SwarmNone},
+		{MachineID: "m-8", Problem: shared.NotAdmitted("m-8")},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("DryRun returned %d answers, want %d: %+v", len(got), len(want), got)

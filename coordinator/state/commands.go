@@ -28,16 +28,54 @@ type RemoveCoordinator struct {
 	ID string `json:"id"`
 }
 
-// Register creates or refreshes a machine from an agent's registration.
+// Register creates or refreshes a machine from an agent's registration. The API has
+// checked the credential's signature; the identity rules that depend on the state (is the
+// ticket unspent, does the token's generation still hold, may this credential claim an
+// existing machine) are applied here, in log order, so two racing claims cannot both win.
 type Register struct {
 	ID        shared.MachineID  `json:"id"`
 	Basis     string            `json:"basis"`
 	Inventory shared.Inventory  `json:"inventory"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"` // the agent's own: stored as facts
 	Mode      string            `json:"mode"`
 	Version   string            `json:"version"`
 	Addr      string            `json:"addr,omitempty"`
 	Time      time.Time         `json:"time"`
+	// Credential is what the agent registered with (Cred*). Entries written before
+	// admission existed have none and keep their old meaning (see ApplyRegister).
+	Credential string `json:"credential,omitempty"`
+	TicketHash string `json:"ticket_hash,omitempty"` // CredTicket: SHA-256 of the ticket
+	TokenGen   uint64 `json:"token_gen,omitempty"`   // CredMachine: the generation presented
+	// AttemptHash is the SHA-256 of the agent's attempt value: a retry of an accepted
+	// registration (same attempt) is answered again instead of judged as a new claim.
+	AttemptHash string `json:"attempt_hash,omitempty"`
+	From        string `json:"from,omitempty"` // the caller's address, for conflict events
+	// AdmitAuto: the receiving coordinator runs --admit auto.
+	AdmitAuto bool `json:"admit_auto,omitempty"`
+	// MaxMachines (--max-machines) refuses a new machine beyond this many; 0: no limit.
+	MaxMachines int `json:"max_machines,omitempty"`
+}
+
+// Credentials a registration can carry.
+const (
+	CredTicket  = "ticket"  // a one-time boot ticket from the iPXE script
+	CredEnrol   = "enrol"   // an enrolment (or admin) token: new machines only
+	CredMachine = "machine" // the machine's own current token: re-registration
+)
+
+// IssueTicket records a boot ticket the boot services put in an iPXE script.
+type IssueTicket struct {
+	Hash    string    `json:"hash"` // SHA-256 of the ticket, hex
+	MAC     string    `json:"mac"`
+	Expires time.Time `json:"expires"`
+	Time    time.Time `json:"time"`
+}
+
+// PutExpected imports expected machines: every row, in one write.
+type PutExpected struct {
+	Machines []shared.ExpectedMachine `json:"machines"`
+	By       string                   `json:"by,omitempty"`
+	Time     time.Time                `json:"time"`
 }
 
 // Checkin records that an agent is up; from the installed OS it is the first disk boot.
@@ -146,6 +184,10 @@ type Result struct {
 	Summary *shared.MachineSummary `json:"summary,omitempty"`
 	Value   string                 `json:"value,omitempty"`
 	Err     *shared.APIError       `json:"error,omitempty"`
+	// TokenGen is a registered machine's new token generation, for its new token.
+	TokenGen uint64 `json:"token_gen,omitempty"`
+	// Touched: a refused command still added to this machine's timeline (a conflict).
+	Touched shared.MachineID `json:"touched,omitempty"`
 }
 
 func summaryOf(m *shared.Machine) Result {

@@ -2,10 +2,11 @@ package state
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -45,9 +46,27 @@ func (s *Store) ApplyRemoveCoordinator(c RemoveCoordinator, index uint64) Result
 }
 
 // ApplyRegister creates a machine in state discovered, or refreshes an existing one.
-// Registering again never duplicates and never moves a machine backwards.
+// Registering again never duplicates and never moves a machine backwards. The identity
+// rules (admission.go) decide first whether the credential may speak for this id and
+// these MACs; a refusal changes nothing but the owner's timeline. An accepted
+// registration rotates the machine's token, so an earlier boot's token stops working.
 func (s *Store) ApplyRegister(c Register, index uint64) Result {
 	return s.mutate(index, c.ID, func() Result {
+		macs := physicalMACs(&c.Inventory)
+		legacy := c.Credential == "" // written before admission existed: its old meaning
+		var res Result
+		if !legacy && s.isRetry(&c) {
+			m := s.data.Machines[c.ID]
+			res = summaryOf(m)
+			res.TokenGen = s.data.TokenGens[c.ID]
+			return res
+		}
+		if !legacy {
+			if err := s.checkCredential(index, &c, macs, &res); err != nil {
+				res.Err = err
+				return res
+			}
+		}
 		m, exists := s.data.Machines[c.ID]
 		if !exists {
 			m = &shared.Machine{ID: c.ID, State: shared.StateDiscovered, Boot: shared.BootAgent,
@@ -60,13 +79,11 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		inv := c.Inventory
 		m.Basis, m.Inventory, m.Hostname = c.Basis, &inv, inv.System.Hostname
-		m.MACs = physicalMACs(&inv)
-		s.indexMACs(c.ID, m.MACs)
-		for k, v := range c.Labels {
-			if m.Labels == nil {
-				m.Labels = map[string]string{}
-			}
-			m.Labels[k] = v
+		s.reindexMACs(m, macs)
+		if legacy {
+			mergeLabels(&m.Labels, c.Labels)
+		} else {
+			m.Facts = maps.Clone(c.Labels)
 		}
 		m.Agent = shared.AgentInfo{Version: c.Version, Mode: c.Mode, LastSeen: c.Time}
 		if c.Addr != "" {
@@ -74,17 +91,51 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		s.returnIfLost(index, c.Time, m, "agent registered")
 		m.UpdatedAt = c.Time
-		return summaryOf(m)
+		s.admitOnRegister(index, &c, m, legacy)
+		if !legacy {
+			s.data.TokenGens[c.ID]++
+			if c.AttemptHash != "" {
+				s.data.Attempts[c.ID] = c.AttemptHash
+			}
+		}
+		res = summaryOf(m)
+		res.TokenGen = s.data.TokenGens[c.ID]
+		return res
 	})
+}
+
+// admitOnRegister admits a machine that is not yet admitted when operator intent says
+// so: it matches an expected row, or the coordinator admits every machine. Until then
+// it is a record with a visible reason and nothing more.
+func (s *Store) admitOnRegister(index uint64, c *Register, m *shared.Machine, legacy bool) {
+	switch {
+	case m.Admitted():
+	case s.admitExpected(index, c.Time, m):
+	case legacy:
+		m.Admission = &shared.Admission{How: shared.AdmitAuto, By: "registered before admission existed", At: c.Time}
+	case c.AdmitAuto:
+		s.admit(index, c.Time, m, shared.AdmitAuto, "")
+	case m.State == shared.StateDiscovered:
+		m.Unmatched = shared.NotAdmitted(m.ID)
+	}
+}
+
+func mergeLabels(dst *map[string]string, src map[string]string) {
+	for k, v := range src {
+		if *dst == nil {
+			*dst = map[string]string{}
+		}
+		(*dst)[k] = v
+	}
 }
 
 func physicalMACs(inv *shared.Inventory) []string {
 	var macs []string
 	for _, n := range inv.PhysicalNICs() {
-		macs = append(macs, strings.ToLower(n.MAC))
+		macs = append(macs, canonicalMAC(n.MAC))
 	}
 	sort.Strings(macs)
-	return macs
+	return slices.Compact(macs)
 }
 
 // ApplyCheckin records the agent's mode and version. A service-mode check-in from a
@@ -120,6 +171,10 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 		if m.State != shared.StateDiscovered {
 			return failed(http.StatusConflict, shared.CodeConflict, "re-plan it with `rivet machines replan`",
 				"machine %s is %s, only discovered machines are planned", c.ID, m.State)
+		}
+		if c.Plan != nil && !m.Admitted() {
+			return failed(http.StatusForbidden, shared.CodeForbidden, "approve it first",
+				"machine %s is not admitted; it gets no plan", c.ID)
 		}
 		if c.Plan == nil {
 			if m.Unmatched != c.Unmatched {
@@ -308,6 +363,8 @@ func (s *Store) ApplyAction(c Action, index uint64) Result {
 			if err == nil {
 				m.Boot, m.Plan, m.Steps, m.Role, m.LastError = shared.BootAgent, nil, nil, "", nil
 			}
+		case shared.ActionApprove:
+			err = s.approve(index, c, m)
 		case shared.ActionRetire:
 			err = s.transition(index, c, m, shared.StateRetired)
 			if err == nil {
@@ -315,7 +372,7 @@ func (s *Store) ApplyAction(c Action, index uint64) Result {
 				s.data.TokenGens[c.ID]++ // revokes the machine token
 			}
 		default:
-			err = fmt.Errorf("unknown action %q: want retry, replan, release or retire", c.Action)
+			err = fmt.Errorf("unknown action %q: want retry, replan, release, retire or approve", c.Action)
 		}
 		if err != nil {
 			return failed(http.StatusConflict, shared.CodeConflict, "see the machine's state with `rivet machines show`", "%s %s: %v", c.Action, c.ID, err)

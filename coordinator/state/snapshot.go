@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -102,6 +103,13 @@ func (s *Store) frozen() *Data {
 		Tokens:       make(map[string]*Token, len(s.data.Tokens)),
 		Swarm:        s.data.Swarm,
 		TokenGens:    make(map[shared.MachineID]uint64, len(s.data.TokenGens)),
+		Expected:     make(map[string]*shared.ExpectedMachine, len(s.data.Expected)),
+		Tickets:      maps.Clone(s.data.Tickets),
+		Attempts:     maps.Clone(s.data.Attempts),
+	}
+	for k, e := range s.data.Expected { // MachineID is set in place when a row matches
+		c := *e
+		d.Expected[k] = &c
 	}
 	// Roles and tokens are replaced whole by their mutations, never changed in place.
 	for k, v := range s.data.Coordinators {

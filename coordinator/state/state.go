@@ -29,6 +29,12 @@ type Data struct {
 	Tokens       map[string]*Token                    `json:"tokens"`
 	Swarm        Swarm                                `json:"swarm"`
 	TokenGens    map[shared.MachineID]uint64          `json:"token_gens"`
+	// Expected is the operator's list of machines that should appear, by row key.
+	Expected map[string]*shared.ExpectedMachine `json:"expected"`
+	// Tickets are the outstanding boot tickets, by the SHA-256 of the ticket.
+	Tickets map[string]Ticket `json:"tickets"`
+	// Attempts holds each machine's last accepted registration attempt (a SHA-256).
+	Attempts map[shared.MachineID]string `json:"attempts"`
 }
 
 // Cluster holds the secrets created once, on the first leader. They are replicated so
@@ -86,8 +92,12 @@ type Store struct {
 	data    Data
 	applied uint64
 	byMAC   map[string]shared.MachineID // derived: MAC → machine, for the boot services
-	watch   func(shared.MachineID)      // called after a machine changed (metrics)
-	subs    watchers                    // live readers (status pages, watch): watch.go
+	// derived: MAC or "serial:S" → expected row key, for admission
+	expectedBy map[string]string
+	// notifyAfter: machines a bulk write changed, told to watchers once the lock is released
+	notifyAfter []shared.MachineID
+	watch       func(shared.MachineID) // called after a machine changed (metrics)
+	subs        watchers               // live readers (status pages, watch): watch.go
 }
 
 // New returns an empty store.
@@ -105,6 +115,9 @@ func emptyData() Data {
 		Roles:        map[string]*shared.Role{},
 		Tokens:       map[string]*Token{},
 		TokenGens:    map[shared.MachineID]uint64{},
+		Expected:     map[string]*shared.ExpectedMachine{},
+		Tickets:      map[string]Ticket{},
+		Attempts:     map[shared.MachineID]string{},
 	}
 }
 
@@ -113,6 +126,10 @@ func (s *Store) reset(d Data) {
 	s.byMAC = map[string]shared.MachineID{}
 	for id, m := range d.Machines {
 		s.indexMACs(id, m.MACs)
+	}
+	s.expectedBy = map[string]string{}
+	for key, e := range d.Expected {
+		s.indexExpected(key, e)
 	}
 }
 
@@ -178,6 +195,15 @@ func fillNilMaps(d *Data) {
 	}
 	if d.TokenGens == nil {
 		d.TokenGens = e.TokenGens
+	}
+	if d.Expected == nil {
+		d.Expected = e.Expected
+	}
+	if d.Tickets == nil {
+		d.Tickets = e.Tickets
+	}
+	if d.Attempts == nil {
+		d.Attempts = e.Attempts
 	}
 }
 
@@ -398,11 +424,17 @@ func (s *Store) Discovery() Discovery {
 			continue
 		}
 		d.Waiting++
-		if m.CreatedAt.After(d.Newest) {
-			d.Newest = m.CreatedAt
+		// A machine arrives for planning when it is admitted, which may be long after it
+		// registered: machines approved together are planned together.
+		arrived := m.CreatedAt
+		if m.Admission != nil && m.Admission.At.After(arrived) {
+			arrived = m.Admission.At
 		}
-		if d.Oldest.IsZero() || m.CreatedAt.Before(d.Oldest) {
-			d.Oldest = m.CreatedAt
+		if arrived.After(d.Newest) {
+			d.Newest = arrived
+		}
+		if d.Oldest.IsZero() || arrived.Before(d.Oldest) {
+			d.Oldest = arrived
 		}
 	}
 	return d

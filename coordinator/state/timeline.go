@@ -18,12 +18,23 @@ func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Resu
 		s.applied = index
 	}
 	watch := s.watch
+	bulk := s.notifyAfter
+	s.notifyAfter = nil
 	s.mu.Unlock()
+	for _, changed := range bulk {
+		if watch != nil {
+			watch(changed)
+		}
+		s.subs.notify(changed)
+	}
 	if id != "" && res.Err == nil {
 		if watch != nil {
 			watch(id)
 		}
 		s.subs.notify(id)
+	}
+	if res.Touched != "" {
+		s.subs.notify(res.Touched)
 	}
 	return res
 }

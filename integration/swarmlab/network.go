@@ -68,3 +68,19 @@ func ip(args ...string) error {
 	}
 	return nil
 }
+
+// MAC is the hardware address of the node's eth0, as its agent's inventory reports it:
+// what an operator's expected-machines import names it by.
+func (n *Node) MAC() (string, error) {
+	out, err := exec.Command("ip", "-n", n.NetNS, "-o", "link", "show", "eth0").Output()
+	if err != nil {
+		return "", fmt.Errorf("reading %s's eth0: %w", n.Name, err)
+	}
+	fields := strings.Fields(string(out))
+	for i, f := range fields {
+		if f == "link/ether" && i+1 < len(fields) {
+			return fields[i+1], nil
+		}
+	}
+	return "", fmt.Errorf("no MAC in %q", out)
+}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -111,6 +112,18 @@ func (f *Fleet) Run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Expected is the fleet as an operator imports it before power-on: every machine by
+// its MACs, with its rack as an operator label (what an agent says of itself is only a
+// fact, and placement reads the operator's labels).
+func (f *Fleet) Expected() *shared.ImportRequest {
+	req := &shared.ImportRequest{}
+	for _, m := range f.machines {
+		req.Machines = append(req.Machines, coordinatortest.Expected(f.cfg.FirstIndex+m.Index,
+			map[string]string{"rack": rackName(m.Index, f.cfg.Racks)}))
+	}
+	return req
 }
 
 // Ready counts the machines the coordinators have told they are ready.

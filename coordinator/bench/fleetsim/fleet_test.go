@@ -42,6 +42,9 @@ func TestFleetReachesReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := admin.ImportExpected(ctx, f.Expected()); err != nil {
+		t.Fatal(err)
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { f.Run(runCtx); close(done) }()

@@ -3,6 +3,7 @@ package fleetsim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
@@ -107,6 +108,7 @@ func (m *Machine) register(ctx context.Context) error {
 	req := coordinatortest.RegisterRequest(cfg.FirstIndex + m.Index)
 	req.Labels = map[string]string{"rack": rackName(m.Index, cfg.Racks)}
 	req.Addr = m.ip()
+	req.Attempt = fmt.Sprintf("fleetsim-%016x-%d", m.Index, time.Now().UnixNano())
 	r := rand.New(rand.NewPCG(uint64(m.Index), 11))
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
 		start := time.Now()

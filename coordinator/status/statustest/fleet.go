@@ -44,10 +44,17 @@ func Role() shared.Role {
 // few at a time.
 func Register(ctx context.Context, c *coordinatortest.InProcess, first, n int, labels func(i int) map[string]string) (*Fleet, error) {
 	f := &Fleet{C: c, Admin: c.Client(c.AdminToken), Machines: make([]*Machine, n)}
+	// The labels are the operator's: imported as expected machines before they register.
+	var expected shared.ImportRequest
+	for k := range n {
+		expected.Machines = append(expected.Machines, coordinatortest.Expected(first+k, labels(first+k)))
+	}
+	if _, err := f.Admin.ImportExpected(ctx, &expected); err != nil {
+		return nil, fmt.Errorf("importing the simulated machines: %w", err)
+	}
 	enrol := c.Client(c.EnrolToken)
 	err := parallel(n, 16, func(k int) error {
 		req := coordinatortest.RegisterRequest(first + k)
-		req.Labels = labels(first + k)
 		res, err := enrol.Register(ctx, req)
 		if err != nil {
 			return fmt.Errorf("registering machine %d: %w", first+k, err)

@@ -1,0 +1,342 @@
+package state
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rivetmetal/rivet/shared"
+)
+
+// Admission and identity: who may become a machine, and who may speak for an existing one.
+// The rules live here, in the FSM's log order, so that two racing claims are judged one
+// after the other on every coordinator alike.
+
+// Ticket is an outstanding boot ticket. Only the SHA-256 of the ticket is kept (as the
+// key of Data.Tickets), so neither a snapshot nor the log reveals one.
+type Ticket struct {
+	MAC     string    `json:"mac"`
+	Expires time.Time `json:"expires"`
+	Issued  time.Time `json:"issued"`
+}
+
+// TicketsPerMAC bounds the outstanding tickets of one MAC: a machine that fetches its
+// script again and again (iPXE retries, a reboot loop) displaces its oldest tickets.
+const TicketsPerMAC = 4
+
+// ApplyIssueTicket records a ticket and drops expired ones (by the command's time, so
+// every coordinator drops the same).
+func (s *Store) ApplyIssueTicket(c IssueTicket, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		var same []string
+		for h, t := range s.data.Tickets {
+			switch {
+			case !t.Expires.After(c.Time):
+				delete(s.data.Tickets, h)
+			case t.MAC == c.MAC:
+				same = append(same, h)
+			}
+		}
+		// Oldest first; ties by hash so every coordinator drops the same one.
+		sort.Slice(same, func(i, j int) bool {
+			a, b := s.data.Tickets[same[i]], s.data.Tickets[same[j]]
+			if !a.Issued.Equal(b.Issued) {
+				return a.Issued.Before(b.Issued)
+			}
+			return same[i] < same[j]
+		})
+		for len(same) >= TicketsPerMAC {
+			delete(s.data.Tickets, same[0])
+			same = same[1:]
+		}
+		s.data.Tickets[c.Hash] = Ticket{MAC: c.MAC, Expires: c.Expires, Issued: c.Time}
+		return Result{}
+	})
+}
+
+// TicketMAC returns the MAC an outstanding, unexpired ticket was issued for.
+func (s *Store) TicketMAC(hash string, now time.Time) (string, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.data.Tickets[hash]
+	if !ok || !t.Expires.After(now) {
+		return "", false
+	}
+	return t.MAC, true
+}
+
+// ApplyPutExpected stores expected machines (replacing rows with the same key) and admits
+// every discovered machine that now matches a row.
+func (s *Store) ApplyPutExpected(c PutExpected, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		for i := range c.Machines {
+			e := c.Machines[i]
+			key := e.Key()
+			if old, ok := s.data.Expected[key]; ok {
+				s.unindexExpected(old)
+				e.MachineID = old.MachineID
+			}
+			s.data.Expected[key] = &e
+			s.indexExpected(key, &e)
+		}
+		admitted := 0
+		for _, m := range s.data.Machines {
+			if m.Admitted() || m.State == shared.StateRetired || m.Inventory == nil {
+				continue
+			}
+			if s.admitExpected(index, c.Time, m) {
+				admitted++
+				s.notifyAfter = append(s.notifyAfter, m.ID)
+			}
+		}
+		return Result{Value: fmt.Sprintf("%d rows imported, %d machines admitted", len(c.Machines), admitted)}
+	})
+}
+
+// Expected returns the expected machines sorted by key.
+func (s *Store) Expected() []shared.ExpectedMachine {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]shared.ExpectedMachine, 0, len(s.data.Expected))
+	for _, e := range s.data.Expected {
+		c := *e
+		c.MACs = slices.Clone(e.MACs)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+func (s *Store) indexExpected(key string, e *shared.ExpectedMachine) {
+	for _, m := range e.MACs {
+		s.expectedBy[m] = key
+	}
+	if e.Serial != "" {
+		s.expectedBy["serial:"+e.Serial] = key
+	}
+}
+
+func (s *Store) unindexExpected(e *shared.ExpectedMachine) {
+	for _, m := range e.MACs {
+		delete(s.expectedBy, m)
+	}
+	if e.Serial != "" {
+		delete(s.expectedBy, "serial:"+e.Serial)
+	}
+}
+
+// expectedFor finds the row that a machine's MACs or serial match.
+func (s *Store) expectedFor(m *shared.Machine) (string, *shared.ExpectedMachine) {
+	keys := append([]string(nil), m.MACs...)
+	if m.Inventory != nil && m.Inventory.System.Serial != "" {
+		keys = append(keys, "serial:"+strings.TrimSpace(m.Inventory.System.Serial))
+	}
+	for _, k := range keys {
+		if key, ok := s.expectedBy[k]; ok {
+			return key, s.data.Expected[key]
+		}
+	}
+	return "", nil
+}
+
+// admitExpected admits m when it matches an expected row that no other machine holds,
+// and gives it the row's labels and host name. A row held by another machine is a
+// conflict on that machine's timeline; m stays unadmitted.
+func (s *Store) admitExpected(index uint64, now time.Time, m *shared.Machine) bool {
+	key, e := s.expectedFor(m)
+	if e == nil {
+		return false
+	}
+	if e.MachineID != "" && e.MachineID != m.ID {
+		if _, alive := s.data.Machines[e.MachineID]; alive {
+			s.conflict(index, now, e.MachineID, fmt.Sprintf(
+				"identity conflict: machine %s matched expected machine %s, which machine %s holds; not admitted",
+				m.ID, key, e.MachineID))
+			return false
+		}
+	}
+	e.MachineID = m.ID
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	for k, v := range e.Labels {
+		m.Labels[k] = v
+	}
+	if e.Hostname != "" {
+		m.Labels["hostname"] = e.Hostname
+	}
+	s.admit(index, now, m, shared.AdmitExpected, key)
+	return true
+}
+
+func (s *Store) admit(index uint64, now time.Time, m *shared.Machine, how, by string) {
+	m.Admission = &shared.Admission{How: how, By: by, At: now}
+	if strings.HasPrefix(m.Unmatched, shared.NotAdmittedPrefix) {
+		m.Unmatched = "" // the planner looks at it afresh
+	}
+	msg := "admitted (" + how
+	if by != "" {
+		msg += ": " + by
+	}
+	s.event(index, now, m.ID, shared.EventAdmitted, msg+")")
+	m.UpdatedAt = now
+}
+
+// approve is the operator's admission of one machine.
+func (s *Store) approve(index uint64, c Action, m *shared.Machine) error {
+	switch {
+	case m.Admitted():
+		return fmt.Errorf("it is already admitted (%s)", m.Admission.How)
+	case m.State == shared.StateRetired:
+		return fmt.Errorf("it is retired; release it first")
+	}
+	s.event(index, c.Time, m.ID, shared.EventAction, actionText(c))
+	s.admit(index, c.Time, m, shared.AdmitApproved, c.By)
+	return nil
+}
+
+// conflict records a refused identity claim on the owner's timeline. The same claim
+// repeated within a minute is recorded once: a hostile peer cannot grow the log of its
+// victim faster than the API's rate limits let it register at all.
+func (s *Store) conflict(index uint64, now time.Time, owner shared.MachineID, msg string) {
+	evs := s.data.Events[owner]
+	if n := len(evs); n > 0 {
+		last := evs[n-1]
+		if last.Kind == shared.EventConflict && last.Message == msg && now.Sub(last.Time) < time.Minute {
+			return
+		}
+	}
+	s.event(index, now, owner, shared.EventConflict, msg)
+}
+
+// checkCredential applies the identity rules to a registration. It returns the refusal
+// (and records a conflict on the owner's timeline) or nil.
+func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *Result) *shared.APIError {
+	m, exists := s.data.Machines[c.ID]
+	claimant := describeClaim(c, macs)
+	ticketMAC := ""
+	if c.Credential == CredTicket {
+		t, ok := s.data.Tickets[c.TicketHash]
+		if ok {
+			delete(s.data.Tickets, c.TicketHash) // spent, whatever happens next
+		}
+		if !ok || !t.Expires.After(c.Time) {
+			return apiErr(http.StatusUnauthorized, shared.CodeUnauthorized,
+				"network-boot the machine again for a fresh ticket", "the boot ticket is unknown, spent or expired")
+		}
+		if !slices.Contains(macs, t.MAC) {
+			return apiErr(http.StatusForbidden, shared.CodeForbidden, "a ticket works only for the machine it was issued to",
+				"the boot ticket was issued for MAC %s, which is not one of this machine's NICs", t.MAC)
+		}
+		ticketMAC = t.MAC
+	}
+	if exists {
+		if m.State == shared.StateRetired {
+			return apiErr(http.StatusForbidden, shared.CodeForbidden,
+				"release it with `rivet machines release "+string(c.ID)+"` to provision it again",
+				"machine %s is retired", c.ID)
+		}
+		if why := s.mayClaim(c, m, ticketMAC); why != "" {
+			res.Touched = c.ID
+			s.conflict(index, c.Time, c.ID, fmt.Sprintf("identity conflict: %s claimed this machine's id (%s); refused", claimant, why))
+			return apiErr(http.StatusConflict, shared.CodeIdentityConflict,
+				"if this really is the same machine, network-boot it (its boot target must be the agent), "+
+					"or retire and release the record; the claim is on the machine's timeline",
+				"machine %s already exists and this registration does not prove it is that machine (%s)", c.ID, why)
+		}
+	}
+	for _, mac := range macs {
+		owner, taken := s.byMAC[mac]
+		if !taken || owner == c.ID {
+			continue
+		}
+		res.Touched = owner
+		s.conflict(index, c.Time, owner, fmt.Sprintf("identity conflict: %s as machine %s claimed this machine's MAC %s; refused",
+			claimant, c.ID, mac))
+		return apiErr(http.StatusConflict, shared.CodeIdentityConflict,
+			"a MAC belongs to one machine: retire the machine that holds it if the NIC really moved",
+			"MAC %s belongs to machine %s", mac, owner)
+	}
+	if !exists && c.MaxMachines > 0 && len(s.data.Machines) >= c.MaxMachines {
+		return apiErr(http.StatusTooManyRequests, shared.CodeLimit, "raise --max-machines, or retire machines you no longer need",
+			"the cluster holds %d machines, its limit (--max-machines %d)", len(s.data.Machines), c.MaxMachines)
+	}
+	return nil
+}
+
+// isRetry: the registration repeats the machine's last accepted one (same attempt value,
+// which only the agent that made it knows), so it is answered again, token unrotated.
+func (s *Store) isRetry(c *Register) bool {
+	if c.AttemptHash == "" {
+		return false
+	}
+	_, exists := s.data.Machines[c.ID]
+	return exists && s.data.Attempts[c.ID] == c.AttemptHash
+}
+
+// mayClaim says why credential c may not speak for existing machine m, or "". ticketMAC
+// is the MAC a spent boot ticket vouched for.
+func (s *Store) mayClaim(c *Register, m *shared.Machine, ticketMAC string) string {
+	switch c.Credential {
+	case CredMachine:
+		if c.TokenGen != s.data.TokenGens[m.ID] {
+			return "a machine token of an earlier registration"
+		}
+		return ""
+	case CredTicket:
+		// The coordinator itself expects this machine to network-boot, and the ticket's
+		// MAC is one this machine registered before.
+		if m.Boot != shared.BootAgent && m.Boot != "" {
+			return "a boot ticket, but the machine's boot target is " + string(m.Boot) + ", not the agent"
+		}
+		if !slices.Contains(m.MACs, ticketMAC) {
+			return "a boot ticket for MAC " + ticketMAC + ", which is not one of the machine's MACs"
+		}
+		return ""
+	}
+	return "an enrolment token without the machine's own token"
+}
+
+func describeClaim(c *Register, macs []string) string {
+	d := "a registration with " + c.Credential
+	if c.Credential == CredTicket || c.Credential == CredEnrol {
+		d += " credentials"
+	} else {
+		d += " token"
+	}
+	if len(macs) > 0 {
+		d += " from MAC " + strings.Join(macs, ",")
+	}
+	if c.From != "" {
+		d += " at " + c.From
+	}
+	return d
+}
+
+// reindexMACs makes macs the machine's MACs for the boot services: ones it no longer has
+// stop pointing at it.
+func (s *Store) reindexMACs(m *shared.Machine, macs []string) {
+	for _, old := range m.MACs {
+		if !slices.Contains(macs, old) && s.byMAC[old] == m.ID {
+			delete(s.byMAC, old)
+		}
+	}
+	m.MACs = macs
+	s.indexMACs(m.ID, macs)
+}
+
+func apiErr(status int, code, hint, format string, args ...any) *shared.APIError {
+	return failed(status, code, hint, format, args...).Err
+}
+
+// canonicalMAC is the form byMAC and expected rows use.
+func canonicalMAC(mac string) string {
+	if hw, err := net.ParseMAC(mac); err == nil {
+		return hw.String()
+	}
+	return strings.ToLower(mac)
+}
