@@ -109,16 +109,16 @@ func (h *Handler) operator(r *http.Request) (operator, error) {
 func (h *Handler) bearerOperator(r *http.Request, bearer string) (operator, error) {
 	id, _ := auth.StoredTokenID(bearer)
 	keys := auth.Keys(h.store, r.RemoteAddr, id)
-	if wait, ok := h.throttle.Allow(auth.SurfacePages, keys); !ok {
+	if wait, ok := h.cfg.Throttle.Allow(auth.SurfacePages, keys); !ok {
 		return operator{}, throttledError{wait}
 	}
 	p, err := auth.Resolve(h.store, bearer)
 	if err != nil {
-		h.throttle.Fail(auth.SurfacePages, auth.ReasonOf(err), keys)
+		h.cfg.Throttle.Fail(auth.SurfacePages, auth.ReasonOf(err), keys)
 		return operator{}, errNoLogin
 	}
 	if !p.CanRead() {
-		h.throttle.Count(auth.SurfacePages, auth.ReasonRole)
+		h.cfg.Throttle.Count(auth.SurfacePages, auth.ReasonRole)
 		return operator{}, errNoLogin
 	}
 	return operator{Principal: p, bearer: bearer}, nil
@@ -130,12 +130,12 @@ func (h *Handler) bearerOperator(r *http.Request, bearer string) (operator, erro
 func (h *Handler) sessionOperator(r *http.Request, cookie string) (operator, error) {
 	s := h.verifySession(cookie)
 	if s == nil {
-		h.throttle.Fail(auth.SurfacePages, auth.ReasonForgedSession, auth.Keys(h.store, r.RemoteAddr, ""))
+		h.cfg.Throttle.Fail(auth.SurfacePages, auth.ReasonForgedSession, auth.Keys(h.store, r.RemoteAddr, ""))
 		return operator{}, errDeadSession
 	}
 	p, reason := h.sessionPrincipal(*s)
 	if reason != "" {
-		h.throttle.Count(auth.SurfacePages, reason)
+		h.cfg.Throttle.Count(auth.SurfacePages, reason)
 		return operator{}, errDeadSession
 	}
 	return operator{Principal: p, CSRF: h.csrfFor(cookie), session: s}, nil
@@ -147,7 +147,7 @@ func (h *Handler) sessionPrincipal(s session) (auth.Principal, auth.Reason) {
 	if !ok || (t.Role != string(auth.KindAdmin) && t.Role != string(auth.KindViewer)) {
 		return auth.Principal{}, auth.ReasonUnknown
 	}
-	if age := h.now().Sub(s.issued); age >= h.cfg.SessionTTL || age < -clockSkew {
+	if age := h.cfg.Now().Sub(s.issued); age >= h.cfg.SessionTTL || age < -clockSkew {
 		return auth.Principal{}, auth.ReasonExpiredSession
 	}
 	if s.gen < t.SessionGen {
@@ -209,7 +209,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.render(w, status, "login", loginPage{page: page{Title: "Log in"}, Next: next, Error: msg})
 	}
 	if !sameOrigin(r) {
-		h.throttle.Count(auth.SurfaceLogin, auth.ReasonForeignOrigin)
+		h.cfg.Throttle.Count(auth.SurfaceLogin, auth.ReasonForeignOrigin)
 		h.log.Warn("status login refused: posted from another site", "remote", r.RemoteAddr)
 		fail(http.StatusForbidden, "This login form was posted from another site. Open the status page yourself and log in there.")
 		return
@@ -221,7 +221,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostFormValue("token"))
 	id, _ := auth.StoredTokenID(token)
 	keys := auth.Keys(h.store, r.RemoteAddr, id)
-	if wait, ok := h.throttle.Allow(auth.SurfaceLogin, keys); !ok {
+	if wait, ok := h.cfg.Throttle.Allow(auth.SurfaceLogin, keys); !ok {
 		secs := auth.RetryAfterSeconds(wait)
 		h.log.Warn("status login throttled", "remote", r.RemoteAddr, "retry_after_s", secs)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
@@ -235,12 +235,12 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	t, stored := h.store.Token(id)
 	if err != nil || !p.CanRead() || !stored {
-		h.throttle.Fail(auth.SurfaceLogin, reason, keys)
+		h.cfg.Throttle.Fail(auth.SurfaceLogin, reason, keys)
 		h.log.Info("status login refused", "remote", r.RemoteAddr, "reason", reason)
 		fail(http.StatusUnauthorized, "That is not an admin or viewer token. Create one with `rivet tokens create --name NAME --role viewer`.")
 		return
 	}
-	s := session{tokenID: id, gen: t.SessionGen, issued: h.now()}
+	s := session{tokenID: id, gen: t.SessionGen, issued: h.cfg.Now()}
 	expiry := s.issued.Add(h.cfg.SessionTTL)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: h.newSession(s), Path: Prefix,
 		Expires: expiry, MaxAge: int(h.cfg.SessionTTL.Seconds()), HttpOnly: true, Secure: true, SameSite: http.SameSiteStrictMode})

@@ -65,14 +65,12 @@ type Config struct {
 
 // Handler serves the pages.
 type Handler struct {
-	cfg      Config
-	store    *state.Store
-	log      *slog.Logger
-	mux      *http.ServeMux
-	pages    map[string]*template.Template
-	live     *hub
-	throttle *auth.Throttle
-	now      func() time.Time
+	cfg   Config
+	store *state.Store
+	log   *slog.Logger
+	mux   *http.ServeMux
+	pages map[string]*template.Template
+	live  *hub
 }
 
 // New builds the handler.
@@ -93,7 +91,7 @@ func New(cfg Config) *Handler {
 		cfg.Now = time.Now
 	}
 	h := &Handler{cfg: cfg, store: cfg.Backend.Store(), log: cfg.Logger.With("component", "status"),
-		mux: http.NewServeMux(), pages: parsePages(), throttle: cfg.Throttle, now: cfg.Now}
+		mux: http.NewServeMux(), pages: parsePages()}
 	h.live = newHub(h.store, cfg.Coalesce)
 	h.routes()
 	return h
