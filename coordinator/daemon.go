@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/api"
+	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/membership"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/status"
@@ -63,7 +64,12 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if dc.ImageDir == "" {
 		dc.ImageDir = filepath.Join(s.cfg.DataDir, "images")
 	}
-	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log})
+	// One throttle for the API and the pages: a guesser gets one budget on this coordinator.
+	throttle := auth.NewThrottle(auth.ThrottleConfig{})
+	if s.cfg.Registry != nil {
+		s.cfg.Registry.MustRegister(throttle.Collectors()...)
+	}
+	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
 	if dc.Admission.Policy == shared.AdmitAuto {
 		s.log.Warn("ADMISSION IS AUTOMATIC: every machine that registers is admitted and gets a role, the gossip key "+
@@ -72,7 +78,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	}
 	handler := s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
 		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof,
-		Admission: dc.Admission}))
+		Admission: dc.Admission, Throttle: throttle}))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)

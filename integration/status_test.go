@@ -27,7 +27,8 @@ import (
 // coordinator holding 200 machines in mixed states, driven there through the real API.
 // The fleet page's counts equal the API's; a state change shows on the open page within
 // 2 s without a reload; no secret is in any page's HTML or in the event stream; a
-// viewer's action is refused. Screenshots of the fleet page and a machine page are saved
+// viewer's action is refused; the pages carry HSTS, and after a logout going back shows
+// the login form. Screenshots of the fleet page and a machine page are saved
 // under build/artifacts/.
 func TestStatusPagesInABrowser(t *testing.T) {
 	chromium := testenv.RequireCommand(t, "chromium")
@@ -219,9 +220,39 @@ func TestStatusPagesInABrowser(t *testing.T) {
 	if m, _ := admin.Machine(ctx, failed); m == nil || m.State != shared.StateFailed {
 		t.Error("a viewer's refused retry changed the machine")
 	}
+
+	// 5. The pages come with HSTS; after a logout, going back shows the login form.
+	resp, err := chromedp.RunResponse(browser, chromedp.Navigate(c.URL+"/status/roles"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hsts := headerValue(resp.Headers, "Strict-Transport-Security"); hsts != "max-age=31536000" {
+		t.Errorf("the roles page came with Strict-Transport-Security %q", hsts)
+	}
+	if err := chromedp.Do(browser, chromedp.Click(chromedp.CSS(`form.who button`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=token]`))); err != nil {
+		t.Fatalf("logging out in the browser: %v", err)
+	}
+	if err := chromedp.Do(browser, chromedp.NavigateBack(), chromedp.WaitVisible(chromedp.CSS(`input[name=token]`))); err != nil {
+		t.Fatalf("going back after the logout did not show the login form: %v", err)
+	}
+	if who, _ := chromedp.Run(browser, chromedp.Evaluate[int](`document.querySelectorAll(".who span").length`)); who != 0 {
+		t.Error("a page after the logout still names the operator")
+	}
 	if t.Failed() {
 		t.Logf("coordinator log:\n%s", logs.String())
 	}
+}
+
+// headerValue reads a response header from the browser's record of it, whatever the
+// case its name arrived in (HTTP/2 sends lower case).
+func headerValue(h map[string]any, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return fmt.Sprint(v)
+		}
+	}
+	return ""
 }
 
 // clusterSecrets is every secret the coordinator holds, with the swarm's tokens set.

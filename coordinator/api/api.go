@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -52,6 +53,9 @@ type Config struct {
 	Pprof bool
 	// Extra mounts more handlers on the same mux (status pages, boot files).
 	Extra map[string]http.Handler
+	// Throttle counts and slows bad tokens; share it with the status pages (default: the
+	// API's own).
+	Throttle *auth.Throttle
 	// Admission is how this coordinator admits registering machines.
 	Admission Admission
 }
@@ -91,6 +95,9 @@ type apiMetrics struct {
 
 // New builds the API handler.
 func New(cfg Config) *API {
+	if cfg.Throttle == nil {
+		cfg.Throttle = auth.NewThrottle(auth.ThrottleConfig{})
+	}
 	a := &API{cfg: cfg, b: cfg.Backend, log: cfg.Logger, mux: http.NewServeMux()}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rivet_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"})
@@ -150,8 +157,15 @@ func (a *API) routes() {
 	a.handle("POST "+shared.PathInternalApply, a.internalApply, allow(auth.KindInternal))
 }
 
-// ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Every answer over TLS (API, status pages, images)
+// tells browsers to use HTTPS only for this host from now on, and not to guess types.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	a.mux.ServeHTTP(w, r)
+}
 
 // handlerFunc is a handler that returns an error instead of writing one.
 type handlerFunc func(w http.ResponseWriter, r *http.Request, p auth.Principal) error
@@ -206,7 +220,7 @@ func (a *API) handle(pattern string, h handlerFunc, g guard) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		p, err := a.authorize(r, g)
+		p, err := a.authorize(sw, r, g)
 		if err == nil {
 			r.Body = http.MaxBytesReader(sw, r.Body, limit)
 			err = h(sw, r, p)
@@ -225,7 +239,10 @@ func (a *API) handle(pattern string, h handlerFunc, g guard) {
 	})
 }
 
-func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
+// authorize resolves the caller's token and checks the route's guard. A source (or an
+// operator token) with too many bad tokens lately is answered 429 before its token is
+// looked at; a bad token is counted and drains its buckets.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request, g guard) (auth.Principal, error) {
 	bearer, hasToken := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	pathID := shared.MachineID(r.PathValue("id"))
 	if !hasToken || bearer == "" {
@@ -235,9 +252,14 @@ func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
 		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
 			"send `Authorization: Bearer TOKEN` (the CLI reads RIVET_TOKEN)", "this call needs a token")
 	}
+	keys, err := a.throttle(w, r, bearer)
+	if err != nil {
+		return auth.Principal{}, err
+	}
 	p, err := a.resolve(r.Context(), bearer)
 	if errors.Is(err, auth.ErrBehind) && strings.HasPrefix(bearer, shared.TicketPrefix) {
 		// Waited for replication and still unknown: spent, expired or never issued.
+		a.cfg.Throttle.Fail(auth.SurfaceAPI, auth.ReasonUnknown, keys)
 		return p, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
 			"network-boot the machine again for a fresh ticket", "the boot ticket is unknown, spent or expired")
 	}
@@ -246,6 +268,7 @@ func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
 			"retry, or ask another coordinator", "%v", err)
 	}
 	if err != nil {
+		a.cfg.Throttle.Fail(auth.SurfaceAPI, auth.ReasonOf(err), keys)
 		return auth.Principal{}, shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
 			"create a token with `rivet tokens create`", "%v", err)
 	}
@@ -255,6 +278,27 @@ func (a *API) authorize(r *http.Request, g guard) (auth.Principal, error) {
 			"a %s token may not %s %s", p.Kind, r.Method, r.URL.Path)
 	}
 	return p, nil
+}
+
+// throttle names the buckets a failure of bearer drains, and refuses the call when one
+// is empty. Coordinators' own forwarded writes are never held up by a neighbour's
+// failures from the same address: the internal token is an HMAC of 256 bits, so letting
+// its check through gives a guesser nothing (its failures still count and drain).
+func (a *API) throttle(w http.ResponseWriter, r *http.Request, bearer string) ([]string, error) {
+	id, _ := auth.StoredTokenID(bearer)
+	keys := auth.Keys(a.b.Store(), r.RemoteAddr, id)
+	if strings.HasPrefix(bearer, "rvi_") {
+		return keys, nil
+	}
+	wait, ok := a.cfg.Throttle.Allow(auth.SurfaceAPI, keys)
+	if ok {
+		return keys, nil
+	}
+	secs := auth.RetryAfterSeconds(wait)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return nil, shared.Errorf(http.StatusTooManyRequests, shared.CodeRateLimited,
+		fmt.Sprintf("wait %d s (Retry-After), then send a valid token", secs),
+		"too many bad tokens from this address or for this token lately")
 }
 
 // behindWait bounds how long a follower waits to apply the write that issued a machine

@@ -77,21 +77,28 @@ func Resolve(store TokenReader, bearer string) (Principal, error) {
 			return Principal{Kind: KindInternal, Name: "coordinator"}, nil
 		}
 	}
-	return Principal{}, fmt.Errorf("unknown or revoked token")
+	return Principal{}, ErrUnknown
 }
+
+// The reasons Resolve refuses a token (besides ErrBehind). Callers count them by kind,
+// never by the token presented.
+var (
+	ErrMalformed = errors.New("malformed token")
+	ErrUnknown   = errors.New("unknown or revoked token")
+)
 
 func resolveStored(store TokenReader, bearer string) (Principal, error) {
 	parts := strings.Split(bearer, "_")
 	if len(parts) != 3 {
-		return Principal{}, fmt.Errorf("malformed token")
+		return Principal{}, ErrMalformed
 	}
 	t, ok := store.Token(parts[1])
 	if !ok {
-		return Principal{}, fmt.Errorf("unknown or revoked token")
+		return Principal{}, ErrUnknown
 	}
 	sum := sha256.Sum256([]byte(parts[2]))
 	if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(t.SecretHash)) != 1 {
-		return Principal{}, fmt.Errorf("unknown or revoked token")
+		return Principal{}, ErrUnknown
 	}
 	return Principal{Kind: Kind(t.Role), Name: t.Name}, nil
 }
@@ -99,14 +106,14 @@ func resolveStored(store TokenReader, bearer string) (Principal, error) {
 func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 	parts := strings.Split(bearer, "_")
 	if len(parts) != 4 {
-		return Principal{}, fmt.Errorf("malformed machine token")
+		return Principal{}, fmt.Errorf("%w (a machine token has four parts)", ErrMalformed)
 	}
 	id := shared.MachineID(parts[1])
 	gen, err := strconv.ParseUint(parts[2], 10, 64)
 	secret := store.Cluster().TokenSecret
 	if err != nil || id.Validate() != nil || secret == "" ||
 		!hmac.Equal([]byte(bearer), []byte(MachineToken(secret, id, gen))) {
-		return Principal{}, fmt.Errorf("unknown or revoked machine token")
+		return Principal{}, fmt.Errorf("%w (machine token)", ErrUnknown)
 	}
 	switch current, known := store.TokenGen(id); {
 	case !known || gen > current:
@@ -114,7 +121,7 @@ func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 		// registration or a token rotation, made through another coordinator a moment ago).
 		return Principal{}, ErrBehind
 	case gen < current:
-		return Principal{}, fmt.Errorf("unknown or revoked machine token")
+		return Principal{}, fmt.Errorf("%w (machine token)", ErrUnknown)
 	}
 	return Principal{Kind: KindMachine, Name: string(id), MachineID: id, TokenGen: gen}, nil
 }
@@ -124,7 +131,7 @@ func resolveMachine(store TokenReader, bearer string) (Principal, error) {
 // whether it is still unspent when the registration applies is decided in the log.
 func resolveTicket(store TokenReader, bearer string) (Principal, error) {
 	if err := shared.ValidateTicket(bearer); err != nil {
-		return Principal{}, fmt.Errorf("malformed boot ticket")
+		return Principal{}, fmt.Errorf("%w (a boot ticket)", ErrMalformed)
 	}
 	hash := Hash(bearer)
 	mac, ok := store.TicketMAC(hash, time.Now())

@@ -39,6 +39,7 @@ const (
 	TypeSetPlans          Type = 17
 	TypeIssueTicket       Type = 18
 	TypePutExpected       Type = 19
+	TypeEndSessions       Type = 20
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -82,6 +83,8 @@ func typeOf(body any) (Type, error) {
 		return TypeIssueTicket, nil
 	case state.PutExpected:
 		return TypePutExpected, nil
+	case state.EndSessions:
+		return TypeEndSessions, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", body)
 }
@@ -144,6 +147,8 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplyIssueTicket)
 	case TypePutExpected:
 		return apply(body, index, s.ApplyPutExpected)
+	case TypeEndSessions:
+		return apply(body, index, s.ApplyEndSessions)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

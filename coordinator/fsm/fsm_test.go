@@ -189,6 +189,7 @@ func TestSnapshotRestoresExactly(t *testing.T) {
 	report(h, "disk", shared.StepRunning)
 	h.apply(state.PutRole{Role: shared.Role{Name: "worker"}, Time: t0})
 	h.apply(state.PutToken{Token: state.Token{ID: "t1", Name: "alice", Role: "viewer", SecretHash: "x", CreatedAt: t0}})
+	h.apply(state.EndSessions{TokenID: "t1", Gen: 0})
 	h.apply(state.PutCoordinator{Coordinator: state.Coordinator{ID: "c1", RaftAddr: "127.0.0.1:1", APIAddr: "127.0.0.1:2"}})
 
 	snap, err := h.fsm.Snapshot()
@@ -218,6 +219,32 @@ func TestSnapshotRestoresExactly(t *testing.T) {
 	}
 	if m, ok := restored.Store.MachineByMAC(mustMAC("52:54:00:00:00:aa")); !ok || m.ID != id {
 		t.Fatal("the MAC index was not rebuilt on restore")
+	}
+	if tok, _ := restored.Store.Token("t1"); tok.SessionGen != 1 {
+		t.Fatalf("restored session generation %d, want 1", tok.SessionGen)
+	}
+}
+
+// TestEndSessionsRaisesTheGeneration: a logout moves the token's session generation past
+// the one the session was issued at; a replayed or older logout changes nothing; an
+// unknown token is refused.
+func TestEndSessionsRaisesTheGeneration(t *testing.T) {
+	h := newHarness(t)
+	h.apply(state.PutToken{Token: state.Token{ID: "t1", Name: "alice", Role: "admin", SecretHash: "x", CreatedAt: t0}})
+	for i, step := range []struct {
+		gen  uint64
+		want string
+	}{{0, "1"}, {0, "1"}, {1, "2"}, {0, "2"}, {5, "6"}} {
+		res := h.apply(state.EndSessions{TokenID: "t1", Gen: step.gen})
+		if res.Err != nil || res.Value != step.want {
+			t.Fatalf("step %d: logout of generation %d gave %q (%v), want generation %s", i, step.gen, res.Value, res.Err, step.want)
+		}
+	}
+	if tok, _ := h.fsm.Store.Token("t1"); tok.SessionGen != 6 || tok.Name != "alice" || tok.SecretHash != "x" {
+		t.Fatalf("token after logouts: %+v", tok)
+	}
+	if res := h.apply(state.EndSessions{TokenID: "nope"}); res.Err == nil || res.Err.Status != http.StatusNotFound {
+		t.Fatalf("logout of an unknown token: %+v, want 404", res.Err)
 	}
 }
 

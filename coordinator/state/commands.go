@@ -154,6 +154,14 @@ type DeleteToken struct {
 	ID string `json:"id"`
 }
 
+// EndSessions ends the status-page sessions of an operator token issued at generation
+// Gen or before (a logout): the token's session generation becomes Gen+1, unless it is
+// already past it, so applying it twice changes nothing more.
+type EndSessions struct {
+	TokenID string `json:"token_id"`
+	Gen     uint64 `json:"gen"`
+}
+
 // SwarmClaim asks to be the manager that creates the swarm; the first one wins.
 type SwarmClaim struct {
 	ID shared.MachineID `json:"id"`

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -510,6 +511,24 @@ func (s *Store) ApplyDeleteToken(c DeleteToken, index uint64) Result {
 		}
 		delete(s.data.Tokens, c.ID)
 		return Result{}
+	})
+}
+
+// ApplyEndSessions raises a token's session generation past c.Gen. The result's Value
+// is the generation now current.
+func (s *Store) ApplyEndSessions(c EndSessions, index uint64) Result {
+	return s.mutate(index, "", func() Result {
+		t, ok := s.data.Tokens[c.TokenID]
+		if !ok {
+			return failed(http.StatusNotFound, shared.CodeNotFound, "list tokens with `rivet tokens ls`", "token %s not found", c.TokenID)
+		}
+		if t.SessionGen <= c.Gen {
+			next := *t // token records are replaced whole, never changed in place (see frozen)
+			next.SessionGen = c.Gen + 1
+			s.data.Tokens[c.TokenID] = &next
+			t = &next
+		}
+		return Result{Value: strconv.FormatUint(t.SessionGen, 10)}
 	})
 }
 

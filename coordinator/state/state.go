@@ -66,6 +66,10 @@ type Token struct {
 	Role       string    `json:"role"`
 	SecretHash string    `json:"secret_hash"`
 	CreatedAt  time.Time `json:"created_at"`
+	// SessionGen is the generation of the status-page sessions made with this token: a
+	// session cookie names the generation it was issued at, and a logout raises it, which
+	// ends every session of the token on every coordinator.
+	SessionGen uint64 `json:"session_gen,omitempty"`
 }
 
 // Info is the token without its hash.

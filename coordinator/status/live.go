@@ -194,7 +194,10 @@ func (h *hub) broadcast(msg message) {
 
 // events is the Server-Sent Events stream of machine updates; ?machine=ID narrows it to
 // one machine (the machine page), so a page about one machine does not receive the fleet.
-func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ operator) {
+//
+// A stream ends when the credential it was opened with no longer holds (a logout, an
+// expired session, a deleted token): it is checked before every batch and every ping.
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, op operator) {
 	only := shared.MachineID(r.URL.Query().Get("machine"))
 	if only != "" && only.Validate() != nil {
 		http.Error(w, "machine: not a machine id", http.StatusBadRequest)
@@ -222,6 +225,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ operator) {
 		case <-h.live.quit:
 			return
 		case msg := <-c.ch:
+			if !h.stillValid(op) {
+				return
+			}
 			raw := msg.raw
 			if only != "" {
 				if raw = narrow(msg.batch, only); raw == nil {
@@ -236,6 +242,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ operator) {
 				return // the page reloads and reconnects with a fresh view
 			}
 		case <-ping.C:
+			if !h.stillValid(op) {
+				return
+			}
 			if _, err := w.Write([]byte(": ping\n\n")); err != nil {
 				return
 			}

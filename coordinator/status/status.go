@@ -12,11 +12,13 @@ import (
 	"bytes"
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,8 +53,14 @@ type Config struct {
 	// Coalesce is the shortest time between two live updates of the same machine
 	// (default one second).
 	Coalesce time.Duration
-	// SessionTTL is how long a login lasts (default 12 hours).
+	// SessionTTL is how long a login lasts from the moment it is made (default and at
+	// most MaxSession).
 	SessionTTL time.Duration
+	// Throttle counts and slows failed logins and bad credentials; share the API's, so a
+	// guesser gets one budget per coordinator (default: one of the pages' own).
+	Throttle *auth.Throttle
+	// Now is the clock sessions are issued and checked with (default time.Now).
+	Now func() time.Time
 }
 
 // Handler serves the pages.
@@ -73,8 +81,14 @@ func New(cfg Config) *Handler {
 	if cfg.Coalesce <= 0 {
 		cfg.Coalesce = time.Second
 	}
-	if cfg.SessionTTL <= 0 {
-		cfg.SessionTTL = 12 * time.Hour
+	if cfg.SessionTTL <= 0 || cfg.SessionTTL > MaxSession {
+		cfg.SessionTTL = MaxSession
+	}
+	if cfg.Throttle == nil {
+		cfg.Throttle = auth.NewThrottle(auth.ThrottleConfig{})
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	h := &Handler{cfg: cfg, store: cfg.Backend.Store(), log: cfg.Logger.With("component", "status"),
 		mux: http.NewServeMux(), pages: parsePages()}
@@ -125,8 +139,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // operator is who is looking at a page, and the form token their POSTs must carry.
 type operator struct {
 	auth.Principal
-	CSRF   string
-	bearer bool // authenticated by header, not cookie: no CSRF exposure
+	CSRF    string
+	bearer  string   // the token, when authenticated by header: no CSRF exposure
+	session *session // the session, when authenticated by cookie
 }
 
 type operatorHandler func(w http.ResponseWriter, r *http.Request, op operator)
@@ -135,8 +150,19 @@ type operatorHandler func(w http.ResponseWriter, r *http.Request, op operator)
 // the login form (pages) or refused (the event stream and POSTs).
 func (h *Handler) withOperator(next operatorHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		op, ok := h.operator(r)
-		if !ok {
+		op, err := h.operator(r)
+		var throttled throttledError
+		switch {
+		case errors.As(err, &throttled):
+			secs := auth.RetryAfterSeconds(throttled.wait)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			http.Error(w, fmt.Sprintf("too many failed credentials from this address; try again in %d s", secs),
+				http.StatusTooManyRequests)
+			return
+		case errors.Is(err, errDeadSession):
+			clearCookie(w) // so the browser stops presenting it
+		}
+		if err != nil {
 			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
 				http.Redirect(w, r, Prefix+"login?next="+template.URLQueryEscaper(r.URL.RequestURI()), http.StatusSeeOther)
 				return
