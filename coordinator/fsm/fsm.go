@@ -37,6 +37,7 @@ const (
 	TypeSwarmClaim        Type = 15
 	TypeSwarmReport       Type = 16
 	TypeSetPlans          Type = 17
+	TypeSwarmJoin         Type = 18
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -76,6 +77,8 @@ func typeOf(body any) (Type, error) {
 		return TypeSwarmReport, nil
 	case state.SetPlans:
 		return TypeSetPlans, nil
+	case state.SwarmJoin:
+		return TypeSwarmJoin, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", body)
 }
@@ -134,6 +137,8 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplySwarmReport)
 	case TypeSetPlans:
 		return apply(body, index, s.ApplySetPlans)
+	case TypeSwarmJoin:
+		return apply(body, index, s.ApplySwarmJoin)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

@@ -116,9 +116,18 @@ type DeleteToken struct {
 	ID string `json:"id"`
 }
 
-// SwarmClaim asks to be the manager that creates the swarm; the first one wins.
+// SwarmClaim asked to be the manager that creates the swarm, first one winning. It is no
+// longer proposed (the planner designates the creator, see SwarmStep.Init); it stays so
+// that old log entries replay as they were applied.
 type SwarmClaim struct {
 	ID shared.MachineID `json:"id"`
+}
+
+// SwarmJoin is a machine asking how to join the swarm: it gets a join token at most
+// once per attempt of its swarm step, so the fetch is a replicated write.
+type SwarmJoin struct {
+	ID   shared.MachineID `json:"id"`
+	Time time.Time        `json:"time"`
 }
 
 // SwarmReport records a node's swarm identity and, from the creator, the tokens.
@@ -137,6 +146,10 @@ type Result struct {
 	Machine *shared.Machine        `json:"machine,omitempty"`
 	Summary *shared.MachineSummary `json:"summary,omitempty"`
 	Value   string                 `json:"value,omitempty"`
+	// Join answers a SwarmJoin. Its token is a secret: the result travels only from the
+	// leader to the coordinator that forwarded the command (mutual TLS), which hands it
+	// to the machine that asked.
+	Join *shared.SwarmJoin `json:"join,omitempty"`
 	Err     *shared.APIError       `json:"error,omitempty"`
 }
 
