@@ -60,7 +60,7 @@ type Placement struct {
 	Initiator shared.MachineID
 	// NewInitiator: Initiator is designated by this placement (its plan does not say so yet).
 	NewInitiator bool
-	Notes    []string                    // what an operator should know, e.g. too few machines
+	Notes        []string // what an operator should know, e.g. too few machines
 }
 
 // PlaceManagers returns the swarm role of every swarm machine in fleet; see Place.

@@ -150,7 +150,7 @@ type Result struct {
 	// leader to the coordinator that forwarded the command (mutual TLS), which hands it
 	// to the machine that asked.
 	Join *shared.SwarmJoin `json:"join,omitempty"`
-	Err     *shared.APIError       `json:"error,omitempty"`
+	Err  *shared.APIError  `json:"error,omitempty"`
 }
 
 func summaryOf(m *shared.Machine) Result {
