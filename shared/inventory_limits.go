@@ -327,3 +327,4 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s[:n]
 }
+
