@@ -223,8 +223,8 @@ func (s *Store) checkSwarmReport(m *shared.Machine, step *shared.SwarmStep, r *s
 	case sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID:
 		return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
 			"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID), true
-	case !manager && (r.ClusterID != "" || r.Addr != "" || r.ManagerToken != "" || r.Rotated):
-		return forbidden("machine %s is a planned worker: it reports its node id only", m.ID)
+	case !manager && (r.Addr != "" || r.ManagerToken != "" || r.Rotated):
+		return forbidden("machine %s is a planned worker: it reports its node id (and the swarm's id) only", m.ID)
 	case r.Rotated && (sw.RotateBy != m.ID || sw.ClusterID == ""):
 		return forbidden("machine %s was not asked to rotate the manager token", m.ID)
 	case r.ManagerToken != "" && !r.Rotated && (sw.InitBy != m.ID || !step.Init || r.ClusterID == ""):
