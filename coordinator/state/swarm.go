@@ -50,7 +50,11 @@ type TokenIssue struct {
 func (s *Store) Swarm() Swarm {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	sw := s.data.Swarm
+	return s.data.Swarm.clone()
+}
+
+// clone copies the record for a reader: reports change its maps in place.
+func (sw Swarm) clone() Swarm {
 	sw.ManagerAddrs = slices.Clone(sw.ManagerAddrs)
 	sw.Managers = maps.Clone(sw.Managers)
 	sw.Issued = maps.Clone(sw.Issued)
