@@ -43,7 +43,7 @@ func (a *API) swarmReport(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), state.SwarmReport{ID: p.MachineID, Report: rep, Time: now()})
+	res, err := a.b.Apply(r.Context(), state.SwarmReport{ID: p.MachineID, Report: rep, Time: now(), Rules: state.SwarmRules})
 	if err := applied(res, err); err != nil {
 		return err
 	}

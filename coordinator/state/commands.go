@@ -135,7 +135,13 @@ type SwarmReport struct {
 	ID     shared.MachineID   `json:"id"`
 	Report shared.SwarmReport `json:"report"`
 	Time   time.Time          `json:"time"`
+	// Rules is the version of the rules the report is checked by (see Swarm); entries
+	// written before there were rules have 0 and replay as they were applied then.
+	Rules int `json:"rules,omitempty"`
 }
+
+// SwarmRules is the current version of the swarm report rules.
+const SwarmRules = 1
 
 // Result is what applying a command gives back to the caller that proposed it. An
 // agent's write (register, step report, swarm report) gives the machine's summary, all

@@ -43,7 +43,7 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 		s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "swarm", Status: shared.StepRunning, Attempt: 1}}, uint64(150+i))
 	}
 	if res := s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", ClusterID: "c",
-		Addr: "10.0.1.0:2377", ManagerToken: "m", WorkerToken: "w"}, Time: now}, 200); res.Err != nil {
+		Addr: "10.0.1.0:2377", ManagerToken: "m", WorkerToken: "w"}, Time: now, Rules: SwarmRules}, 200); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 
@@ -72,7 +72,7 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 			s.ApplySwarmJoin(SwarmJoin{ID: mgr, Time: now}, idx+1)
 			if i < len(managers) {
 				s.ApplySwarmReport(SwarmReport{ID: id, Report: shared.SwarmReport{NodeID: "n", ClusterID: "c",
-					Addr: fmt.Sprintf("10.0.1.%d:2377", i)}, Time: now}, idx+2)
+					Addr: fmt.Sprintf("10.0.1.%d:2377", i)}, Time: now, Rules: SwarmRules}, idx+2)
 				continue
 			}
 			s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk", Status: shared.StepRunning, Attempt: 1}}, idx+3)

@@ -193,6 +193,9 @@ func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
 		if !ok {
 			return notFound(c.ID)
 		}
+		if c.Rules < SwarmRules {
+			return s.replayUncheckedSwarmReport(index, c, m)
+		}
 		step, _, apiErr := SwarmDue(m)
 		if apiErr != nil {
 			return Result{Err: apiErr}
@@ -308,6 +311,33 @@ func (s *Store) plannedManagersJoined() bool {
 		}
 	}
 	return true
+}
+
+// replayUncheckedSwarmReport applies a report logged before the rules existed exactly as
+// it was applied then, so that an old log replays to the state it was acknowledged with.
+// Nothing writes such entries any more (the API sets Rules).
+func (s *Store) replayUncheckedSwarmReport(index uint64, c SwarmReport, m *shared.Machine) Result {
+	r, sw := c.Report, &s.data.Swarm
+	if sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID {
+		return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
+			"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID)
+	}
+	if r.ManagerToken != "" {
+		if sw.InitBy != c.ID {
+			return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
+		}
+		sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
+	}
+	if r.Addr != "" && !slices.Contains(sw.ManagerAddrs, r.Addr) {
+		sw.ManagerAddrs = append(sw.ManagerAddrs, r.Addr)
+		slices.Sort(sw.ManagerAddrs)
+	}
+	if m.SwarmNodeID != r.NodeID {
+		m.SwarmNodeID = r.NodeID
+		s.event(index, c.Time, c.ID, shared.EventStep, "swarm node "+r.NodeID)
+		m.UpdatedAt = c.Time
+	}
+	return summaryOf(m)
 }
 
 // ApplySwarmClaim replays the old first-asker-wins claim as it was applied; nothing

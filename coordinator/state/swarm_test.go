@@ -73,7 +73,7 @@ func (f *swarmFixture) mustJoin(id shared.MachineID) *shared.SwarmJoin {
 }
 
 func (f *swarmFixture) report(id shared.MachineID, r shared.SwarmReport) Result {
-	return f.s.ApplySwarmReport(SwarmReport{ID: id, Report: r, Time: f.now}, f.next())
+	return f.s.ApplySwarmReport(SwarmReport{ID: id, Report: r, Time: f.now, Rules: SwarmRules}, f.next())
 }
 
 func (f *swarmFixture) mustReport(id shared.MachineID, r shared.SwarmReport) Result {
@@ -323,5 +323,30 @@ func TestManagerTokenRotatedAfterThePlannedManagersJoined(t *testing.T) {
 	// With nothing handed out since, a manager re-reporting is not told to rotate again.
 	if res := f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"}); res.Value == RotateManagerToken {
 		t.Fatal("told to rotate a token nobody was given")
+	}
+}
+
+// Log entries written before the rules existed replay to the state they were
+// acknowledged with: an old cluster restarting rebuilds exactly what it had. (Nothing
+// proposes such entries any more: the API sets Rules, and SwarmClaim is not sent.)
+func TestOldSwarmEntriesReplayAsApplied(t *testing.T) {
+	s := New()
+	now := time.Unix(1_700_000_000, 0).UTC()
+	s.ApplyRegister(Register{ID: mgr2, Mode: shared.ModeService, Time: now}, 1)
+	if res := s.ApplySwarmClaim(SwarmClaim{ID: mgr2}, 2); res.Value != string(mgr2) {
+		t.Fatalf("old claim: %+v", res)
+	}
+	res := s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Report: shared.SwarmReport{NodeID: "n2", ClusterID: "old",
+		Addr: "192.0.2.1:2377", ManagerToken: "SWMTKN-1-old-m", WorkerToken: "SWMTKN-1-old-w"}}, 3)
+	if res.Err != nil {
+		t.Fatalf("an old report replays as applied then: %v", res.Err)
+	}
+	if sw := s.Swarm(); sw.ClusterID != "old" || sw.ManagerToken != "SWMTKN-1-old-m" || len(sw.ManagerAddrs) != 1 {
+		t.Fatalf("old entries replayed to %+v", sw.ManagerAddrs)
+	}
+	// The same report under the current rules is refused: the step is not due.
+	res = s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Rules: SwarmRules, Report: shared.SwarmReport{NodeID: "n2"}}, 4)
+	if res.Err == nil || res.Err.Status != http.StatusConflict {
+		t.Fatalf("a current report from a machine with no due step: %+v", res.Err)
 	}
 }
