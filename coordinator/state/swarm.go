@@ -245,15 +245,41 @@ func (s *Store) checkSwarmReport(m *shared.Machine, step *shared.SwarmStep, r *s
 	if r.Addr == "" {
 		return Result{}, false
 	}
-	if want := net.JoinHostPort(m.Addr, shared.SwarmPort); m.Addr == "" || r.Addr != want {
-		return forbidden("machine %s may report only its own address %s as a manager address, not %s",
-			m.ID, orNobody(shared.MachineID(want)), r.Addr)
+	if m.Addr == "" {
+		return forbidden("machine %s has no recorded address, so it reports no manager address", m.ID)
 	}
-	if _, known := sw.Managers[m.ID]; !known && len(sw.Managers) >= shared.MaxSwarmManagers {
+	if want := net.JoinHostPort(m.Addr, shared.SwarmPort); r.Addr != want {
+		return forbidden("machine %s may report only its own address %s as a manager address, not %s", m.ID, want, r.Addr)
+	}
+	if n := len(s.liveManagers()); sw.Managers[m.ID] == "" && n >= shared.MaxSwarmManagers {
 		return failed(http.StatusConflict, shared.CodeConflict, "a swarm needs 3 or 5 managers: demote or retire some",
-			"the swarm has %d manager addresses, the limit is %d", len(sw.Managers), shared.MaxSwarmManagers), true
+			"the swarm has %d manager addresses, the limit is %d", n, shared.MaxSwarmManagers), true
 	}
 	return Result{}, false
+}
+
+// liveManagers is the manager addresses of machines still in service and planned as
+// managers: a retired or re-planned manager's address is neither handed out nor counted.
+func (s *Store) liveManagers() map[shared.MachineID]string {
+	live := map[shared.MachineID]string{}
+	for id, addr := range s.data.Swarm.Managers {
+		if m, ok := s.data.Machines[id]; ok && m.State != shared.StateRetired && plannedManager(m) {
+			live[id] = addr
+		}
+	}
+	return live
+}
+
+func plannedManager(m *shared.Machine) bool {
+	if m.Plan == nil {
+		return false
+	}
+	for _, st := range m.Plan.Steps {
+		if st.Swarm != nil && st.Swarm.Role == shared.SwarmManager {
+			return true
+		}
+	}
+	return false
 }
 
 func orNobody(id shared.MachineID) string {
@@ -277,10 +303,8 @@ func (s *Store) recordSwarmReport(index uint64, now timeT, m *shared.Machine, st
 	}
 	// A creator's report repeated after the swarm exists leaves the tokens alone: they may
 	// have been rotated since.
-	if r.Addr != "" && sw.Managers[m.ID] != r.Addr {
-		if sw.Managers == nil {
-			sw.Managers = map[shared.MachineID]string{}
-		}
+	if r.Addr != "" {
+		sw.Managers = s.liveManagers()
 		sw.Managers[m.ID] = r.Addr
 		sw.ManagerAddrs = slices.Sorted(maps.Values(sw.Managers))
 	}
@@ -300,14 +324,8 @@ func (s *Store) recordSwarmReport(index uint64, now timeT, m *shared.Machine, st
 // manager has reported its node id and address.
 func (s *Store) plannedManagersJoined() bool {
 	for id, m := range s.data.Machines {
-		if m.State == shared.StateRetired || m.Plan == nil {
-			continue
-		}
-		for _, st := range m.Plan.Steps {
-			if st.Swarm != nil && st.Swarm.Role == shared.SwarmManager &&
-				(m.SwarmNodeID == "" || s.data.Swarm.Managers[id] == "") {
-				return false
-			}
+		if m.State != shared.StateRetired && plannedManager(m) && (m.SwarmNodeID == "" || s.data.Swarm.Managers[id] == "") {
+			return false
 		}
 	}
 	return true

@@ -2,6 +2,7 @@ package state
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -284,6 +285,15 @@ func TestManagerAddressRules(t *testing.T) {
 	}
 	// A manager already listed may report again (its address unchanged).
 	f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"})
+	// A retired manager's address is neither kept nor counted: the refused one now fits.
+	if res := f.s.ApplyAction(Action{ID: "m-00000000000000d0", Action: shared.ActionRetire, Time: f.now}, f.next()); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	f.mustReport("m-00000000000000d4", shared.SwarmReport{NodeID: "x", ClusterID: "c1", Addr: "10.0.1.5:2377"})
+	addrs := f.s.Swarm().ManagerAddrs
+	if len(addrs) != shared.MaxSwarmManagers || slices.Contains(addrs, "10.0.1.1:2377") || !slices.Contains(addrs, "10.0.1.5:2377") {
+		t.Fatalf("after retiring a manager: %v", addrs)
+	}
 }
 
 func TestManagerTokenRotatedAfterThePlannedManagersJoined(t *testing.T) {
