@@ -155,7 +155,8 @@ func (s *Store) ApplySwarmJoin(c SwarmJoin, index uint64) Result {
 			}
 			return Result{Err: SwarmPending(sw.InitBy)}
 		}
-		join := &shared.SwarmJoin{Role: step.Role, ClusterID: sw.ClusterID, RemoteAddrs: slices.Clone(sw.ManagerAddrs)}
+		join := &shared.SwarmJoin{Role: step.Role, ClusterID: sw.ClusterID,
+			RemoteAddrs: slices.Sorted(maps.Values(s.liveManagers()))}
 		attempt := TokenIssue{Generation: m.Plan.Generation, Attempt: st.Attempt}
 		if prev, ok := sw.Issued[m.ID]; ok && prev == attempt {
 			return Result{Join: join} // the token went out for this attempt already
