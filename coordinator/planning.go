@@ -70,7 +70,7 @@ func (s *Server) planCommand(m *shared.Machine, match shared.RoleMatch, roles ma
 	}
 	// The applied index grows with every write, so a new plan always has a newer
 	// generation than any plan this machine had before.
-	plan, err := planner.Plan(m, roles[match.Role], s.store.Applied()+1, match.Swarm)
+	plan, err := planner.PlanMatch(m, roles[match.Role], s.store.Applied()+1, match)
 	if err != nil {
 		cmd.Unmatched = fmt.Sprintf("role %s matches but cannot be planned: %v", match.Role, err)
 		return cmd

@@ -17,7 +17,6 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
-	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
@@ -258,15 +257,9 @@ func headerValue(h map[string]any, name string) string {
 // clusterSecrets is every secret the coordinator holds, with the swarm's tokens set.
 func clusterSecrets(t *testing.T, c *coordinatortest.InProcess, f *statustest.Fleet) map[string]string {
 	t.Helper()
-	ctx := context.Background()
 	swarmToken := "SWMTKN-1-" + strings.Repeat("9f", 25)
-	if _, err := c.Server.Apply(ctx, state.SwarmClaim{ID: f.Machines[5].ID}); err != nil {
+	if err := c.PlantSwarm("cl5", swarmToken+"-mgr", swarmToken+"-wrk"); err != nil {
 		t.Fatal(err)
-	}
-	if res, err := c.Server.Apply(ctx, state.SwarmReport{ID: f.Machines[5].ID, Time: time.Now(),
-		Report: shared.SwarmReport{NodeID: "node5", ClusterID: "cl5", Addr: "10.0.0.5:2377",
-			ManagerToken: swarmToken + "-mgr", WorkerToken: swarmToken + "-wrk"}}); err != nil || res.Err != nil {
-		t.Fatal(err, res.Err)
 	}
 	cl := c.Server.Store().Cluster()
 	s := map[string]string{"admin token": c.AdminToken, "enrol token": c.EnrolToken, "gossip key": cl.GossipKey,

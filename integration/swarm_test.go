@@ -2,18 +2,25 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/coordinator/fsm"
+	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/integration/swarmlab"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -29,7 +36,9 @@ swarm: {role: auto}
 // instances in their own namespaces, a service-mode agent beside each, one coordinator.
 // The role gives 3 managers over 3 racks and 2 workers; `docker node ls` on a manager
 // shows all five Ready with those roles; restarting an agent does not rejoin or
-// duplicate; no join token appears in any log or API answer.
+// duplicate; no join token appears in any log or API answer. Exactly one plan creates the
+// swarm; `docker node ls`'s managers are the planned managers; after they joined, the
+// manager token was rotated and Rivet's state holds the swarm's current one.
 func TestAgentsFormASwarm(t *testing.T) {
 	testenvLong(t)
 	lab := swarmlab.Up(t, 5, swarmlab.Config{Subnet: "10.232.60.0/24"})
@@ -146,16 +155,24 @@ func TestAgentsFormASwarm(t *testing.T) {
 
 	wantManager := map[string]bool{}
 	managerRacks := map[string]int{}
+	var plannedManagers, initiators []string // swarm node ids
 	for _, n := range lab.Nodes {
 		m := byIP[n.IP.String()]
 		if m == nil {
 			t.Fatalf("no machine registered from %s", n.IP)
 		}
-		role := m.Plan.Steps[len(m.Plan.Steps)-1].Swarm.Role
-		wantManager[n.Name] = role == shared.SwarmManager
-		if role == shared.SwarmManager {
+		sw := m.Plan.Steps[len(m.Plan.Steps)-1].Swarm
+		wantManager[n.Name] = sw.Role == shared.SwarmManager
+		if sw.Role == shared.SwarmManager {
 			managerRacks[m.Labels["rack"]]++
+			plannedManagers = append(plannedManagers, m.SwarmNodeID)
 		}
+		if sw.Init {
+			initiators = append(initiators, m.SwarmNodeID)
+		}
+	}
+	if len(initiators) != 1 {
+		t.Fatalf("%d plans create the swarm, want exactly one", len(initiators))
 	}
 	if len(managerRacks) != 3 {
 		t.Fatalf("managers per rack %v, want one in each of 3 racks", managerRacks)
@@ -170,6 +187,17 @@ func TestAgentsFormASwarm(t *testing.T) {
 	nodes := nodeList(ctx, t, manager)
 	if len(nodes) != 5 {
 		t.Fatalf("docker node ls shows %d nodes, want 5", len(nodes))
+	}
+	var swarmManagers []string
+	for _, node := range nodes {
+		if node.ManagerStatus != nil {
+			swarmManagers = append(swarmManagers, node.ID)
+		}
+	}
+	slices.Sort(swarmManagers)
+	slices.Sort(plannedManagers)
+	if !slices.Equal(swarmManagers, plannedManagers) {
+		t.Fatalf("docker node ls managers %v, planned managers' swarm nodes %v", swarmManagers, plannedManagers)
 	}
 	for _, node := range nodes {
 		isManager := node.ManagerStatus != nil
@@ -233,6 +261,53 @@ func TestAgentsFormASwarm(t *testing.T) {
 	if strings.Contains(haystack.String(), "SWMTKN-") {
 		t.Fatal("a swarm join token appears in a log or an API answer")
 	}
+
+	// The manager token the swarm was created with was handed to the other managers;
+	// once they joined it was rotated, and Rivet keeps the swarm's current one.
+	current, err := manager.Client(t).SwarmInspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster.Stop()
+	initial, kept := swarmTokensInLog(t, filepath.Join(cluster.Nodes[0].DataDir, "raft.db"))
+	if initial == "" || kept == initial || kept != current.JoinTokens.Manager {
+		t.Fatalf("manager token: initial known %v, rotated %v, Rivet's is the swarm's current %v",
+			initial != "", kept != initial, kept == current.JoinTokens.Manager)
+	}
+}
+
+// swarmTokensInLog reads a stopped coordinator's Raft log: the manager token of the
+// swarm's creation report, and the manager token in the state the log replays to.
+func swarmTokensInLog(t *testing.T, path string) (initial, kept string) {
+	t.Helper()
+	db, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	first, _ := db.FirstIndex()
+	last, _ := db.LastIndex()
+	if first != 1 {
+		t.Fatalf("the log starts at %d: it was compacted, the creation report is gone", first)
+	}
+	replayed := state.New()
+	for i := first; i <= last; i++ {
+		var l raft.Log
+		if err := db.GetLog(i, &l); err != nil {
+			t.Fatal(err)
+		}
+		if l.Type != raft.LogCommand || len(l.Data) == 0 {
+			continue
+		}
+		if fsm.Type(l.Data[0]) == fsm.TypeSwarmReport && initial == "" {
+			var r state.SwarmReport
+			if err := json.Unmarshal(l.Data[1:], &r); err == nil && r.Report.ManagerToken != "" && !r.Report.Rotated {
+				initial = r.Report.ManagerToken
+			}
+		}
+		fsm.Apply(replayed, l.Data, l.Index)
+	}
+	return initial, replayed.Swarm().ManagerToken
 }
 
 func nodeList(ctx context.Context, t *testing.T, n *swarmlab.Node) []swarm.Node {

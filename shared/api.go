@@ -138,8 +138,11 @@ func (r *BootRequest) Validate() error {
 	return nil
 }
 
-// SwarmJoin tells a node how to take its part in the Swarm. Token is a secret, handed
-// only to the machine whose swarm step is current.
+// SwarmJoin tells a node how to take its part in the Swarm. Token is a secret: it is
+// handed out once per attempt of the machine's swarm step, and only while that step is
+// due; a second fetch in the same attempt gets the same answer without the token. A
+// worker never gets the manager token. Init is set only for the machine the planner
+// designated to create the swarm (its plan's swarm step says init).
 type SwarmJoin struct {
 	Role        string   `json:"role"`           // manager or worker
 	Init        bool     `json:"init,omitempty"` // this node creates the swarm
@@ -148,28 +151,55 @@ type SwarmJoin struct {
 	ClusterID   string   `json:"cluster_id,omitempty"` // the swarm this node must be in
 }
 
-// SwarmReport is the first manager handing the coordinator the swarm's tokens, or any
-// node reporting its node id.
+// SwarmPort is the Swarm control plane's port. A manager's address is reported, and
+// handed to joining nodes, only on this port.
+const SwarmPort = "2377"
+
+// MaxSwarmManagers bounds the manager addresses the coordinator keeps and hands out: the
+// planner places 3 or 5; more than 7 managers only slow the swarm's Raft down.
+const MaxSwarmManagers = 7
+
+// SwarmReport is a node telling the coordinator its swarm node id; a manager adds the
+// swarm's id and its own address, the designated first manager the swarm's join tokens,
+// and a manager told to rotate the manager token the new one (Rotated, ManagerToken).
 type SwarmReport struct {
 	NodeID       string `json:"node_id"`
 	ClusterID    string `json:"cluster_id,omitempty"`
-	Addr         string `json:"addr,omitempty"` // manager's host:2377
+	Addr         string `json:"addr,omitempty"` // manager's own IP:2377
 	ManagerToken string `json:"manager_token,omitempty"`
 	WorkerToken  string `json:"worker_token,omitempty"`
+	Rotated      bool   `json:"rotated,omitempty"` // ManagerToken is the rotated manager token
 }
 
 // Validate checks the report.
 func (r *SwarmReport) Validate() error {
 	if r.NodeID == "" || len(r.NodeID) > 128 || len(r.ClusterID) > 128 {
-		return fmt.Errorf("node_id is required and at most 128 bytes")
+		return fmt.Errorf("node_id is required; node_id and cluster_id are at most 128 bytes")
 	}
-	if (r.ManagerToken == "") != (r.WorkerToken == "") {
+	switch {
+	case r.Rotated && (r.ManagerToken == "" || r.WorkerToken != ""):
+		return fmt.Errorf("a rotation report carries the new manager token only")
+	case !r.Rotated && (r.ManagerToken == "") != (r.WorkerToken == ""):
 		return fmt.Errorf("give both tokens or neither")
 	}
-	if len(r.ManagerToken) > 256 || len(r.WorkerToken) > 256 || len(r.Addr) > 256 {
-		return fmt.Errorf("field too long")
+	if len(r.ManagerToken) > 256 || len(r.WorkerToken) > 256 {
+		return fmt.Errorf("a join token is at most 256 bytes")
+	}
+	if r.Addr != "" {
+		host, port, err := net.SplitHostPort(r.Addr)
+		if err != nil || net.ParseIP(host) == nil || port != SwarmPort {
+			return fmt.Errorf("addr %.64q: want the manager's IP address and port %s", r.Addr, SwarmPort)
+		}
 	}
 	return nil
+}
+
+// SwarmReportAnswer is the coordinator's answer to a swarm report: the machine, and
+// whether this manager should now rotate the swarm's manager join token (every planned
+// manager has joined with it) and report the new one.
+type SwarmReportAnswer struct {
+	MachineSummary
+	RotateManagerToken bool `json:"rotate_manager_token,omitempty"`
 }
 
 // Machine actions an operator can take.

@@ -243,9 +243,11 @@ func (c *Client) SwarmJoin(ctx context.Context, id MachineID) (*SwarmJoin, error
 	return &j, c.Do(ctx, http.MethodGet, MachinePath(PathMachineSwarm, id), nil, &j)
 }
 
-// SwarmReport records the node's swarm identity (and, from the first manager, the tokens).
-func (c *Client) SwarmReport(ctx context.Context, id MachineID, r *SwarmReport) error {
-	return c.Do(ctx, http.MethodPut, MachinePath(PathMachineSwarm, id), r, nil)
+// SwarmReport records the node's swarm identity (and, from the first manager, the
+// tokens); the answer may ask a manager to rotate the manager join token.
+func (c *Client) SwarmReport(ctx context.Context, id MachineID, r *SwarmReport) (*SwarmReportAnswer, error) {
+	var a SwarmReportAnswer
+	return &a, c.Do(ctx, http.MethodPut, MachinePath(PathMachineSwarm, id), r, &a)
 }
 
 // Gossip returns the gossip key and the coordinators' gossip addresses.
@@ -371,7 +373,8 @@ type RoleMatch struct {
 	MachineID MachineID `json:"machine_id"`
 	Role      string    `json:"role,omitempty"`
 	Swarm     string    `json:"swarm,omitempty"`
-	Problem   string    `json:"problem,omitempty"` // no role, or more than one
+	SwarmInit bool      `json:"swarm_init,omitempty"` // the planner designates it to create the swarm
+	Problem   string    `json:"problem,omitempty"`    // no role, or more than one
 }
 
 // Open sends a GET for path (for example an image under PathImages) and returns the

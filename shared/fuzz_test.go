@@ -63,6 +63,8 @@ func FuzzDecodeInventory(f *testing.F) {
 		`"nics":[{"name":"eno1","mac":"3c:ec:ef:00:00:01","pci_address":"0000:00:1f.6"}]}`))
 	f.Add([]byte(`{"nics":[{"name":"ib0","mac":"80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0f:65:31"}]}`))
 	f.Add([]byte(`{"collected_at":"9999-12-31T23:59:59+23:59"}`))
+	f.Add([]byte(`{"disks":[{"name":"sda","partitions":[{},{"name":"sda1"}]}],"errors":{"disks":"trimmed: 300 partitions on sda, kept 128"}}`))
+	f.Add([]byte(`{"cpu":{"model":"` + strings.Repeat("\u00e9", 200) + `","flags":["avx2"]}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		inv := checkDecodeRoundTrip[Inventory](t, data)
 		if inv == nil {
@@ -104,6 +106,9 @@ func FuzzDecodeSwarmReport(f *testing.F) {
 	f.Add([]byte(`{"node_id":"abc123","cluster_id":"c1","addr":"10.0.0.5:2377","manager_token":"SWMTKN-1-m","worker_token":"SWMTKN-1-w"}`))
 	f.Add([]byte(`{"node_id":"abc123"}`))
 	f.Add([]byte(`{"node_id":"abc123","manager_token":"x"}`))
+	f.Add([]byte(`{"node_id":"abc123","cluster_id":"c1","addr":"10.0.0.5:2377","manager_token":"SWMTKN-1-r","rotated":true}`))
+	f.Add([]byte(`{"node_id":"abc123","cluster_id":"c1","addr":"10.0.0.5:2378"}`))
+	f.Add([]byte(`{"node_id":"abc123","addr":"[fe80::1%eth0]:2377","manager_token":"a","worker_token":"b","rotated":true}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeRoundTrip[SwarmReport](t, data)
 	})

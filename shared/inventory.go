@@ -1,7 +1,6 @@
 package shared
 
 import (
-	"fmt"
 	"net"
 	"time"
 )
@@ -120,69 +119,6 @@ type Load struct {
 	Load5         float64 `json:"load5"`
 	Load15        float64 `json:"load15"`
 	UptimeSeconds uint64  `json:"uptime_s"`
-}
-
-// Limits that keep a hostile or broken agent from storing unbounded data.
-const (
-	maxInventoryItems = 4096
-	maxFieldLen       = 1024
-)
-
-// Validate checks that the inventory is well formed and bounded.
-func (inv *Inventory) Validate() error {
-	if inv == nil {
-		return fmt.Errorf("inventory is missing")
-	}
-	if len(inv.Disks) > maxInventoryItems || len(inv.NICs) > maxInventoryItems ||
-		len(inv.PCI) > maxInventoryItems || len(inv.CPU.Flags) > maxInventoryItems ||
-		len(inv.Memory.DIMMs) > maxInventoryItems || len(inv.Errors) > 64 {
-		return fmt.Errorf("inventory has more than %d items in a section", maxInventoryItems)
-	}
-	for _, s := range []string{inv.System.Vendor, inv.System.Product, inv.System.Serial,
-		inv.System.UUID, inv.System.BIOS, inv.System.Hostname, inv.CPU.Model} {
-		if len(s) > maxFieldLen {
-			return fmt.Errorf("inventory field longer than %d bytes", maxFieldLen)
-		}
-	}
-	if f := inv.System.Firmware; f != "" && f != "bios" && f != "uefi" {
-		return fmt.Errorf("system.firmware %q: want bios or uefi", f)
-	}
-	if inv.CPU.Cores < 0 || inv.CPU.Threads < 0 || inv.CPU.Sockets < 0 {
-		return fmt.Errorf("cpu counts must not be negative")
-	}
-	for i, d := range inv.Disks {
-		if d.Name == "" || len(d.Name) > 64 {
-			return fmt.Errorf("disks[%d]: name must be 1..64 bytes", i)
-		}
-		if len(d.Serial) > maxFieldLen || len(d.Model) > maxFieldLen || len(d.WWN) > maxFieldLen {
-			return fmt.Errorf("disks[%d]: field longer than %d bytes", i, maxFieldLen)
-		}
-		if len(d.Partitions) > maxInventoryItems {
-			return fmt.Errorf("disks[%d]: too many partitions", i)
-		}
-	}
-	for i, n := range inv.NICs {
-		if n.Name == "" || len(n.Name) > 64 {
-			return fmt.Errorf("nics[%d]: name must be 1..64 bytes", i)
-		}
-		if n.MAC != "" {
-			if _, err := net.ParseMAC(n.MAC); err != nil {
-				return fmt.Errorf("nics[%d]: bad mac %q", i, n.MAC)
-			}
-		}
-		if len(n.Addrs) > 64 {
-			return fmt.Errorf("nics[%d]: too many addresses", i)
-		}
-		if len(n.Vendor) > maxFieldLen || len(n.Product) > maxFieldLen || len(n.Driver) > maxFieldLen {
-			return fmt.Errorf("nics[%d]: field longer than %d bytes", i, maxFieldLen)
-		}
-	}
-	for i, p := range inv.PCI {
-		if len(p.Address) > 64 || len(p.Vendor) > maxFieldLen || len(p.Product) > maxFieldLen {
-			return fmt.Errorf("pci[%d]: field too long", i)
-		}
-	}
-	return nil
 }
 
 // Cores returns the physical core count, falling back to threads when cores are unknown.

@@ -94,7 +94,10 @@ type RebootStep struct{}
 // SwarmStep makes the node's dockerd part of the Swarm. Join tokens never travel in the
 // plan: the agent fetches them from the swarm-join endpoint when it runs this step.
 type SwarmStep struct {
-	Role          string `json:"role"` // manager or worker
+	Role string `json:"role"` // manager or worker
+	// Init: this machine creates the swarm. The planner designates exactly one manager
+	// (the first it places); the coordinator tells nobody else to init.
+	Init          bool   `json:"init,omitempty"`
 	AdvertiseAddr string `json:"advertise_addr,omitempty"`
 }
 
@@ -157,7 +160,8 @@ func (s *Step) Validate() error {
 	case StepReboot:
 		ok = ok && s.Reboot != nil
 	case StepSwarm:
-		ok = ok && s.Swarm != nil && (s.Swarm.Role == SwarmManager || s.Swarm.Role == SwarmWorker)
+		ok = ok && s.Swarm != nil && (s.Swarm.Role == SwarmManager || s.Swarm.Role == SwarmWorker) &&
+			(!s.Swarm.Init || s.Swarm.Role == SwarmManager)
 	default:
 		return fmt.Errorf("step %s: unknown kind %q", s.Name, s.Kind)
 	}

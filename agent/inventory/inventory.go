@@ -141,6 +141,11 @@ func (c *collector) run(ctx context.Context, sections []section) *shared.Invento
 	if c.opts.SystemUUID != "" {
 		inv.System.UUID = strings.TrimSpace(c.opts.SystemUUID)
 	}
+	// A machine with more than the coordinator keeps (hundreds of partitions, say) still
+	// registers: the excess is trimmed and noted in the inventory's errors.
+	for _, note := range inv.Fit() {
+		c.log.Warn("inventory trimmed to the coordinator's limits", "what", note)
+	}
 	inv.TookMillis = time.Since(start).Milliseconds()
 	c.log.Debug("inventory collected", "took", time.Since(start), "errors", len(inv.Errors))
 	return inv

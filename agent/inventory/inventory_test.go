@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -229,4 +230,28 @@ func memTotal(t *testing.T) uint64 {
 	}
 	t.Fatal("no MemTotal in /proc/meminfo")
 	return 0
+}
+
+// TestCollectTrimsToTheCoordinatorsLimits: a machine with more partitions than the
+// coordinator keeps still produces an inventory the coordinator accepts, with the trim
+// noted, instead of one whose registration would be refused.
+func TestCollectTrimsToTheCoordinatorsLimits(t *testing.T) {
+	c := newCollector(Options{})
+	disk := shared.Disk{Name: "sda", SizeBytes: 1 << 40, Serial: "S1"}
+	for i := range 300 {
+		disk.Partitions = append(disk.Partitions, shared.Partition{Name: fmt.Sprintf("sda%d", i+1), SizeBytes: 1 << 20})
+	}
+	sections := []section{{name: shared.SectionDisks, collect: func(context.Context) (func(*shared.Inventory), error) {
+		return func(inv *shared.Inventory) { inv.Disks = []shared.Disk{disk} }, nil
+	}}}
+	inv := c.run(context.Background(), sections)
+	if err := inv.Validate(); err != nil {
+		t.Fatalf("the collected inventory is refused: %v", err)
+	}
+	if got := len(inv.Disks[0].Partitions); got != shared.MaxPartitionsPerDisk {
+		t.Fatalf("%d partitions kept, want %d", got, shared.MaxPartitionsPerDisk)
+	}
+	if !strings.Contains(inv.Errors[shared.SectionDisks], "trimmed: 300 partitions on sda, kept 128") {
+		t.Fatalf("no trim note: errors = %v", inv.Errors)
+	}
 }

@@ -1,7 +1,9 @@
 package coordinatortest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -105,4 +108,25 @@ func (p *InProcess) Client(token string) *shared.Client {
 func (p *InProcess) Stop() {
 	p.stop()
 	<-p.done
+}
+
+// PlantSwarm puts a swarm with these join tokens into this coordinator's store, for
+// tests that look for secrets in pages and streams. The swarm's own API hands tokens
+// only to machines whose swarm step is due, so a test that just needs them present
+// sets them here. It rewrites this coordinator's copy only (not the Raft log): use it
+// on a single in-process coordinator.
+func (p *InProcess) PlantSwarm(clusterID, managerToken, workerToken string) error {
+	store := p.Server.Store()
+	snap := store.Snapshot()
+	var buf bytes.Buffer
+	if err := snap.Encode(&buf); err != nil {
+		return err
+	}
+	var d state.Data
+	if err := json.Unmarshal(buf.Bytes(), &d); err != nil {
+		return err
+	}
+	d.Swarm.ClusterID, d.Swarm.ManagerToken, d.Swarm.WorkerToken = clusterID, managerToken, workerToken
+	store.Restore(&d, snap.Applied)
+	return nil
 }

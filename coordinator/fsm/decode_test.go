@@ -18,7 +18,8 @@ func commandBodies() []any {
 	return []any{state.InitCluster{}, state.PutCoordinator{}, state.RemoveCoordinator{}, state.Register{},
 		state.Checkin{}, state.SetPlan{}, state.Report{}, state.SetBoot{}, state.Gossip{}, state.Action{},
 		state.PutRole{}, state.DeleteRole{}, state.PutToken{}, state.DeleteToken{}, state.SwarmClaim{},
-		state.SwarmReport{}, state.SetPlans{}, state.IssueTicket{}, state.PutExpected{}, state.EndSessions{}}
+		state.SwarmReport{}, state.SetPlans{}, state.IssueTicket{}, state.PutExpected{}, state.EndSessions{},
+		state.SwarmJoin{}}
 }
 
 // TestV2DecoderAgreesWithEncodingJSON fills every command type with random values,

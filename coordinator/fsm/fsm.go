@@ -40,6 +40,7 @@ const (
 	TypeIssueTicket       Type = 18
 	TypePutExpected       Type = 19
 	TypeEndSessions       Type = 20
+	TypeSwarmJoin         Type = 21
 )
 
 // typeOf maps a command body to its type byte; Encode uses it.
@@ -85,6 +86,8 @@ func typeOf(body any) (Type, error) {
 		return TypePutExpected, nil
 	case state.EndSessions:
 		return TypeEndSessions, nil
+	case state.SwarmJoin:
+		return TypeSwarmJoin, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", body)
 }
@@ -149,6 +152,8 @@ func Apply(s *state.Store, data []byte, index uint64) state.Result {
 		return apply(body, index, s.ApplyPutExpected)
 	case TypeEndSessions:
 		return apply(body, index, s.ApplyEndSessions)
+	case TypeSwarmJoin:
+		return apply(body, index, s.ApplySwarmJoin)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

@@ -39,29 +39,31 @@ func DryRun(roles []shared.Role, machines []*shared.Machine, opts PlacementOptio
 			}
 		}
 	}
-	placed := PlaceManagers(fleet, opts)
+	placement := Place(fleet, opts)
 	for i := range out {
 		rm := &out[i]
 		if rm.Role == "" {
 			continue
 		}
 		rm.Swarm = shared.SwarmNone
-		if r, ok := placed[rm.MachineID]; ok {
+		if r, ok := placement.Roles[rm.MachineID]; ok {
 			rm.Swarm = r
 		}
+		rm.SwarmInit = placement.NewInitiator && rm.MachineID == placement.Initiator
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].MachineID < out[b].MachineID })
 	return out
 }
 
 // CandidateOf describes machine m, given the role it has or matched, for Place. Its
-// current plan's swarm step, if any, is its placed swarm role.
+// current plan's swarm step, if any, is its placed swarm role (and says whether it
+// creates the swarm).
 func CandidateOf(m *shared.Machine, role *shared.Role) Candidate {
-	c := Candidate{ID: m.ID, Labels: m.Labels, Swarm: role.Swarm.Role}
+	c := Candidate{ID: m.ID, Labels: m.Labels, Swarm: role.Swarm.Role, Joined: m.SwarmNodeID != ""}
 	if m.Plan != nil && m.Plan.Role == role.Name {
 		for _, s := range m.Plan.Steps {
 			if s.Kind == shared.StepSwarm && s.Swarm != nil {
-				c.Placed = s.Swarm.Role
+				c.Placed, c.Init = s.Swarm.Role, s.Swarm.Init
 			}
 		}
 	}

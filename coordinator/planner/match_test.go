@@ -236,7 +236,7 @@ func TestDryRun(t *testing.T) {
 	storage.Inventory.Disks = hdd.Inventory.Disks
 	// m-0 is already placed as a manager in rack r1: the dry run must count it.
 	placed := server("m-0", map[string]string{"rack": "r1"})
-	placed.State, placed.Role = shared.StateReady, "rack1"
+	placed.State, placed.Role, placed.SwarmNodeID = shared.StateReady, "rack1", "node0" // in the swarm: nobody inits
 	placed.Plan = &shared.Plan{Role: "rack1", Steps: []shared.Step{{Name: "swarm", Kind: shared.StepSwarm,
 		Swarm: &shared.SwarmStep{Role: shared.SwarmManager}}}}
 	retired := server("m-9", map[string]string{"rack": "r3"})

@@ -18,6 +18,10 @@ type Candidate struct {
 	// Placed is the swarm role its current plan already gives it ("" when it has none yet).
 	// It is kept: a joined node changes role only when an operator re-plans it.
 	Placed string
+	// Init: its current plan designates it to create the swarm.
+	Init bool
+	// Joined: it has reported a swarm node id, so a swarm exists.
+	Joined bool
 }
 
 // PlacementOptions tune manager placement. The zero value means the defaults.
@@ -50,7 +54,13 @@ type Placement struct {
 	Roles    map[shared.MachineID]string // manager or worker, for every swarm machine
 	Want     int                         // managers this fleet size wants
 	Managers int                         // managers placed
-	Notes    []string                    // what an operator should know, e.g. too few machines
+	// Initiator is the one manager that creates the swarm: the one whose plan already
+	// says so, else, while no swarm exists, the newly placed manager with the smallest
+	// id. Empty when the swarm exists or a manager planned earlier creates it.
+	Initiator shared.MachineID
+	// NewInitiator: Initiator is designated by this placement (its plan does not say so yet).
+	NewInitiator bool
+	Notes        []string // what an operator should know, e.g. too few machines
 }
 
 // PlaceManagers returns the swarm role of every swarm machine in fleet; see Place.
@@ -109,8 +119,38 @@ func Place(fleet []Candidate, opts PlacementOptions) Placement {
 		}
 	}
 	p.Managers = p.managers()
+	p.Initiator, p.NewInitiator = initiator(fleet, p.Roles)
 	p.Notes = notes(p, perDomain, opts.DomainLabel)
 	return p
+}
+
+// initiator designates the manager that creates the swarm. Exactly one machine may: a
+// machine asking first must not win (a fake machine could ask first). A machine whose
+// plan already says init keeps it. Otherwise a new one is designated only while no
+// machine has joined a swarm, and only among managers without a plan yet (a plan is
+// never changed under a machine): the smallest id, so the choice depends only on the
+// fleet, never on who asks first.
+func initiator(fleet []Candidate, roles map[shared.MachineID]string) (shared.MachineID, bool) {
+	var best shared.MachineID
+	for _, c := range fleet {
+		if c.Init && roles[c.ID] == shared.SwarmManager && (best == "" || c.ID < best) {
+			best = c.ID
+		}
+	}
+	if best != "" {
+		return best, false
+	}
+	for _, c := range fleet {
+		if c.Joined || c.Init {
+			return "", false
+		}
+	}
+	for _, c := range fleet {
+		if c.Placed == "" && roles[c.ID] == shared.SwarmManager && (best == "" || c.ID < best) {
+			best = c.ID
+		}
+	}
+	return best, best != ""
 }
 
 func (p *Placement) managers() int {

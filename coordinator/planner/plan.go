@@ -41,6 +41,24 @@ func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole str
 	return finishPlan(m, role, generation, swarmStepFor(steps, swarm))
 }
 
+// PlanMatch builds machine m's plan for a dry run's verdict: its role, its placed swarm
+// role, and whether it is the manager designated to create the swarm.
+func PlanMatch(m *shared.Machine, role *shared.Role, generation uint64, match shared.RoleMatch) (*shared.Plan, error) {
+	p, err := Plan(m, role, generation, match.Swarm)
+	if err != nil || !match.SwarmInit {
+		return p, err
+	}
+	var last *shared.Step
+	if n := len(p.Steps); n > 0 {
+		last = &p.Steps[n-1]
+	}
+	if last == nil || last.Kind != shared.StepSwarm || last.Swarm.Role != shared.SwarmManager {
+		return nil, fmt.Errorf("machine %s is designated to create the swarm but its plan has no manager step (a planner bug)", m.ID)
+	}
+	last.Swarm.Init = true
+	return p, nil
+}
+
 // installSteps are the RAM-phase steps that install the role's image; none for a role
 // that adopts hosts already running their OS.
 func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {

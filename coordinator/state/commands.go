@@ -162,9 +162,18 @@ type EndSessions struct {
 	Gen     uint64 `json:"gen"`
 }
 
-// SwarmClaim asks to be the manager that creates the swarm; the first one wins.
+// SwarmClaim asked to be the manager that creates the swarm, first one winning. It is no
+// longer proposed (the planner designates the creator, see SwarmStep.Init); it stays so
+// that old log entries replay as they were applied.
 type SwarmClaim struct {
 	ID shared.MachineID `json:"id"`
+}
+
+// SwarmJoin is a machine asking how to join the swarm: it gets a join token at most
+// once per attempt of its swarm step, so the fetch is a replicated write.
+type SwarmJoin struct {
+	ID   shared.MachineID `json:"id"`
+	Time time.Time        `json:"time"`
 }
 
 // SwarmReport records a node's swarm identity and, from the creator, the tokens.
@@ -172,7 +181,13 @@ type SwarmReport struct {
 	ID     shared.MachineID   `json:"id"`
 	Report shared.SwarmReport `json:"report"`
 	Time   time.Time          `json:"time"`
+	// Rules is the version of the rules the report is checked by (see Swarm); entries
+	// written before there were rules have 0 and replay as they were applied then.
+	Rules int `json:"rules,omitempty"`
 }
+
+// SwarmRules is the current version of the swarm report rules.
+const SwarmRules = 1
 
 // Result is what applying a command gives back to the caller that proposed it. An
 // agent's write (register, step report, swarm report) gives the machine's summary, all
@@ -183,7 +198,11 @@ type Result struct {
 	Machine *shared.Machine        `json:"machine,omitempty"`
 	Summary *shared.MachineSummary `json:"summary,omitempty"`
 	Value   string                 `json:"value,omitempty"`
-	Err     *shared.APIError       `json:"error,omitempty"`
+	// Join answers a SwarmJoin. Its token is a secret: the result travels only from the
+	// leader to the coordinator that forwarded the command (mutual TLS), which hands it
+	// to the machine that asked.
+	Join *shared.SwarmJoin `json:"join,omitempty"`
+	Err  *shared.APIError  `json:"error,omitempty"`
 	// TokenGen is a registered machine's new token generation, for its new token.
 	TokenGen uint64 `json:"token_gen,omitempty"`
 	// Touched: a refused command still added to this machine's timeline (a conflict).

@@ -201,6 +201,7 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 			}
 			return Result{Machine: clone(m)}
 		}
+		s.designateInitiator(index, c.Time, m.ID, c.Plan)
 		m.Role, m.Plan, m.Unmatched = c.Role, c.Plan, ""
 		m.Steps = make([]shared.StepState, len(c.Plan.Steps))
 		for i, st := range c.Plan.Steps {
@@ -530,56 +531,6 @@ func (s *Store) ApplyEndSessions(c EndSessions, index uint64) Result {
 		}
 		return Result{Value: strconv.FormatUint(t.SessionGen, 10)}
 	})
-}
-
-// ApplySwarmClaim makes the first manager that asks the one that creates the swarm.
-func (s *Store) ApplySwarmClaim(c SwarmClaim, index uint64) Result {
-	return s.mutate(index, "", func() Result {
-		if s.data.Swarm.InitBy == "" {
-			s.data.Swarm.InitBy = c.ID
-		}
-		return Result{Value: string(s.data.Swarm.InitBy)}
-	})
-}
-
-// ApplySwarmReport records a node's swarm id; the creator's report carries the tokens.
-func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
-		m, ok := s.data.Machines[c.ID]
-		if !ok {
-			return notFound(c.ID)
-		}
-		r, sw := c.Report, &s.data.Swarm
-		if sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID {
-			return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
-				"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID)
-		}
-		if r.ManagerToken != "" {
-			if sw.InitBy != c.ID {
-				return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
-			}
-			sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
-		}
-		if r.Addr != "" && !contains(sw.ManagerAddrs, r.Addr) {
-			sw.ManagerAddrs = append(sw.ManagerAddrs, r.Addr)
-			sort.Strings(sw.ManagerAddrs)
-		}
-		if m.SwarmNodeID != r.NodeID {
-			m.SwarmNodeID = r.NodeID
-			s.event(index, c.Time, c.ID, shared.EventStep, "swarm node "+r.NodeID)
-			m.UpdatedAt = c.Time
-		}
-		return summaryOf(m)
-	})
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func planGen(m *shared.Machine) string {

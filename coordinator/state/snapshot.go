@@ -101,7 +101,6 @@ func (s *Store) frozen() *Data {
 		Events:       make(map[shared.MachineID][]shared.Event, len(s.data.Events)),
 		Roles:        make(map[string]*shared.Role, len(s.data.Roles)),
 		Tokens:       make(map[string]*Token, len(s.data.Tokens)),
-		Swarm:        s.data.Swarm,
 		TokenGens:    make(map[shared.MachineID]uint64, len(s.data.TokenGens)),
 		Expected:     make(map[string]*shared.ExpectedMachine, len(s.data.Expected)),
 		Tickets:      maps.Clone(s.data.Tickets),
@@ -130,6 +129,6 @@ func (s *Store) frozen() *Data {
 	for k, v := range s.data.TokenGens {
 		d.TokenGens[k] = v
 	}
-	d.Swarm.ManagerAddrs = slices.Clone(s.data.Swarm.ManagerAddrs) // sorted in place on report
+	d.Swarm = s.data.Swarm.clone() // its maps change in place
 	return d
 }

@@ -21,14 +21,31 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 		return &shared.Plan{MachineID: id, Role: "r", Generation: 2, Steps: []shared.Step{
 			{Name: "disk", Kind: shared.StepDisk, Phase: shared.PhaseRAM, Disk: &shared.DiskStep{Target: shared.DiskTarget{Serial: "S"}}}}}
 	}
-	var ids []shared.MachineID
+	// Adopted hosts whose swarm step (attempt 1) runs: their swarm reports are taken.
+	swarmPlan := func(id shared.MachineID, init bool) *shared.Plan {
+		return &shared.Plan{MachineID: id, Role: "r", Generation: 2, Steps: []shared.Step{{Name: "swarm", Kind: shared.StepSwarm,
+			Phase: shared.PhaseDisk, Swarm: &shared.SwarmStep{Role: shared.SwarmManager, Init: init}}}}
+	}
+	var ids, managers []shared.MachineID
 	for i := range 50 {
 		id := shared.MachineID(fmt.Sprintf("m-%016x", i))
 		ids = append(ids, id)
-		s.ApplyRegister(Register{ID: id, Mode: shared.ModeRAM, Labels: map[string]string{"rack": "r1"}, Time: now}, uint64(2*i+1))
-		s.ApplySetPlan(SetPlan{ID: id, Role: "r", Plan: plan(id), Time: now}, uint64(2*i+2))
+		p := plan(id)
+		if i < shared.MaxSwarmManagers {
+			p = swarmPlan(id, i == 0)
+			managers = append(managers, id)
+		}
+		s.ApplyRegister(Register{ID: id, Mode: shared.ModeRAM, Labels: map[string]string{"rack": "r1"},
+			Addr: fmt.Sprintf("10.0.1.%d", i), Time: now}, uint64(2*i+1))
+		s.ApplySetPlan(SetPlan{ID: id, Role: "r", Plan: p, Time: now}, uint64(2*i+2))
 	}
-	s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", Addr: "10.0.0.9:2377"}, Time: now}, 200)
+	for i, id := range managers {
+		s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "swarm", Status: shared.StepRunning, Attempt: 1}}, uint64(150+i))
+	}
+	if res := s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", ClusterID: "c",
+		Addr: "10.0.1.0:2377", ManagerToken: "m", WorkerToken: "w"}, Time: now, Rules: SwarmRules}, 200); res.Err != nil {
+		t.Fatal(res.Err)
+	}
 
 	snap := s.Snapshot()
 	got := encode(t, snap)
@@ -41,16 +58,37 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 
 	var wg sync.WaitGroup
 	wg.Add(1)
+	reading, writing := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer wg.Done()
+		defer close(writing)
+		<-reading // write only while snapshots are being taken
 		for i, id := range ids {
-			idx := uint64(300 + i*3)
-			s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk", Status: shared.StepRunning, Attempt: 1}}, idx)
-			s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk", Status: shared.StepSucceeded, Attempt: 1}}, idx+1)
-			s.ApplySwarmReport(SwarmReport{ID: id, Report: shared.SwarmReport{NodeID: "n", Addr: fmt.Sprintf("10.0.1.%d:2377", 50-i)}, Time: now}, idx+2)
+			idx := uint64(300 + i*5)
+			// Swarm writes change the swarm record's maps in place, racing the encoding:
+			// every iteration a manager starts a new attempt and fetches its token.
+			mgr := managers[i%len(managers)]
+			s.ApplyReport(Report{ID: mgr, Time: now, Report: shared.StepReport{Generation: 2, Step: "swarm", Status: shared.StepRunning, Attempt: i + 2}}, idx)
+			s.ApplySwarmJoin(SwarmJoin{ID: mgr, Time: now}, idx+1)
+			if i < len(managers) {
+				s.ApplySwarmReport(SwarmReport{ID: id, Report: shared.SwarmReport{NodeID: "n", ClusterID: "c",
+					Addr: fmt.Sprintf("10.0.1.%d:2377", i)}, Time: now, Rules: SwarmRules}, idx+2)
+				continue
+			}
+			s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk", Status: shared.StepRunning, Attempt: 1}}, idx+3)
+			s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk", Status: shared.StepSucceeded, Attempt: 1}}, idx+4)
 		}
 	}()
-	for range 20 {
+	// Snapshots (at least 20) until the writer, which starts after the first, is done.
+	for n, done := 0, false; n < 20 || !done; n++ {
+		if n == 1 {
+			close(reading)
+		}
+		select {
+		case <-writing:
+			done = true
+		default:
+		}
 		snap := s.Snapshot()
 		b, idx := encode(t, snap), snap.Applied
 		var d Data
@@ -59,7 +97,7 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 		}
 		// Every machine the snapshot shows past an index must agree with that index.
 		for _, m := range d.Machines {
-			if m.Steps[0].Status == shared.StepSucceeded && idx < 301 {
+			if m.Steps[0].Status == shared.StepSucceeded && m.Steps[0].Name == "disk" && idx < 301 {
 				t.Fatalf("snapshot at index %d shows a step finished at a later index", idx)
 			}
 		}
@@ -82,6 +120,8 @@ func TestSnapshotEncodingEqualsJSONMarshal(t *testing.T) {
 	d.Tokens["t1"] = &Token{ID: "t1", Name: "alice\u2028", Role: "viewer"}
 	d.TokenGens["m-a"] = 3
 	d.Swarm.ManagerAddrs = []string{"10.0.0.9:2377"}
+	d.Swarm.Managers = map[shared.MachineID]string{"m-b": "10.0.0.9:2377"}
+	d.Swarm.Issued = map[shared.MachineID]TokenIssue{"m-b": {Generation: 2, Attempt: 1}}
 	empty := Data{} // every map nil
 	for name, data := range map[string]*Data{"full": &d, "nil maps": &empty} {
 		want, err := json.Marshal(data)

@@ -77,15 +77,6 @@ func (t *Token) Info() shared.TokenInfo {
 	return shared.TokenInfo{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
 }
 
-// Swarm is the one Docker Swarm of this site. The tokens are secrets.
-type Swarm struct {
-	InitBy       shared.MachineID `json:"init_by,omitempty"` // the manager that creates the swarm
-	ClusterID    string           `json:"cluster_id,omitempty"`
-	ManagerToken string           `json:"manager_token,omitempty"`
-	WorkerToken  string           `json:"worker_token,omitempty"`
-	ManagerAddrs []string         `json:"manager_addrs,omitempty"`
-}
-
 // Store is the replicated state with its lock. Mutating methods are for the FSM only.
 type Store struct {
 	mu      sync.RWMutex
@@ -223,15 +214,6 @@ func (s *Store) Cluster() Cluster {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.data.Cluster
-}
-
-// Swarm returns the swarm record (with its secrets: callers decide who may see them).
-func (s *Store) Swarm() Swarm {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	sw := s.data.Swarm
-	sw.ManagerAddrs = append([]string(nil), sw.ManagerAddrs...)
-	return sw
 }
 
 // Coordinators returns the known coordinators sorted by id.

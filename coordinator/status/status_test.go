@@ -213,13 +213,8 @@ func TestPagesShowTheFleetAndNoSecrets(t *testing.T) {
 	}
 	// The swarm's tokens, as the first manager would report them.
 	swarmToken := "SWMTKN-1-" + strings.Repeat("a1", 25)
-	if res, err := c.Server.Apply(ctx, state.SwarmClaim{ID: f.Machines[1].ID}); err != nil || res.Err != nil {
-		t.Fatal(err, res.Err)
-	}
-	if res, err := c.Server.Apply(ctx, state.SwarmReport{ID: f.Machines[1].ID, Time: time.Now(),
-		Report: shared.SwarmReport{NodeID: "node1", ClusterID: "cl1", Addr: "10.0.0.1:2377",
-			ManagerToken: swarmToken + "-mgr", WorkerToken: swarmToken + "-wrk"}}); err != nil || res.Err != nil {
-		t.Fatal(err, res.Err)
+	if err := c.PlantSwarm("cl1", swarmToken+"-mgr", swarmToken+"-wrk"); err != nil {
+		t.Fatal(err)
 	}
 	cl := c.Server.Store().Cluster()
 	secrets := map[string]string{"admin token": c.AdminToken, "enrol token": c.EnrolToken,

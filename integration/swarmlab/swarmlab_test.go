@@ -108,7 +108,7 @@ func TestSwarmExecutorFormsASwarm(t *testing.T) {
 	var errTexts []string // every error the executor returned, searched for tokens at the end
 	run := func(i int) (shared.StepStatus, error) {
 		s := shared.Step{Name: "swarm", Kind: shared.StepSwarm, Phase: shared.PhaseDisk,
-			Swarm: &shared.SwarmStep{Role: coord.role(ids[i])}}
+			Swarm: &shared.SwarmStep{Role: coord.role(ids[i]), Init: ids[i] == coord.initBy}}
 		st, err := execs[i].Run(ctx, s, nil)
 		if err != nil {
 			mu.Lock()
@@ -134,9 +134,21 @@ func TestSwarmExecutorFormsASwarm(t *testing.T) {
 	if coord.clusterID == "" || coord.managerToken == "" || coord.workerToken == "" {
 		t.Fatal("the first manager did not report the swarm's id and tokens")
 	}
+	initToken := coord.managerToken
 
+	// The second and third managers join with that token; the third completes the
+	// planned set, is told to rotate the manager token, and reports the new one.
+	coord.rotateAt = 3
 	mustRun(1, shared.StepSucceeded)
 	mustRun(2, shared.StepSucceeded)
+	current, err := lab.Nodes[0].Client(t).SwarmInspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if coord.rotatedBy != ids[2] || coord.managerToken == initToken || coord.managerToken != current.JoinTokens.Manager {
+		t.Fatalf("manager token after the planned managers joined: rotated by %q, changed %v, equals the swarm's current %v",
+			coord.rotatedBy, coord.managerToken != initToken, coord.managerToken == current.JoinTokens.Manager)
+	}
 	var wg sync.WaitGroup
 	statuses := make([]shared.StepStatus, len(lab.Nodes))
 	runErrs := make([]error, len(lab.Nodes))
@@ -241,7 +253,7 @@ func TestSwarmExecutorFormsASwarm(t *testing.T) {
 	if !strings.Contains(logs.String(), "created the swarm") || len(errTexts) < 5 {
 		t.Fatalf("the token check would look at too little: %d bytes of logs, %d errors", logs.Len(), len(errTexts))
 	}
-	for _, tok := range []string{coord.managerToken, coord.workerToken, other.JoinTokens.Manager, other.JoinTokens.Worker} {
+	for _, tok := range []string{initToken, coord.managerToken, coord.workerToken, other.JoinTokens.Manager, other.JoinTokens.Worker} {
 		if strings.Contains(everything, tok) {
 			t.Errorf("a join token appears in the logs or errors")
 		}
@@ -291,9 +303,13 @@ func waitReady(ctx context.Context, t *testing.T, c interface {
 }
 
 // fakeCoordinator stands in for the coordinator's swarm endpoints: the first manager
-// creates the swarm, the others get its tokens and address.
+// creates the swarm, the others get its tokens and address; the manager whose report
+// makes rotateAt managers is told to rotate the manager token.
 type fakeCoordinator struct {
 	mu           sync.Mutex
+	rotateAt     int // 0: never ask for a rotation
+	rotatedBy    shared.MachineID
+	managers     map[shared.MachineID]bool
 	roles        map[shared.MachineID]string
 	initBy       shared.MachineID
 	clusterID    string
@@ -306,7 +322,7 @@ type fakeCoordinator struct {
 }
 
 func newFakeCoordinator() *fakeCoordinator {
-	return &fakeCoordinator{roles: map[shared.MachineID]string{}, nodeIDs: map[shared.MachineID]string{},
+	return &fakeCoordinator{roles: map[shared.MachineID]string{}, nodeIDs: map[shared.MachineID]string{}, managers: map[shared.MachineID]bool{},
 		failReports: map[shared.MachineID]int{}, clusterOf: map[shared.MachineID]string{}}
 }
 
@@ -332,24 +348,38 @@ func (f *fakeCoordinator) SwarmJoin(_ context.Context, id shared.MachineID) (*sh
 	return j, nil
 }
 
-func (f *fakeCoordinator) SwarmReport(_ context.Context, id shared.MachineID, r *shared.SwarmReport) error {
+func (f *fakeCoordinator) SwarmReport(_ context.Context, id shared.MachineID, r *shared.SwarmReport) (*shared.SwarmReportAnswer, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := r.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	if f.failReports[id] > 0 {
 		f.failReports[id]--
-		return errors.New("coordinator unavailable (injected by the test)")
+		return nil, errors.New("coordinator unavailable (injected by the test)")
 	}
-	if r.ManagerToken != "" {
+	answer := &shared.SwarmReportAnswer{MachineSummary: shared.MachineSummary{ID: id}}
+	switch {
+	case r.Rotated:
+		if id != f.rotatedBy || r.ManagerToken == f.managerToken {
+			return nil, fmt.Errorf("%s sent a rotated token it was not asked for, or the old one", id)
+		}
+		f.managerToken = r.ManagerToken
+		return answer, nil
+	case r.ManagerToken != "":
 		if id != f.initBy {
-			return fmt.Errorf("%s is not the first manager but sent tokens", id)
+			return nil, fmt.Errorf("%s is not the first manager but sent tokens", id)
 		}
 		f.clusterID, f.addr, f.managerToken, f.workerToken = r.ClusterID, r.Addr, r.ManagerToken, r.WorkerToken
 	}
 	f.nodeIDs[id] = r.NodeID
-	return nil
+	if r.Addr != "" {
+		f.managers[id] = true
+	}
+	if f.rotateAt > 0 && len(f.managers) == f.rotateAt && f.rotatedBy == "" {
+		f.rotatedBy, answer.RotateManagerToken = id, true
+	}
+	return answer, nil
 }
 
 func (f *fakeCoordinator) role(id shared.MachineID) string {

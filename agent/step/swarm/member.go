@@ -119,7 +119,9 @@ func (e *Executor) member(ctx context.Context, j *shared.SwarmJoin, secrets []st
 }
 
 // report tells the coordinator the node's id; a manager adds the swarm's id and its own
-// address, and the first manager the join tokens.
+// address, and the first manager the join tokens. When the coordinator answers that
+// every planned manager has joined, a manager rotates the manager join token (the one
+// handed out is then useless) and reports the new one.
 func (e *Executor) report(ctx context.Context, j *shared.SwarmJoin, info swarm.Info, secrets []string) error {
 	r := &shared.SwarmReport{NodeID: info.NodeID}
 	if info.ControlAvailable {
@@ -135,14 +137,51 @@ func (e *Executor) report(ctx context.Context, j *shared.SwarmJoin, info swarm.I
 			secrets = append(secrets, r.ManagerToken, r.WorkerToken)
 		}
 	}
+	answer, err := e.send(ctx, r, secrets)
+	if err != nil || !answer.RotateManagerToken || !info.ControlAvailable {
+		return err
+	}
+	token, err := e.rotateManagerToken(ctx, secrets)
+	if err != nil {
+		return err
+	}
+	r.ManagerToken, r.WorkerToken, r.Rotated = token, "", true
+	_, err = e.send(ctx, r, append(secrets, token))
+	return err
+}
+
+// send delivers a swarm report.
+func (e *Executor) send(ctx context.Context, r *shared.SwarmReport, secrets []string) (*shared.SwarmReportAnswer, error) {
 	if err := r.Validate(); err != nil {
-		return fmt.Errorf("swarm report: %w", err)
+		return nil, fmt.Errorf("swarm report: %w", err)
 	}
-	if err := e.cfg.Coordinator.SwarmReport(ctx, e.cfg.MachineID, r); err != nil {
+	answer, err := e.cfg.Coordinator.SwarmReport(ctx, e.cfg.MachineID, r)
+	if err != nil {
 		// The coordinator's error may quote the request: keep the tokens out of it.
-		return errors.New("telling the coordinator the node's swarm identity: " + redact(err.Error(), secrets))
+		return nil, errors.New("telling the coordinator the node's swarm identity: " + redact(err.Error(), secrets))
 	}
-	return nil
+	return answer, nil
+}
+
+// rotateManagerToken makes the swarm issue a new manager join token and returns it.
+func (e *Executor) rotateManagerToken(ctx context.Context, secrets []string) (string, error) {
+	sw, err := e.docker.SwarmInspect(ctx)
+	if err != nil {
+		return "", dockerErr("reading the swarm before rotating its manager token", err, secrets)
+	}
+	secrets = append(secrets, sw.JoinTokens.Manager, sw.JoinTokens.Worker)
+	if err := e.docker.SwarmUpdate(ctx, sw.Version, sw.Spec, swarm.UpdateFlags{RotateManagerToken: true}); err != nil {
+		return "", dockerErr("rotating the swarm's manager join token", err, secrets)
+	}
+	after, err := e.docker.SwarmInspect(ctx)
+	if err != nil {
+		return "", dockerErr("reading the rotated manager token", err, secrets)
+	}
+	if after.JoinTokens.Manager == "" || after.JoinTokens.Manager == sw.JoinTokens.Manager {
+		return "", errors.New("dockerd accepted the manager token rotation but the token did not change")
+	}
+	e.log.Info("rotated the swarm's manager join token")
+	return after.JoinTokens.Manager, nil
 }
 
 // roleMismatch says what to do when the node's swarm role is not the planned one.

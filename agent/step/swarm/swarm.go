@@ -27,7 +27,7 @@ import (
 // Coordinator is what the swarm step needs from the coordinator; *shared.Client has it.
 type Coordinator interface {
 	SwarmJoin(ctx context.Context, id shared.MachineID) (*shared.SwarmJoin, error)
-	SwarmReport(ctx context.Context, id shared.MachineID, r *shared.SwarmReport) error
+	SwarmReport(ctx context.Context, id shared.MachineID, r *shared.SwarmReport) (*shared.SwarmReportAnswer, error)
 }
 
 // LabelInitBy is the swarm label "swarm init" sets to the initialising machine's id. It
@@ -121,7 +121,7 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 		return shared.StepFailed, err
 	}
 	secrets := []string{join.Token}
-	if err := checkJoin(join, s.Swarm.Role); err != nil {
+	if err := checkJoin(join, s.Swarm); err != nil {
 		return shared.StepFailed, err
 	}
 	progress(shared.Progress{Done: 1, Total: stages})
@@ -186,16 +186,20 @@ func (e *Executor) joinInfo(ctx context.Context) (*shared.SwarmJoin, error) {
 }
 
 // checkJoin refuses join information that cannot be right, before anything is done.
-func checkJoin(j *shared.SwarmJoin, planRole string) error {
-	if j.Role != planRole {
+func checkJoin(j *shared.SwarmJoin, plan *shared.SwarmStep) error {
+	if j.Role != plan.Role {
 		return fmt.Errorf("the coordinator says this node is a swarm %q but the plan says %q; "+
-			"the plan probably changed and the next try fetches it", j.Role, planRole)
+			"the plan probably changed and the next try fetches it", j.Role, plan.Role)
 	}
 	if j.Role != shared.SwarmManager && j.Role != shared.SwarmWorker {
 		return step.Permanent(fmt.Errorf("swarm role %q: want manager or worker", j.Role))
 	}
 	if j.Init && j.Role != shared.SwarmManager {
 		return step.Permanent(errors.New("the coordinator asks a worker to create the swarm: a coordinator bug"))
+	}
+	if j.Init && !plan.Init {
+		return step.Permanent(errors.New("the coordinator asks this node to create the swarm, but its plan does not " +
+			"designate it: a coordinator bug"))
 	}
 	return nil
 }

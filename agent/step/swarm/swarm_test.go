@@ -27,8 +27,8 @@ func (noCoordinator) SwarmJoin(context.Context, shared.MachineID) (*shared.Swarm
 	return nil, errors.New("not reached")
 }
 
-func (noCoordinator) SwarmReport(context.Context, shared.MachineID, *shared.SwarmReport) error {
-	return errors.New("not reached")
+func (noCoordinator) SwarmReport(context.Context, shared.MachineID, *shared.SwarmReport) (*shared.SwarmReportAnswer, error) {
+	return nil, errors.New("not reached")
 }
 
 func newTestExecutor(t *testing.T) *Executor {
@@ -63,21 +63,23 @@ func TestCheckJoin(t *testing.T) {
 	tests := []struct {
 		name      string
 		join      shared.SwarmJoin
-		plan      string
+		plan      shared.SwarmStep
 		wantErr   string
 		permanent bool
 	}{
-		{name: "init manager", join: shared.SwarmJoin{Role: "manager", Init: true}, plan: "manager"},
-		{name: "worker join", join: shared.SwarmJoin{Role: "worker", Token: "t"}, plan: "worker"},
-		{name: "plan and coordinator disagree", join: shared.SwarmJoin{Role: "worker"}, plan: "manager",
+		{name: "init manager", join: shared.SwarmJoin{Role: "manager", Init: true}, plan: shared.SwarmStep{Role: "manager", Init: true}},
+		{name: "worker join", join: shared.SwarmJoin{Role: "worker", Token: "t"}, plan: shared.SwarmStep{Role: "worker"}},
+		{name: "plan and coordinator disagree", join: shared.SwarmJoin{Role: "worker"}, plan: shared.SwarmStep{Role: "manager"},
 			wantErr: `the coordinator says this node is a swarm "worker" but the plan says "manager"`},
-		{name: "worker asked to init", join: shared.SwarmJoin{Role: "worker", Init: true}, plan: "worker",
+		{name: "worker asked to init", join: shared.SwarmJoin{Role: "worker", Init: true}, plan: shared.SwarmStep{Role: "worker"},
 			wantErr: "asks a worker to create the swarm", permanent: true},
-		{name: "unknown role", join: shared.SwarmJoin{Role: "boss"}, plan: "boss", wantErr: `swarm role "boss"`, permanent: true},
+		{name: "manager not designated asked to init", join: shared.SwarmJoin{Role: "manager", Init: true},
+			plan: shared.SwarmStep{Role: "manager"}, wantErr: "its plan does not designate it", permanent: true},
+		{name: "unknown role", join: shared.SwarmJoin{Role: "boss"}, plan: shared.SwarmStep{Role: "boss"}, wantErr: `swarm role "boss"`, permanent: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := checkJoin(&tt.join, tt.plan)
+			err := checkJoin(&tt.join, &tt.plan)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("checkJoin: %v", err)

@@ -161,7 +161,7 @@ func (m *Machine) swarmStep(ctx context.Context, s shared.Step, dur time.Duratio
 		rep.ManagerToken, rep.WorkerToken = "SWMTKN-1-sim-manager", "SWMTKN-1-sim-worker"
 	}
 	start := time.Now()
-	err := m.client.SwarmReport(ctx, m.ID, rep)
+	_, err := m.client.SwarmReport(ctx, m.ID, rep)
 	m.fleet.stats.record("swarm_report", time.Since(start), err, true)
 	if err != nil {
 		return shared.StepFailed, fmt.Errorf("reporting the swarm node: %w", err)
