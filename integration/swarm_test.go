@@ -60,16 +60,13 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The operator's list: each host by its MAC, with its rack and pool. The agents say
-	// nothing of themselves that a selector reads (their --label is only a fact).
+	// The operator's list: each host by its system UUID (its only NIC is a veth, which is
+	// no hardware to match), with its rack and pool. The agents say nothing of themselves
+	// that a selector reads (their --label is only a fact).
 	racks := []string{"r1", "r2", "r3", "r1", "r2"}
 	var expected shared.ImportRequest
-	for i, n := range lab.Nodes {
-		mac, err := n.MAC()
-		if err != nil {
-			t.Fatal(err)
-		}
-		expected.Machines = append(expected.Machines, shared.ExpectedMachine{MACs: []string{mac},
+	for i := range lab.Nodes {
+		expected.Machines = append(expected.Machines, shared.ExpectedMachine{UUID: swarmHostUUID(i),
 			Labels: map[string]string{"pool": "swarm", "rack": racks[i]}})
 	}
 	if _, err := admin.ImportExpected(ctx, &expected); err != nil {
@@ -91,7 +88,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 		}
 		cmd := n.Command(ctx, bin("rivet-agent"), "run", "--mode", "service", "--config", filepath.Join(stateDir, "none.yaml"),
 			"--server", cluster.Nodes[0].URL(), "--ca-fingerprint", cluster.Fingerprint, "--token", cluster.EnrolToken,
-			"--state-dir", stateDir, "--system-uuid", fmt.Sprintf("5a4a0000-0000-4000-8000-%012d", i),
+			"--state-dir", stateDir, "--system-uuid", swarmHostUUID(i),
 			"--gossip-bind", n.IP.String()+":7946", "--docker-host", n.DockerHost(), "--metrics-addr", "off",
 			"--poll-interval", "2s", "--label", "rack=r9", "--log-format", "json")
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -318,3 +315,6 @@ func nodeList(ctx context.Context, t *testing.T, n *swarmlab.Node) []swarm.Node 
 	}
 	return nodes
 }
+
+// swarmHostUUID is the system UUID the agent of swarm host i reports.
+func swarmHostUUID(i int) string { return fmt.Sprintf("5a4a0000-0000-4000-8000-%012d", i) }

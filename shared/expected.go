@@ -11,11 +11,13 @@ import (
 
 // ExpectedMachine is one row of the operator's list of machines that should appear: the
 // operator's intent, which admits a machine when it registers. A machine matches a row by
-// any of its physical NICs' MACs or by its DMI serial; it then takes the row's labels
-// (the operator's, which role selectors and placement read) and host name.
+// any of its physical NICs' MACs, its DMI serial or its DMI system UUID (the one key a
+// host adopted in service mode may have, when its NICs are virtual); it then takes the
+// row's labels (the operator's, which role selectors and placement read) and host name.
 type ExpectedMachine struct {
 	MACs     []string          `json:"macs,omitempty"`
 	Serial   string            `json:"serial,omitempty"`
+	UUID     string            `json:"uuid,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	// MachineID is set by the coordinator once a registration matched the row; a second
@@ -30,14 +32,50 @@ func (e *ExpectedMachine) Key() string {
 		return e.Hostname
 	case len(e.MACs) > 0:
 		return e.MACs[0]
+	case e.Serial != "":
+		return "serial:" + e.Serial
 	}
-	return "serial:" + e.Serial
+	return "uuid:" + e.UUID
+}
+
+// MatchKeys are the keys a machine is matched to rows by: "mac", "serial:S", "uuid:U".
+func (e *ExpectedMachine) MatchKeys() []string {
+	keys := append([]string(nil), e.MACs...)
+	if e.Serial != "" {
+		keys = append(keys, "serial:"+e.Serial)
+	}
+	if e.UUID != "" {
+		keys = append(keys, "uuid:"+e.UUID)
+	}
+	return keys
+}
+
+// ExpectedKeys are the same keys of a registered machine, from its MACs and inventory.
+func ExpectedKeys(macs []string, inv *Inventory) []string {
+	keys := append([]string(nil), macs...)
+	if inv == nil {
+		return keys
+	}
+	if s := strings.TrimSpace(inv.System.Serial); s != "" && !bogusSerial(s) {
+		keys = append(keys, "serial:"+s)
+	}
+	if u := normalizeUUID(inv.System.UUID); u != "" && !bogusUUID(u) {
+		keys = append(keys, "uuid:"+u)
+	}
+	return keys
 }
 
 // Validate checks a row and puts its MACs in canonical form (lower case, colons).
 func (e *ExpectedMachine) Validate() error {
-	if len(e.MACs) == 0 && e.Serial == "" {
-		return fmt.Errorf("give at least one MAC or a serial to match the machine by")
+	if len(e.MACs) == 0 && e.Serial == "" && e.UUID == "" {
+		return fmt.Errorf("give at least one MAC, a serial or a UUID to match the machine by")
+	}
+	if e.UUID != "" {
+		u := normalizeUUID(e.UUID)
+		if u == "" || bogusUUID(u) {
+			return fmt.Errorf("uuid %q: want a DMI system UUID that is not a firmware placeholder", e.UUID)
+		}
+		e.UUID = u
 	}
 	if len(e.MACs) > MaxExpectedMACs {
 		return fmt.Errorf("at most %d MACs", MaxExpectedMACs)
@@ -110,6 +148,9 @@ func (r *ImportRequest) Validate() error {
 		}
 		if e.Serial != "" {
 			claim(i+1, "serial", e.Serial)
+		}
+		if e.UUID != "" {
+			claim(i+1, "uuid", e.UUID)
 		}
 	}
 	if len(problems) > 0 {

@@ -123,30 +123,20 @@ func (s *Store) Expected() []shared.ExpectedMachine {
 }
 
 func (s *Store) indexExpected(key string, e *shared.ExpectedMachine) {
-	for _, m := range e.MACs {
-		s.expectedBy[m] = key
-	}
-	if e.Serial != "" {
-		s.expectedBy["serial:"+e.Serial] = key
+	for _, k := range e.MatchKeys() {
+		s.expectedBy[k] = key
 	}
 }
 
 func (s *Store) unindexExpected(e *shared.ExpectedMachine) {
-	for _, m := range e.MACs {
-		delete(s.expectedBy, m)
-	}
-	if e.Serial != "" {
-		delete(s.expectedBy, "serial:"+e.Serial)
+	for _, k := range e.MatchKeys() {
+		delete(s.expectedBy, k)
 	}
 }
 
-// expectedFor finds the row that a machine's MACs or serial match.
+// expectedFor finds the row that a machine's MACs, serial or UUID match.
 func (s *Store) expectedFor(m *shared.Machine) (string, *shared.ExpectedMachine) {
-	keys := append([]string(nil), m.MACs...)
-	if m.Inventory != nil && m.Inventory.System.Serial != "" {
-		keys = append(keys, "serial:"+strings.TrimSpace(m.Inventory.System.Serial))
-	}
-	for _, k := range keys {
+	for _, k := range shared.ExpectedKeys(m.MACs, m.Inventory) {
 		if key, ok := s.expectedBy[k]; ok {
 			return key, s.data.Expected[key]
 		}

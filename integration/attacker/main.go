@@ -55,6 +55,9 @@ type Victim struct {
 	ID   shared.MachineID `json:"id"`
 	UUID string           `json:"uuid"`
 	MAC  string           `json:"mac"`
+	// Recorded: the victim's record holds this MAC (a hardware NIC), so a registration
+	// that lists it claims the victim. A veth is no hardware and belongs to no record.
+	Recorded bool `json:"recorded"`
 }
 
 // Result is one attack's outcome.
@@ -124,9 +127,11 @@ func (a *attacker) run(ctx context.Context) {
 	api := a.tg.Coordinators[0].API
 	for _, v := range a.tg.Victims {
 		a.report(a.register(ctx, "re-register victim "+string(v.ID)+" by UUID", inventory(v.UUID, a.mac.String(), 0)))
-		steal := inventory(newUUID(), a.mac.String(), 0)
-		steal.NICs = append(steal.NICs, shared.NIC{Name: "eth1", MAC: v.MAC, Link: true, PCIAddress: "0000:00:04.0"})
-		a.report(a.register(ctx, "register a new machine that also has victim "+string(v.ID)+"'s MAC", steal))
+		if v.Recorded {
+			steal := inventory(newUUID(), a.mac.String(), 0)
+			steal.NICs = append(steal.NICs, shared.NIC{Name: "eth1", MAC: v.MAC, Link: true, PCIAddress: "0000:00:04.0"})
+			a.report(a.register(ctx, "register a new machine that also has victim "+string(v.ID)+"'s MAC", steal))
+		}
 	}
 	// A real ticket of its own, then the same ticket twice: the second is a replay.
 	own := newUUID()
