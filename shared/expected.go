@@ -50,16 +50,27 @@ func (e *ExpectedMachine) MatchKeys() []string {
 	return keys
 }
 
-// ExpectedKeys are the same keys of a registered machine, from its MACs and inventory.
-func ExpectedKeys(macs []string, inv *Inventory) []string {
-	keys := append([]string(nil), macs...)
-	if inv == nil {
+// ExpectedKeys are the keys a registered machine may be matched to rows by. What a
+// machine reports of itself is only its word, so a registration made with nothing but a
+// boot ticket (bootMAC set: anyone on the boot network can get one for its own MAC) is
+// matched by the MAC the ticket vouched for and by its serial, never by its other MACs
+// or its UUID: PXE firmware broadcasts the UUID (DHCP option 97), so anyone could claim
+// a UUID-only row. A registration made with an operator's enrolment token or the
+// machine's own token is matched by everything it reports.
+func ExpectedKeys(m *Machine) []string {
+	var keys []string
+	if m.BootMAC != "" {
+		keys = append(keys, m.BootMAC)
+	} else {
+		keys = append(keys, m.MACs...)
+	}
+	if m.Inventory == nil {
 		return keys
 	}
-	if s := strings.TrimSpace(inv.System.Serial); s != "" && !bogusSerial(s) {
+	if s := strings.TrimSpace(m.Inventory.System.Serial); s != "" && !bogusSerial(s) {
 		keys = append(keys, "serial:"+s)
 	}
-	if u := normalizeUUID(inv.System.UUID); u != "" && !bogusUUID(u) {
+	if u := normalizeUUID(m.Inventory.System.UUID); u != "" && !bogusUUID(u) && m.BootMAC == "" {
 		keys = append(keys, "uuid:"+u)
 	}
 	return keys

@@ -15,6 +15,9 @@ type Machine struct {
 	// satisfies a selector on an operator label: selectors read facts only under facts:.
 	Facts     map[string]string `json:"facts,omitempty"`
 	Admission *Admission        `json:"admission,omitempty"` // nil: not admitted (yet)
+	// BootMAC is the MAC a boot ticket vouched for at the last registration (the NIC
+	// the machine network-booted from); empty after one with a token.
+	BootMAC string `json:"boot_mac,omitempty"`
 	Addr      string            `json:"addr,omitempty"`      // where the agent last spoke from
 	Hostname  string            `json:"hostname,omitempty"`
 	MACs      []string          `json:"macs,omitempty"` // physical NIC MACs, for the boot services

@@ -136,7 +136,7 @@ func (s *Store) unindexExpected(e *shared.ExpectedMachine) {
 
 // expectedFor finds the row that a machine's MACs, serial or UUID match.
 func (s *Store) expectedFor(m *shared.Machine) (string, *shared.ExpectedMachine) {
-	for _, k := range shared.ExpectedKeys(m.MACs, m.Inventory) {
+	for _, k := range shared.ExpectedKeys(m) {
 		if key, ok := s.expectedBy[k]; ok {
 			return key, s.data.Expected[key]
 		}
@@ -230,35 +230,34 @@ func (s *Store) conflict(index uint64, now time.Time, owner shared.MachineID, ms
 
 // checkCredential applies the identity rules to a registration. It returns the refusal
 // (and records a conflict on the owner's timeline) or nil.
-func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *Result) *shared.APIError {
+func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *Result) (ticketMAC string, _ *shared.APIError) {
 	m, exists := s.data.Machines[c.ID]
 	claimant := describeClaim(c, macs)
-	ticketMAC := ""
 	if c.Credential == CredTicket {
 		t, ok := s.data.Tickets[c.TicketHash]
 		if ok {
 			delete(s.data.Tickets, c.TicketHash) // spent, whatever happens next
 		}
 		if !ok || !t.Expires.After(c.Time) {
-			return apiErr(http.StatusUnauthorized, shared.CodeUnauthorized,
+			return ticketMAC, apiErr(http.StatusUnauthorized, shared.CodeUnauthorized,
 				"network-boot the machine again for a fresh ticket", "the boot ticket is unknown, spent or expired")
 		}
 		if !slices.Contains(macs, t.MAC) {
-			return apiErr(http.StatusForbidden, shared.CodeForbidden, "a ticket works only for the machine it was issued to",
+			return ticketMAC, apiErr(http.StatusForbidden, shared.CodeForbidden, "a ticket works only for the machine it was issued to",
 				"the boot ticket was issued for MAC %s, which is not one of this machine's NICs", t.MAC)
 		}
 		ticketMAC = t.MAC
 	}
 	if exists {
 		if m.State == shared.StateRetired {
-			return apiErr(http.StatusForbidden, shared.CodeForbidden,
+			return ticketMAC, apiErr(http.StatusForbidden, shared.CodeForbidden,
 				"release it with `rivet machines release "+string(c.ID)+"` to provision it again",
 				"machine %s is retired", c.ID)
 		}
 		if why := s.mayClaim(c, m, ticketMAC); why != "" {
 			res.Touched = c.ID
 			s.conflict(index, c.Time, c.ID, fmt.Sprintf("identity conflict: %s claimed this machine's id (%s); refused", claimant, why))
-			return apiErr(http.StatusConflict, shared.CodeIdentityConflict,
+			return ticketMAC, apiErr(http.StatusConflict, shared.CodeIdentityConflict,
 				"if this really is the same machine, network-boot it (its boot target must be the agent), "+
 					"or retire and release the record; the claim is on the machine's timeline",
 				"machine %s already exists and this registration does not prove it is that machine (%s)", c.ID, why)
@@ -272,15 +271,15 @@ func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *R
 		res.Touched = owner
 		s.conflict(index, c.Time, owner, fmt.Sprintf("identity conflict: %s as machine %s claimed this machine's MAC %s; refused",
 			claimant, c.ID, mac))
-		return apiErr(http.StatusConflict, shared.CodeIdentityConflict,
+		return ticketMAC, apiErr(http.StatusConflict, shared.CodeIdentityConflict,
 			"a MAC belongs to one machine: retire the machine that holds it if the NIC really moved",
 			"MAC %s belongs to machine %s", mac, owner)
 	}
 	if !exists && c.MaxMachines > 0 && len(s.data.Machines) >= c.MaxMachines {
-		return apiErr(http.StatusTooManyRequests, shared.CodeLimit, "raise --max-machines, or retire machines you no longer need",
+		return ticketMAC, apiErr(http.StatusTooManyRequests, shared.CodeLimit, "raise --max-machines, or retire machines you no longer need",
 			"the cluster holds %d machines, its limit (--max-machines %d)", len(s.data.Machines), c.MaxMachines)
 	}
-	return nil
+	return ticketMAC, nil
 }
 
 // isRetry: the registration repeats the machine's last accepted one (same attempt value,

@@ -274,3 +274,27 @@ func mustMAC(t *testing.T, s string) net.HardwareAddr {
 	}
 	return hw
 }
+
+// TestATicketVouchesOnlyForItsMAC: a machine registered with nothing but a boot ticket
+// for its own MAC is not admitted by a row for another MAC it claims to have, nor by a
+// UUID-only row (PXE firmware broadcasts the UUID); an operator's enrolment token is.
+func TestATicketVouchesOnlyForItsMAC(t *testing.T) {
+	h := newHarness(t)
+	const uuid = "cccccccc-2222-4333-8444-555555555555"
+	h.s.ApplyPutExpected(PutExpected{Machines: []shared.ExpectedMachine{{MACs: []string{macB}, Hostname: "real"},
+		{UUID: uuid, Hostname: "adopted"}}, Time: t0}, h.next())
+	h.ticket("t1", macA)
+	inv := box("dddddddd-2222-4333-8444-555555555555", macA, macB)
+	if res := h.register(Register{ID: "m-evil", Inventory: inv, Credential: CredTicket, TicketHash: "t1"}); res.Err != nil || res.Summary.Admitted {
+		t.Fatalf("ticket for %s, inventory also claiming expected %s: got %+v %v; want registered, not admitted", macA, macB, res.Summary, res.Err)
+	}
+	h.ticket("t2", "52:54:00:00:00:0c")
+	if res := h.register(Register{ID: "m-uuid", Inventory: box(uuid, "52:54:00:00:00:0c"), Credential: CredTicket,
+		TicketHash: "t2"}); res.Err != nil || res.Summary.Admitted {
+		t.Fatalf("ticket registration with an expected UUID: got %+v %v; want not admitted", res.Summary, res.Err)
+	}
+	res := h.register(Register{ID: "m-adopted", Inventory: box(uuid), Credential: CredEnrol, Mode: shared.ModeService})
+	if res.Err != nil || !res.Summary.Admitted {
+		t.Fatalf("enrolment-token registration with the expected UUID: got %+v %v; want admitted", res.Summary, res.Err)
+	}
+}

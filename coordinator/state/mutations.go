@@ -61,8 +61,10 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 			res.TokenGen = s.data.TokenGens[c.ID]
 			return res
 		}
+		var bootMAC string
 		if !legacy {
-			if err := s.checkCredential(index, &c, macs, &res); err != nil {
+			var err *shared.APIError
+			if bootMAC, err = s.checkCredential(index, &c, macs, &res); err != nil {
 				res.Err = err
 				return res
 			}
@@ -80,6 +82,7 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		inv := c.Inventory
 		m.Basis, m.Inventory, m.Hostname = c.Basis, &inv, inv.System.Hostname
 		m.Unmatched = "" // new inventory and labels: the planner looks at the machine again
+		m.BootMAC = bootMAC
 		s.reindexMACs(m, macs)
 		if legacy {
 			mergeLabels(&m.Labels, c.Labels)
