@@ -17,16 +17,16 @@ type Machine struct {
 	Admission *Admission        `json:"admission,omitempty"` // nil: not admitted (yet)
 	// BootMAC is the MAC a boot ticket vouched for at the last registration (the NIC
 	// the machine network-booted from); empty after one with a token.
-	BootMAC string `json:"boot_mac,omitempty"`
-	Addr      string            `json:"addr,omitempty"`      // where the agent last spoke from
-	Hostname  string            `json:"hostname,omitempty"`
-	MACs      []string          `json:"macs,omitempty"` // physical NIC MACs, for the boot services
-	Agent     AgentInfo         `json:"agent"`
-	Inventory *Inventory        `json:"inventory,omitempty"`
-	Plan      *Plan             `json:"plan,omitempty"`
-	Steps     []StepState       `json:"steps,omitempty"`
-	Boot      BootTarget        `json:"boot"`
-	LastError *MachineError     `json:"last_error,omitempty"`
+	BootMAC   string        `json:"boot_mac,omitempty"`
+	Addr      string        `json:"addr,omitempty"` // where the agent last spoke from
+	Hostname  string        `json:"hostname,omitempty"`
+	MACs      []string      `json:"macs,omitempty"` // physical NIC MACs, for the boot services
+	Agent     AgentInfo     `json:"agent"`
+	Inventory *Inventory    `json:"inventory,omitempty"`
+	Plan      *Plan         `json:"plan,omitempty"`
+	Steps     []StepState   `json:"steps,omitempty"`
+	Boot      BootTarget    `json:"boot"`
+	LastError *MachineError `json:"last_error,omitempty"`
 	// Unmatched says why no role matched (or which roles matched at once): visible, not silent.
 	Unmatched   string    `json:"unmatched,omitempty"`
 	SwarmNodeID string    `json:"swarm_node_id,omitempty"`
