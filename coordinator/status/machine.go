@@ -124,6 +124,10 @@ func nextStep(m *shared.Machine) string {
 // validates each one, so a stale page cannot do harm.
 func actionsFor(m *shared.Machine) []actionButton {
 	var out []actionButton
+	if !m.Admitted() && m.State != shared.StateRetired {
+		out = append(out, actionButton{shared.ActionApprove, "Approve",
+			"admit it: it may get a role, the gossip key and Swarm join tokens", true})
+	}
 	if m.State == shared.StateFailed && m.Plan != nil {
 		out = append(out, actionButton{shared.ActionRetry, "Retry", "run the failed step again", false})
 	}
@@ -139,7 +143,7 @@ func actionsFor(m *shared.Machine) []actionButton {
 }
 
 var knownActions = map[string]bool{shared.ActionRetry: true, shared.ActionReplan: true,
-	shared.ActionRelease: true, shared.ActionRetire: true}
+	shared.ActionRelease: true, shared.ActionRetire: true, shared.ActionApprove: true}
 
 // action carries out an operator's button press: admins only, from our own form.
 func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
