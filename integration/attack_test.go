@@ -440,8 +440,10 @@ func noSecretAtRest(t *testing.T, ctx context.Context, lab *swarmlab.Lab, cluste
 		t.Fatal(err)
 	}
 	secrets["swarm manager token"], secrets["swarm worker token"] = sw.JoinTokens.Manager, sw.JoinTokens.Worker
-	if _, err := cluster.Client().Snapshot(ctx); err != nil {
-		t.Fatal(err)
+	for _, n := range cluster.Nodes {
+		if _, err := cluster.Client(n).Snapshot(ctx); err != nil {
+			t.Fatalf("snapshot on %s: %v", n.ID, err)
+		}
 	}
 	haystacks := map[string][]byte{"coordinator logs": []byte(cluster.Logs())}
 	for _, n := range cluster.Nodes {

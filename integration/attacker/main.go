@@ -162,7 +162,8 @@ func (a *attacker) raftWithoutCertificate(c Coordinator) Result {
 	sum := sha256.Sum256([]byte("attacker-secret"))
 	cmd := append([]byte{13}, fmt.Sprintf(`{"token":{"id":"evil01","name":"evil","role":"admin","secret_hash":%q,"created_at":"2026-01-01T00:00:00Z"}}`,
 		hex.EncodeToString(sum[:]))...)
-	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("evil"), Addr: []byte(trans.LocalAddr())},
+	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax,
+		ID: []byte("evil"), Addr: []byte(trans.LocalAddr())},
 		Term: 1 << 40, Leader: []byte(trans.LocalAddr()), LeaderCommitIndex: 1 << 40,
 		Entries: []*raft.Log{{Index: 1 << 30, Term: 1 << 40, Type: raft.LogCommand, Data: cmd}}}
 	var resp raft.AppendEntriesResponse
