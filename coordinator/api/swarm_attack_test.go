@@ -63,10 +63,17 @@ func newSwarmSite(t *testing.T) *swarmSite {
 	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
 		t.Fatal(err)
 	}
-	for i, rack := range []string{"r1", "r2", "r3", "r1"} {
+	racks := []string{"r1", "r2", "r3", "r1"}
+	var expected shared.ImportRequest
+	for i, rack := range racks {
+		expected.Machines = append(expected.Machines, coordinatortest.Expected(500+i, map[string]string{"pool": "swarm", "rack": rack}))
+	}
+	if _, err := admin.ImportExpected(ctx, &expected); err != nil {
+		t.Fatal(err)
+	}
+	for i := range racks {
 		req := coordinatortest.RegisterRequest(500 + i)
 		req.Mode, req.Addr = shared.ModeService, fmt.Sprintf("10.9.0.%d", i+1)
-		req.Labels = map[string]string{"pool": "swarm", "rack": rack}
 		resp, err := c.Client(c.EnrolToken).Register(ctx, req)
 		if err != nil {
 			t.Fatal(err)
@@ -250,7 +257,8 @@ func TestSwarmAttackerWithAMachineToken(t *testing.T) {
 	if !strings.Contains(answer, fmt.Sprintf("over the limit of %d", shared.MaxPartitionsPerDisk)) {
 		t.Fatalf("the flood's refusal does not name the limit: %s", truncate(answer))
 	}
-	site.refused(t, "the partition flood with the machine token", http.StatusForbidden, "POST", shared.PathRegister, atkToken, flood)
+	// A machine token may register its own machine again; the flood is refused by the cap first.
+	site.refused(t, "the partition flood with the machine token", http.StatusBadRequest, "POST", shared.PathRegister, atkToken, flood)
 	// Issue 13 measured six of these taking the coordinator from 25 to 430 MB and raft.db
 	// to 117 MB. Now: what six more leave behind.
 	dbBefore, heapBefore := fileSize(t, filepath.Join(site.dir, "raft.db")), heapInUse()

@@ -69,7 +69,7 @@ func TestDryRunAndPlanMarkTheInitiator(t *testing.T) {
 	var machines []*shared.Machine
 	for _, id := range []shared.MachineID{"m-0000000000000003", "m-0000000000000001", "m-0000000000000002", "m-0000000000000004"} {
 		machines = append(machines, &shared.Machine{ID: id, State: shared.StateDiscovered,
-			Inventory: &shared.Inventory{}, Labels: map[string]string{}})
+			Inventory: &shared.Inventory{}, Labels: map[string]string{}, Admission: &shared.Admission{How: shared.AdmitAuto}})
 	}
 	inits := 0
 	for _, match := range DryRun([]shared.Role{role}, machines, PlacementOptions{}) {
