@@ -57,6 +57,6 @@ func TestParseCmdline(t *testing.T) {
 }
 
 func bootParamsEqual(a, b BootParams) bool {
-	return slices.Equal(a.URLs, b.URLs) && a.CAFingerprint == b.CAFingerprint && a.EnrolToken == b.EnrolToken &&
+	return slices.Equal(a.URLs, b.URLs) && a.CAFingerprint == b.CAFingerprint && a.EnrolToken == b.EnrolToken && a.Ticket == b.Ticket &&
 		maps.Equal(a.Labels, b.Labels) && a.Debug == b.Debug
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -223,6 +224,8 @@ func FuzzParseCmdline(f *testing.F) {
 	f.Add(`rivet.labels="note=two words" "rivet.token=a b" rivet.debug=0`)
 	f.Add(`rivet.url="https://h/a b" rivet.token=x"y z"`)
 	f.Add("rivet.url=ftp://x rivet.ca=sha256:zz")
+	f.Add("rivet.ticket=rvt_" + strings.Repeat("0a", 24) + " BOOTIF=01-52-54-00-12-34-56")
+	f.Add("rivet.ticket=rvt_" + strings.Repeat("A", 48))
 	f.Fuzz(func(t *testing.T, cmdline string) {
 		p, err := ParseCmdline(cmdline)
 		if err != nil {
@@ -261,6 +264,9 @@ func encodeCmdline(p BootParams) string {
 	if p.EnrolToken != "" {
 		add(CmdlineToken, p.EnrolToken)
 	}
+	if p.Ticket != "" {
+		add(CmdlineTicket, p.Ticket)
+	}
 	if p.Labels != nil {
 		var kvs []string
 		for k, v := range p.Labels {
@@ -273,4 +279,32 @@ func encodeCmdline(p BootParams) string {
 		fields = append(fields, CmdlineDebug)
 	}
 	return strings.Join(fields, " ")
+}
+
+// FuzzParseImport: an expected-machines file either fails with an error or gives rows
+// that are valid, canonical (parsing the re-encoded rows gives the same rows) and unique.
+func FuzzParseImport(f *testing.F) {
+	f.Add([]byte("- hostname: r1-n01\n  macs: [\"52:54:00:AA:01:01\"]\n  labels: {rack: r1}\n"))
+	f.Add([]byte(`{"machines":[{"serial":"CZ2345ABCD","uuid":"5A4A0000-0000-4000-8000-000000000001"}]}`))
+	f.Add([]byte(`[{"macs":["52:54:00:00:00:01"]},{"macs":["52-54-00-00-00-01"]}]`))
+	f.Add([]byte(`[{"uuid":"03000200-0400-0500-0006-000700080009"}]`))
+	f.Add([]byte(`[{"macs":["52:54:00:00:00:01"],"machine_id":"m-1"}]`))
+	f.Add([]byte("machines:\n- serial: \"To be filled by O.E.M.\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req, err := ParseImport(data)
+		if err != nil {
+			return
+		}
+		js, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseImport(js)
+		if err != nil {
+			t.Fatalf("accepted rows, re-encoded, are refused: %v\n%s", err, js)
+		}
+		if !reflect.DeepEqual(req, again) {
+			t.Fatalf("rows are not canonical:\n%+v\n%+v", req, again)
+		}
+	})
 }
