@@ -116,6 +116,10 @@ build_rivet() {
 	mkdir -p "$r/DEBIAN"
 	put 0755 "$bin/rivet" "$r/usr/bin/rivet"
 	put 0644 "$repo/packaging/systemd/rivet-coordinator.service" "$r/lib/systemd/system/rivet-coordinator.service"
+	# The unit's settings, edited by the admin: a conffile, kept on upgrade. 0600: it may
+	# hold the join token.
+	put 0600 "$repo/packaging/systemd/rivet-coordinator.default" "$r/etc/default/rivet-coordinator"
+	echo /etc/default/rivet-coordinator >"$r/DEBIAN/conffiles"
 	# A complete --boot-dir: the RAM agent's kernel and initramfs under the names the
 	# boot services ask for by default, and Debian's iPXE binaries for the TFTP chainload.
 	put 0644 "$boot/vmlinuz" "$r/usr/lib/rivet/boot/vmlinuz"
@@ -127,11 +131,12 @@ build_rivet() {
 	put 0644 "$repo/packaging/config/agent.yaml" "$r/usr/share/rivet/examples/agent.yaml"
 	docs "$r" rivet
 	# Not started on first install: a coordinator bootstraps a cluster when it starts, and
-	# the admin may want it to join an existing one instead (a drop-in with --join).
+	# the admin may want it to join an existing one instead (RIVET_OPTS=--join ... in
+	# /etc/default/rivet-coordinator), or must first set RIVET_ADVERTISE.
 	write_maintscripts "$r/DEBIAN" rivet-coordinator.service no
 	control "$r" rivet "init-system-helpers (>= 1.54~)" "ipxe" \
 		"bare-metal provisioning coordinator and CLI" \
-		"Rivet turns racked servers into a running Docker Swarm. This package holds the coordinator daemon (Raft store, API, status pages, proxyDHCP/TFTP/HTTP boot services), the operator CLI, and the network-boot kernel and initramfs under /usr/lib/rivet/boot. Start it with: systemctl start rivet-coordinator"
+		"Rivet turns racked servers into a running Docker Swarm. This package holds the coordinator daemon (Raft store, API, status pages, proxyDHCP/TFTP/HTTP boot services), the operator CLI, and the network-boot kernel and initramfs under /usr/lib/rivet/boot. Set the advertised address and the boot interface in /etc/default/rivet-coordinator, then: systemctl start rivet-coordinator"
 	pack "$r" rivet
 }
 

@@ -119,7 +119,8 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 				"./usr/lib/rivet/boot/vmlinuz", "./usr/lib/rivet/boot/initrd.zst",
 				"./usr/lib/rivet/boot/undionly.kpxe -> /usr/lib/ipxe/undionly.kpxe",
 				"./usr/lib/rivet/boot/snponly.efi -> /usr/lib/ipxe/snponly.efi",
-				"./usr/share/rivet/examples/roles.example.yaml", "./usr/share/doc/rivet/copyright"},
+				"./usr/share/rivet/examples/roles.example.yaml", "./usr/share/doc/rivet/copyright",
+				"./etc/default/rivet-coordinator"},
 			agent: {"./usr/bin/rivet-agent", "./lib/systemd/system/rivet-agent.service",
 				"./etc/rivet/agent.yaml.example", "./usr/share/doc/rivet-agent/copyright"},
 		} {
@@ -156,13 +157,26 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 		if !bytes.Equal(shipped, source) || !bytes.Contains(shipped, []byte("\nConditionPathExists=/etc/rivet/agent.yaml\n")) {
 			t.Errorf("the shipped rivet-agent.service is not packaging/systemd's, with ConditionPathExists=/etc/rivet/agent.yaml")
 		}
-		control := t.TempDir()
-		run(t, "dpkg-deb", "-e", agent, control)
-		if c, _ := os.ReadFile(filepath.Join(control, "conffiles")); string(c) != "/etc/rivet/agent.yaml.example\n" {
-			t.Errorf("conffiles is %q", c)
+		// The coordinator's settings: the file the unit reads, owner-only (it may hold the
+		// join token), and a conffile, so an upgrade keeps the admin's edits.
+		settings, err := os.Stat(filepath.Join(root, "etc/default/rivet-coordinator"))
+		if err != nil || settings.Mode().Perm() != 0o600 {
+			t.Errorf("/etc/default/rivet-coordinator: %v, mode %v; want mode 0600", err, settings.Mode())
 		}
-		for _, s := range []string{"postinst", "prerm", "postrm"} {
-			run(t, "sh", "-n", filepath.Join(control, s))
+		unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/rivet-coordinator.service"))
+		if !bytes.Contains(unit, []byte("\nEnvironmentFile=-/etc/default/rivet-coordinator\n")) ||
+			!bytes.Contains(unit, []byte("--boot-dir /usr/lib/rivet/boot")) {
+			t.Errorf("the shipped rivet-coordinator.service does not read /etc/default/rivet-coordinator or serve /usr/lib/rivet/boot")
+		}
+		for deb, want := range map[string]string{agent: "/etc/rivet/agent.yaml.example\n", rivet: "/etc/default/rivet-coordinator\n"} {
+			control := t.TempDir()
+			run(t, "dpkg-deb", "-e", deb, control)
+			if c, _ := os.ReadFile(filepath.Join(control, "conffiles")); string(c) != want {
+				t.Errorf("%s: conffiles is %q, want %q", filepath.Base(deb), c, want)
+			}
+			for _, s := range []string{"postinst", "prerm", "postrm"} {
+				run(t, "sh", "-n", filepath.Join(control, s))
+			}
 		}
 	})
 
@@ -201,7 +215,8 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 		}
 		dpkg("-P", "rivet-agent", "rivet")
 		for _, p := range []string{wants, filepath.Join(wantsDir, "rivet-coordinator.service"), filepath.Join(root, "usr/bin/rivet-agent"),
-			filepath.Join(root, "usr/bin/rivet"), filepath.Join(root, "etc/rivet/agent.yaml.example")} {
+			filepath.Join(root, "usr/bin/rivet"), filepath.Join(root, "etc/rivet/agent.yaml.example"),
+			filepath.Join(root, "etc/default/rivet-coordinator")} {
 			if _, err := os.Lstat(p); !os.IsNotExist(err) {
 				t.Errorf("%s is still there after purge", p)
 			}
