@@ -47,28 +47,29 @@ bench: build
 # Debian packages: build/deb/rivet_VERSION_amd64.deb and rivet-agent_VERSION_amd64.deb
 # (packaging/deb/build.sh; reproducible for a given VERSION and commit).
 .PHONY: debs
-debs: build
+debs: $(if $(NO_DEPS),,build)
 	bin/rivet-mkinitramfs --agent bin/rivet-agent --out build/initramfs
 	VERSION=$(VERSION) packaging/deb/build.sh --bin bin --boot build/initramfs --out build/deb
 
 # The lab OS image: build/labimage/rivet-lab.raw.zst (+ .sha256, .json). Needs root;
 # cached: rebuilt only when packaging/labimage/ or the agent .deb change.
 .PHONY: lab-image
-lab-image: debs
+lab-image: $(if $(NO_DEPS),,debs)
 	packaging/labimage/build.sh --agent-deb "$$(ls build/deb/rivet-agent_*_amd64.deb)" --out build/labimage
 
 # The lab: N qemu VMs PXE-boot from a coordinator in a network namespace, install the lab
 # image and form a Swarm (needs root). `make lab LAB_ARGS="--machines 5 --firmware mixed"`.
 # Running it again reuses the lab; `make lab-down` removes everything it made. Each stage
-# says when it starts and how long it took (.ci/stage), and a summary ends the run.
+# says when it starts and how long it took (.ci/stage), and a summary ends the run;
+# NO_DEPS=1 keeps a stage from redoing the one before (lab-image would rebuild the debs).
 STAGE = STAGE_LOG=build/lab-stages.txt bash .ci/stage
 SUBMAKE = $(MAKE) --no-print-directory
 lab:
 	@mkdir -p build; : >build/lab-stages.txt
 	@$(STAGE) packages $(SUBMAKE) deps
 	@$(STAGE) build $(SUBMAKE) build
-	@$(STAGE) debs $(SUBMAKE) debs
-	@$(STAGE) image $(SUBMAKE) lab-image
+	@$(STAGE) debs $(SUBMAKE) debs NO_DEPS=1
+	@$(STAGE) image $(SUBMAKE) lab-image NO_DEPS=1
 	@$(STAGE) "lab up" bin/rivet lab up $(LAB_ARGS)
 	@$(STAGE) --summary
 
