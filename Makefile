@@ -20,8 +20,18 @@ test: build test-unit test-integration
 test-unit:
 	go test -race -count=1 -timeout 20m $(UNIT_PKGS)
 
+# One `go test` per package: with several packages go test holds each one's output until
+# it ends (~20 minutes of silence); alone, -v streams. The whole output goes to
+# build/integration.log, the test lines and figures to the terminal as they come.
+INTEGRATION_PKGS = $(shell go list ./integration/...)
 test-integration: build
-	@mkdir -p build; go test -count=1 -timeout 60m -v ./integration/... 2>&1 | tee build/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|rivet-figure' ; exit $${PIPESTATUS[0]}
+	@mkdir -p build; : >build/integration.log; failed=""; \
+	for pkg in $(INTEGRATION_PKGS); do \
+		go test -count=1 -timeout 60m -v $$pkg 2>&1 | tee -a build/integration.log | \
+			grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|rivet-figure'; \
+		[ "$${PIPESTATUS[0]}" = 0 ] || failed="$$failed $$pkg"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAIL:$$failed (full output: build/integration.log)"; exit 1; fi
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
@@ -37,21 +47,31 @@ bench: build
 # Debian packages: build/deb/rivet_VERSION_amd64.deb and rivet-agent_VERSION_amd64.deb
 # (packaging/deb/build.sh; reproducible for a given VERSION and commit).
 .PHONY: debs
-debs: build
+debs: $(if $(NO_DEPS),,build)
 	bin/rivet-mkinitramfs --agent bin/rivet-agent --out build/initramfs
 	VERSION=$(VERSION) packaging/deb/build.sh --bin bin --boot build/initramfs --out build/deb
 
 # The lab OS image: build/labimage/rivet-lab.raw.zst (+ .sha256, .json). Needs root;
 # cached: rebuilt only when packaging/labimage/ or the agent .deb change.
 .PHONY: lab-image
-lab-image: debs
+lab-image: $(if $(NO_DEPS),,debs)
 	packaging/labimage/build.sh --agent-deb "$$(ls build/deb/rivet-agent_*_amd64.deb)" --out build/labimage
 
 # The lab: N qemu VMs PXE-boot from a coordinator in a network namespace, install the lab
 # image and form a Swarm (needs root). `make lab LAB_ARGS="--machines 5 --firmware mixed"`.
-# Running it again reuses the lab; `make lab-down` removes everything it made.
-lab: deps build debs lab-image
-	bin/rivet lab up $(LAB_ARGS)
+# Running it again reuses the lab; `make lab-down` removes everything it made. Each stage
+# says when it starts and how long it took (.ci/stage), and a summary ends the run;
+# NO_DEPS=1 keeps a stage from redoing the one before (lab-image would rebuild the debs).
+STAGE = STAGE_LOG=build/lab-stages.txt bash .ci/stage
+SUBMAKE = $(MAKE) --no-print-directory
+lab:
+	@mkdir -p build; : >build/lab-stages.txt
+	@$(STAGE) packages $(SUBMAKE) deps
+	@$(STAGE) build $(SUBMAKE) build
+	@$(STAGE) debs $(SUBMAKE) debs NO_DEPS=1
+	@$(STAGE) image $(SUBMAKE) lab-image NO_DEPS=1
+	@$(STAGE) "lab up" bin/rivet lab up $(LAB_ARGS)
+	@$(STAGE) --summary
 
 # The Debian packages the build, the tests and the lab need; quick when all are present.
 deps:

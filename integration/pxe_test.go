@@ -85,17 +85,8 @@ func startPXESite(t *testing.T) *pxeSite {
 	s.token = hex.EncodeToString(b)
 	s.osDisk = buildOSDisk(t, s.dir, filepath.Join(bootDir, "vmlinuz"), s.token)
 
-	// The site's DHCP server: dnsmasq on the bridge, addresses only, plus IPv6 router
-	// advertisements (without them iPXE waits ~13 s for IPv6 autoconfiguration).
 	lab := s.lab
-	s.leases = filepath.Join(s.dir, "leases")
-	lab.ip("-n", lab.lan, "addr", "add", "10.232.70.2/24", "dev", "br0")
-	lab.ip("-n", lab.lan, "-6", "addr", "add", "fd00:232:70::2/64", "dev", "br0", "nodad")
-	startDaemon(t, filepath.Join(s.dir, "dnsmasq.log"), "ip", "netns", "exec", lab.lan, "dnsmasq", "--keep-in-foreground",
-		"--no-daemon", "--port=0", "--interface=br0", "--bind-interfaces", "--no-ping", "--log-dhcp",
-		"--dhcp-range=10.232.70.100,10.232.70.150,255.255.255.0,10m", "--enable-ra",
-		"--dhcp-range=fd00:232:70::,ra-only,64,10m", "--dhcp-leasefile="+s.leases,
-		"--pid-file="+filepath.Join(s.dir, "dnsmasq.pid"))
+	s.leases = startSiteDHCP(t, lab, s.dir)
 
 	// Debug logging: the proxyDHCP logs each request it answers or ignores, per MAC,
 	// which is how step 3 proves silence towards one machine while others boot.
@@ -122,6 +113,24 @@ func startPXESite(t *testing.T) *pxeSite {
 	})
 	s.cluster, s.admin = cluster, cluster.Client()
 	return s
+}
+
+// startSiteDHCP runs the site's DHCP server: dnsmasq on the lab's bridge at .2, addresses
+// .100-.150 only, plus IPv6 router advertisements (without them iPXE waits ~13 s for IPv6
+// autoconfiguration). It returns dnsmasq's lease file; its log is dir/dnsmasq.log.
+func startSiteDHCP(t *testing.T, lab *netLab, dir string) (leases string) {
+	t.Helper()
+	octets := strings.Split(lab.prefix, ".") // 10.232.70: IPv6 prefix fd00:232:70::
+	v6 := "fd00:" + strings.Join(octets[1:], ":") + "::"
+	leases = filepath.Join(dir, "leases")
+	lab.ip("-n", lab.lan, "addr", "add", lab.prefix+".2/24", "dev", "br0")
+	lab.ip("-n", lab.lan, "-6", "addr", "add", v6+"2/64", "dev", "br0", "nodad")
+	startDaemon(t, filepath.Join(dir, "dnsmasq.log"), "ip", "netns", "exec", lab.lan, "dnsmasq", "--keep-in-foreground",
+		"--no-daemon", "--port=0", "--interface=br0", "--bind-interfaces", "--no-ping", "--log-dhcp",
+		fmt.Sprintf("--dhcp-range=%s.100,%s.150,255.255.255.0,10m", lab.prefix, lab.prefix), "--enable-ra",
+		"--dhcp-range="+v6+",ra-only,64,10m", "--dhcp-leasefile="+leases,
+		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"))
+	return leases
 }
 
 // lifecycle runs the three boots of one machine; each needs the one before.

@@ -4,7 +4,8 @@
 #   VERSION=v1.2.3 packaging/deb/build.sh --bin bin --boot build/initramfs --out build/deb
 #
 # --bin holds rivet and rivet-agent (make build); --boot holds vmlinuz and initramfs.zst
-# (rivet-mkinitramfs). Writes OUT/rivet_DEBVERSION_amd64.deb and
+# (rivet-mkinitramfs); --ipxe (default /usr/lib/ipxe, Debian's ipxe package) holds
+# undionly.kpxe, snponly.efi and ipxe.efi. Writes OUT/rivet_DEBVERSION_amd64.deb and
 # OUT/rivet-agent_DEBVERSION_amd64.deb and removes older versions of them from OUT.
 # The same inputs and SOURCE_DATE_EPOCH (default: the last commit's time) give
 # byte-identical packages: files sorted, owned by root, mtimes clamped to the epoch.
@@ -13,18 +14,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 . "$here/maintscript.sh"
 
-bin="" boot="" out=""
+bin="" boot="" out="" ipxe=/usr/lib/ipxe
+ipxe_files=(undionly.kpxe snponly.efi ipxe.efi)
 while [ $# -gt 0 ]; do
 	case $1 in
 	--bin) bin=$2; shift 2 ;;
 	--boot) boot=$2; shift 2 ;;
+	--ipxe) ipxe=$2; shift 2 ;;
 	--out) out=$2; shift 2 ;;
-	*) echo "build.sh: unknown argument $1 (want --bin DIR --boot DIR --out DIR)" >&2; exit 2 ;;
+	*) echo "build.sh: unknown argument $1 (want --bin DIR --boot DIR --out DIR [--ipxe DIR])" >&2; exit 2 ;;
 	esac
 done
 [ -n "$bin" ] && [ -n "$boot" ] && [ -n "$out" ] || { echo "build.sh: --bin, --boot and --out are required" >&2; exit 2; }
 for f in "$bin/rivet" "$bin/rivet-agent" "$boot/vmlinuz" "$boot/initramfs.zst"; do
 	[ -f "$f" ] || { echo "build.sh: $f is missing (run make build, then rivet-mkinitramfs)" >&2; exit 1; }
+done
+for f in "${ipxe_files[@]}"; do
+	[ -f "$ipxe/$f" ] || { echo "build.sh: $ipxe/$f is missing (apt-get install ipxe, or bash .ci/install-debs)" >&2; exit 1; }
 done
 
 # deb_version turns `git describe --tags --always --dirty` into a Debian version:
@@ -116,22 +122,35 @@ build_rivet() {
 	mkdir -p "$r/DEBIAN"
 	put 0755 "$bin/rivet" "$r/usr/bin/rivet"
 	put 0644 "$repo/packaging/systemd/rivet-coordinator.service" "$r/lib/systemd/system/rivet-coordinator.service"
+	# The unit's settings, edited by the admin: a conffile, kept on upgrade. 0600: it may
+	# hold the join token.
+	put 0600 "$repo/packaging/systemd/rivet-coordinator.default" "$r/etc/default/rivet-coordinator"
+	echo /etc/default/rivet-coordinator >"$r/DEBIAN/conffiles"
 	# A complete --boot-dir: the RAM agent's kernel and initramfs under the names the
 	# boot services ask for by default, and Debian's iPXE binaries for the TFTP chainload.
+	# Copies, not links to /usr/lib/ipxe: the TFTP server never follows a link out of
+	# its directory (it is an os.Root), so a linked snponly.efi is "access violation".
 	put 0644 "$boot/vmlinuz" "$r/usr/lib/rivet/boot/vmlinuz"
 	put 0644 "$boot/initramfs.zst" "$r/usr/lib/rivet/boot/initrd.zst"
 	[ -f "$boot/initramfs.json" ] && put 0644 "$boot/initramfs.json" "$r/usr/lib/rivet/boot/initramfs.json"
 	local f
-	for f in undionly.kpxe snponly.efi ipxe.efi; do ln -s "/usr/lib/ipxe/$f" "$r/usr/lib/rivet/boot/$f"; done
+	for f in "${ipxe_files[@]}"; do put 0644 "$ipxe/$f" "$r/usr/lib/rivet/boot/$f"; done
 	put 0644 "$repo/packaging/config/roles.example.yaml" "$r/usr/share/rivet/examples/roles.example.yaml"
 	put 0644 "$repo/packaging/config/agent.yaml" "$r/usr/share/rivet/examples/agent.yaml"
 	docs "$r" rivet
+	cat >>"$r/usr/share/doc/rivet/copyright" <<TEXT
+
+Files: usr/lib/rivet/boot/undionly.kpxe usr/lib/rivet/boot/snponly.efi usr/lib/rivet/boot/ipxe.efi
+Copyright: The iPXE authors, https://ipxe.org (copied from Debian's ipxe package at build time)
+License: GPL-2+, see /usr/share/common-licenses/GPL-2
+TEXT
 	# Not started on first install: a coordinator bootstraps a cluster when it starts, and
-	# the admin may want it to join an existing one instead (a drop-in with --join).
+	# the admin may want it to join an existing one instead (RIVET_OPTS=--join ... in
+	# /etc/default/rivet-coordinator), or must first set RIVET_ADVERTISE.
 	write_maintscripts "$r/DEBIAN" rivet-coordinator.service no
-	control "$r" rivet "init-system-helpers (>= 1.54~)" "ipxe" \
+	control "$r" rivet "init-system-helpers (>= 1.54~)" "" \
 		"bare-metal provisioning coordinator and CLI" \
-		"Rivet turns racked servers into a running Docker Swarm. This package holds the coordinator daemon (Raft store, API, status pages, proxyDHCP/TFTP/HTTP boot services), the operator CLI, and the network-boot kernel and initramfs under /usr/lib/rivet/boot. Start it with: systemctl start rivet-coordinator"
+		"Rivet turns racked servers into a running Docker Swarm. This package holds the coordinator daemon (Raft store, API, status pages, proxyDHCP/TFTP/HTTP boot services), the operator CLI, and the network-boot kernel, initramfs and iPXE binaries under /usr/lib/rivet/boot. Set the advertised address and the boot interface in /etc/default/rivet-coordinator, then: systemctl start rivet-coordinator"
 	pack "$r" rivet
 }
 

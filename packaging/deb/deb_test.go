@@ -23,7 +23,8 @@ const (
 func build(t *testing.T, bin, boot, out, umask string) (rivet, agent string) {
 	t.Helper()
 	script := filepath.Join(testenv.RepoRoot(t), "packaging", "deb", "build.sh")
-	cmd := exec.Command("sh", "-c", "umask "+umask+" && exec \"$0\" --bin \"$1\" --boot \"$2\" --out \"$3\"", script, bin, boot, out)
+	cmd := exec.Command("sh", "-c", "umask "+umask+" && exec \"$0\" --bin \"$1\" --boot \"$2\" --ipxe \"$2/ipxe\" --out \"$3\"",
+		script, bin, boot, out)
 	cmd.Env = append(os.Environ(), "VERSION="+testVersion, "SOURCE_DATE_EPOCH="+testEpoch)
 	msg, err := cmd.CombinedOutput()
 	if err != nil {
@@ -41,7 +42,7 @@ func build(t *testing.T, bin, boot, out, umask string) (rivet, agent string) {
 
 // inputs compiles the two binaries with a version stamp. The boot files are opaque
 // payload to the recipe (it copies them), so small stand-ins do; the real ones come
-// from rivet-mkinitramfs in `make debs`.
+// from rivet-mkinitramfs and Debian's ipxe package in `make debs`.
 func inputs(t *testing.T) (bin, boot string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -54,10 +55,11 @@ func inputs(t *testing.T) (bin, boot string) {
 	if msg, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, msg)
 	}
-	if err := os.MkdirAll(boot, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(boot, "ipxe"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, body := range map[string]string{"vmlinuz": "kernel stand-in\n", "initramfs.zst": "initramfs stand-in\n"} {
+	for name, body := range map[string]string{"vmlinuz": "kernel stand-in\n", "initramfs.zst": "initramfs stand-in\n",
+		"ipxe/undionly.kpxe": "bios ipxe stand-in\n", "ipxe/snponly.efi": "uefi ipxe stand-in\n", "ipxe/ipxe.efi": "ipxe stand-in\n"} {
 		if err := os.WriteFile(filepath.Join(boot, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +96,7 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 
 	t.Run("control", func(t *testing.T) {
 		for deb, want := range map[string]map[string]string{
-			rivet: {"Package": "rivet", "Recommends": "ipxe"},
+			rivet: {"Package": "rivet", "Recommends": ""}, // the iPXE binaries are copied in
 			agent: {"Package": "rivet-agent", "Recommends": "docker.io"},
 		} {
 			want["Version"] = testDebVersion
@@ -117,9 +119,9 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 		for deb, paths := range map[string][]string{
 			rivet: {"./usr/bin/rivet", "./lib/systemd/system/rivet-coordinator.service",
 				"./usr/lib/rivet/boot/vmlinuz", "./usr/lib/rivet/boot/initrd.zst",
-				"./usr/lib/rivet/boot/undionly.kpxe -> /usr/lib/ipxe/undionly.kpxe",
-				"./usr/lib/rivet/boot/snponly.efi -> /usr/lib/ipxe/snponly.efi",
-				"./usr/share/rivet/examples/roles.example.yaml", "./usr/share/doc/rivet/copyright"},
+				"./usr/lib/rivet/boot/undionly.kpxe", "./usr/lib/rivet/boot/snponly.efi", "./usr/lib/rivet/boot/ipxe.efi",
+				"./usr/share/rivet/examples/roles.example.yaml", "./usr/share/doc/rivet/copyright",
+				"./etc/default/rivet-coordinator"},
 			agent: {"./usr/bin/rivet-agent", "./lib/systemd/system/rivet-agent.service",
 				"./etc/rivet/agent.yaml.example", "./usr/share/doc/rivet-agent/copyright"},
 		} {
@@ -156,13 +158,37 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 		if !bytes.Equal(shipped, source) || !bytes.Contains(shipped, []byte("\nConditionPathExists=/etc/rivet/agent.yaml\n")) {
 			t.Errorf("the shipped rivet-agent.service is not packaging/systemd's, with ConditionPathExists=/etc/rivet/agent.yaml")
 		}
-		control := t.TempDir()
-		run(t, "dpkg-deb", "-e", agent, control)
-		if c, _ := os.ReadFile(filepath.Join(control, "conffiles")); string(c) != "/etc/rivet/agent.yaml.example\n" {
-			t.Errorf("conffiles is %q", c)
+		// Every boot file is a regular file: the TFTP server refuses links out of its
+		// directory, so a link to /usr/lib/ipxe would be "access violation".
+		bootFiles, _ := os.ReadDir(filepath.Join(root, "usr/lib/rivet/boot"))
+		for _, e := range bootFiles {
+			if !e.Type().IsRegular() {
+				t.Errorf("/usr/lib/rivet/boot/%s is not a regular file (%v)", e.Name(), e.Type())
+			}
 		}
-		for _, s := range []string{"postinst", "prerm", "postrm"} {
-			run(t, "sh", "-n", filepath.Join(control, s))
+		if len(bootFiles) < 5 {
+			t.Errorf("/usr/lib/rivet/boot holds %d files, want the kernel, the initramfs and 3 iPXE binaries", len(bootFiles))
+		}
+		// The coordinator's settings: the file the unit reads, owner-only (it may hold the
+		// join token), and a conffile, so an upgrade keeps the admin's edits.
+		settings, err := os.Stat(filepath.Join(root, "etc/default/rivet-coordinator"))
+		if err != nil || settings.Mode().Perm() != 0o600 {
+			t.Errorf("/etc/default/rivet-coordinator: %v, mode %v; want mode 0600", err, settings.Mode())
+		}
+		unit, _ := os.ReadFile(filepath.Join(root, "lib/systemd/system/rivet-coordinator.service"))
+		if !bytes.Contains(unit, []byte("\nEnvironmentFile=-/etc/default/rivet-coordinator\n")) ||
+			!bytes.Contains(unit, []byte("--boot-dir /usr/lib/rivet/boot")) {
+			t.Errorf("the shipped rivet-coordinator.service does not read /etc/default/rivet-coordinator or serve /usr/lib/rivet/boot")
+		}
+		for deb, want := range map[string]string{agent: "/etc/rivet/agent.yaml.example\n", rivet: "/etc/default/rivet-coordinator\n"} {
+			control := t.TempDir()
+			run(t, "dpkg-deb", "-e", deb, control)
+			if c, _ := os.ReadFile(filepath.Join(control, "conffiles")); string(c) != want {
+				t.Errorf("%s: conffiles is %q, want %q", filepath.Base(deb), c, want)
+			}
+			for _, s := range []string{"postinst", "prerm", "postrm"} {
+				run(t, "sh", "-n", filepath.Join(control, s))
+			}
 		}
 	})
 
@@ -201,7 +227,8 @@ func TestDebsAreReproducibleAndComplete(t *testing.T) {
 		}
 		dpkg("-P", "rivet-agent", "rivet")
 		for _, p := range []string{wants, filepath.Join(wantsDir, "rivet-coordinator.service"), filepath.Join(root, "usr/bin/rivet-agent"),
-			filepath.Join(root, "usr/bin/rivet"), filepath.Join(root, "etc/rivet/agent.yaml.example")} {
+			filepath.Join(root, "usr/bin/rivet"), filepath.Join(root, "etc/rivet/agent.yaml.example"),
+			filepath.Join(root, "etc/default/rivet-coordinator")} {
 			if _, err := os.Lstat(p); !os.IsNotExist(err) {
 				t.Errorf("%s is still there after purge", p)
 			}
