@@ -16,9 +16,9 @@ import (
 const MinimumRAMMiB = 128
 
 // lowMemTotalMiB is the MemTotal under which the agent warns: the minimum plus a margin
-// for an image write's buffers. MemTotal is the RAM left once the kernel has taken its
-// own code and reservations, about 40 MiB less than qemu -m on Debian's kernel.
-const lowMemTotalMiB = MinimumRAMMiB + 64 - 40
+// for an image write's buffers, less what the kernel keeps for itself (its code, page
+// tables and reservations): Debian's 6.1 kernel reports MemTotal 80 MiB with qemu -m 128.
+const lowMemTotalMiB = MinimumRAMMiB + 64 - 48
 
 // warnLowMemory prints a console warning when the machine has little RAM. It runs
 // early, so that the warning is on the console before anything runs out of memory.

@@ -37,10 +37,16 @@ type leaseResult struct {
 	lease  *nclient4.Lease
 }
 
-// release gives the lease back to its server and closes the client.
-func (r *leaseResult) release() {
-	_ = r.client.Release(r.lease, dhcpModifiers()...)
-	r.client.Close()
+// releaseFrom gives the lease back to its server while its address is still configured:
+// a DHCPRELEASE comes from the leased address (RFC 2131 4.4.4), and the raw client's
+// packets come from 0.0.0.0, which a Linux server drops when they are not broadcast.
+func (r *leaseResult) releaseFrom(addr netip.Addr) error {
+	c, err := nclient4.New(r.iface, nclient4.WithUnicast(&net.UDPAddr{IP: addr.AsSlice(), Port: nclient4.ClientPort}))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Release(r.lease, dhcpModifiers()...)
 }
 
 // bringUpNetwork brings up lo and configures one NIC by DHCP. With a BOOTIF address
@@ -122,7 +128,7 @@ func useLease(r *leaseResult) (leaseInfo, error) {
 		err = configure(r.iface, info)
 	}
 	if err != nil {
-		r.release()
+		r.client.Close()
 		return leaseInfo{}, fmt.Errorf("configuring %s: %w", r.iface, err)
 	}
 	_ = setHostname(info) // a machine without its DHCP name still works

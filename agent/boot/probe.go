@@ -87,11 +87,14 @@ func tryNIC(ctx context.Context, log *slog.Logger, nic nicDevice, targets []stri
 	}
 	info, err := parseLease(r.lease.ACK)
 	if err != nil {
-		r.release()
+		r.client.Close()
 		return nil, leaseInfo{}, err.Error()
 	}
 	if err := configure(nic.Name, info); err != nil {
-		r.release()
+		r.client.Close()
+		if uerr := unconfigure(nic.Name, info); uerr != nil {
+			log.Warn("removing a lease not kept", "nic", nic.Name, "err", uerr)
+		}
 		return nil, leaseInfo{}, fmt.Sprintf("configuring %s: %v", info.Addr, err)
 	}
 	if len(targets) == 0 {
@@ -101,10 +104,13 @@ func tryNIC(ctx context.Context, log *slog.Logger, nic nicDevice, targets []stri
 	if err == nil {
 		return r, info, fmt.Sprintf("leased %s and the coordinator %s answered through it", info.Addr, reached)
 	}
+	if rerr := r.releaseFrom(info.Addr.Addr()); rerr != nil {
+		log.Warn("releasing a lease not kept", "nic", nic.Name, "err", rerr)
+	}
+	r.client.Close()
 	if uerr := unconfigure(nic.Name, info); uerr != nil {
 		log.Warn("removing a lease not kept", "nic", nic.Name, "err", uerr)
 	}
-	r.release()
 	return nil, leaseInfo{}, fmt.Sprintf("leased %s (released) but the coordinator does not answer through it: %v", info.Addr, err)
 }
 
