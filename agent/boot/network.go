@@ -93,6 +93,7 @@ func leaseBootNIC(ctx context.Context, log *slog.Logger, drivers *driverLoader, 
 		return nil, leaseInfo{}, err
 	}
 	out.printf("network: using %s: the NIC the machine booted from (%s=%s); other NICs are left alone", nic, bootIFKey, bootIF)
+	log.Debug("NIC chosen", "nic", nic.Name, "mac", nic.MAC.String(), "pci", nic.PCI, "reason", "BOOTIF")
 
 	dhcpCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

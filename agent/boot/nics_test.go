@@ -99,3 +99,16 @@ func TestPCIOf(t *testing.T) {
 		}
 	}
 }
+
+func TestCoordinatorAddrs(t *testing.T) {
+	got, err := coordinatorAddrs([]string{"https://10.0.0.10:7443", "https://coord.example", "http://[fd00::1]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "10.0.0.10:7443 coord.example:443 [fd00::1]:80"; strings.Join(got, " ") != want {
+		t.Errorf("coordinatorAddrs = %v, want %s", got, want)
+	}
+	if _, err := coordinatorAddrs([]string{"https://"}); err == nil {
+		t.Errorf("a URL without a host was accepted")
+	}
+}

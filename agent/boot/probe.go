@@ -43,6 +43,7 @@ func probeNICs(ctx context.Context, log *slog.Logger, drivers *driverLoader, out
 	for ctx.Err() == nil {
 		nics, err := nicsWithLink(ctx, log, drivers, out)
 		if err != nil {
+			last = append(last[:0], err.Error())
 			break
 		}
 		last = last[:0]
@@ -51,9 +52,11 @@ func probeNICs(ctx context.Context, log *slog.Logger, drivers *driverLoader, out
 			if r != nil {
 				_ = setHostname(info) // a machine without its DHCP name still works
 				out.printf("network: using %s: %s", nic, why)
+				log.Debug("NIC chosen", "nic", nic.Name, "mac", nic.MAC.String(), "pci", nic.PCI, "reason", why)
 				return r, info, nil
 			}
 			out.printf("network: not using %s: %s", nic, why)
+			log.Debug("NIC not used", "nic", nic.Name, "mac", nic.MAC.String(), "pci", nic.PCI, "reason", why)
 			last = append(last, nic.Name+": "+why)
 		}
 		select {
