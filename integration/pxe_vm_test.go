@@ -76,7 +76,15 @@ func (m *pxeMachine) powerOn(t *testing.T, phase string) *vmProc {
 	t.Helper()
 	m.boots++
 	serialLog := filepath.Join(m.dir, fmt.Sprintf("%s-%d-%s-serial.log", m.firmware, m.boots, phase))
-	cmd := exec.Command("ip", append([]string{"netns", "exec", m.lab.lan, "qemu-system-x86_64"}, m.qemuArgs()...)...)
+	return startQemu(t, m.lab.lan, serialLog, fmt.Sprintf("%s boot %d (%s)", m.firmware, m.boots, phase), m.qemuArgs())
+}
+
+// startQemu runs qemu-system-x86_64 with args in network namespace ns, its serial console
+// (on stdio) stamped into serialLog; the VM is stopped in t.Cleanup if it still runs, and
+// on failure its console is logged under label.
+func startQemu(t *testing.T, ns, serialLog, label string, args []string) *vmProc {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "qemu-system-x86_64"}, args...)...)
 	logf, err := os.Create(serialLog)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +103,7 @@ func (m *pxeMachine) powerOn(t *testing.T, phase string) *vmProc {
 		v.stop()
 		keepLog(t, serialLog)
 		if t.Failed() {
-			t.Logf("%s boot %d (%s): qemu stderr: %s\nserial console without the kernel's lines:\n%s", m.firmware, m.boots, phase,
+			t.Logf("%s: qemu stderr: %s\nserial console without the kernel's lines:\n%s", label,
 				stderr.String(), tail(withoutKernelLines(v.console()), 5000))
 		}
 	})

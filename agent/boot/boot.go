@@ -88,12 +88,17 @@ func Prepare(ctx context.Context, log *slog.Logger, console io.Writer) (*Env, er
 	env.Console = console
 	env.progress = &progress{w: console}
 
-	params, release, err := readKernelFacts()
+	warnLowMemory(env.progress)
+	params, release, cmdline, err := readKernelFacts()
 	if err != nil {
 		env.progress.printf("FAILED: %v", err)
 		return nil, err
 	}
 	env.Params = params
+	bootIF, err := parseBootIF(cmdline)
+	if err != nil {
+		env.progress.printf("WARNING: %v; ignoring it and searching for the NIC that reaches the coordinator", err)
+	}
 	coordinator := strings.Join(params.URLs, ",")
 	if coordinator == "" {
 		coordinator = "none (" + shared.CmdlineURL + "= is missing from the kernel command line)"
@@ -118,7 +123,7 @@ func Prepare(ctx context.Context, log *slog.Logger, console io.Writer) (*Env, er
 		return nil, err
 	}
 
-	res, info, err := bringUpNetwork(ctx, log, drivers, env.progress)
+	res, info, err := bringUpNetwork(ctx, log, drivers, env.progress, bootIF, params.URLs)
 	if err != nil {
 		env.progress.printf("FAILED: %v", err)
 		return nil, err
@@ -143,21 +148,22 @@ func Prepare(ctx context.Context, log *slog.Logger, console io.Writer) (*Env, er
 }
 
 // readKernelFacts reads /proc/cmdline and the running kernel's release.
-func readKernelFacts() (shared.BootParams, string, error) {
+func readKernelFacts() (params shared.BootParams, release, cmdline string, err error) {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
-		return shared.BootParams{}, "", err
+		return params, "", "", err
 	}
-	release := unix.ByteSliceToString(uts.Release[:])
-	cmdline, err := os.ReadFile("/proc/cmdline")
+	release = unix.ByteSliceToString(uts.Release[:])
+	raw, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
-		return shared.BootParams{}, release, err
+		return params, release, "", err
 	}
-	params, err := shared.ParseCmdline(string(cmdline))
+	cmdline = string(raw)
+	params, err = shared.ParseCmdline(cmdline)
 	if err != nil {
-		return params, release, fmt.Errorf("kernel command line: %w (check the iPXE script the coordinator served)", err)
+		return params, release, cmdline, fmt.Errorf("kernel command line: %w (check the iPXE script the coordinator served)", err)
 	}
-	return params, release, nil
+	return params, release, cmdline, nil
 }
 
 func describeModules(mods []string) string {
