@@ -14,6 +14,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/membership"
 	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/status"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 // DaemonConfig is a whole coordinator process: the server plus its listeners.
@@ -41,8 +42,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if dc.APIAddr == "" {
 		dc.APIAddr = ":7443"
 	}
-	dc.Server.RaftAddr = orDefault(dc.Server.RaftAddr, ":7400")
-	s, err := New(dc.Server)
+	s, err := New(ctx, dc.Server)
 	if err != nil {
 		return err
 	}
@@ -62,8 +62,10 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	}
 	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
-	handler := s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
-		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof}))
+	mounts := withMounts(pages.Mounts(), dc.Extra)
+	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
+	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
+		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: mounts, Pprof: dc.Pprof})))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)

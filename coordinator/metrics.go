@@ -29,6 +29,7 @@ type metrics struct {
 	stepSeconds  *prometheus.HistogramVec // by step kind and result
 	imageBytes   prometheus.Counter
 	imageReqs    *prometheus.CounterVec
+	linkRefusals *prometheus.CounterVec // by reason
 	started      time.Time
 }
 
@@ -53,14 +54,19 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Help: "OS image bytes sent by this coordinator's API (/v1/images/)."}),
 		imageReqs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_image_requests_total",
 			Help: "OS image requests by HTTP status (206 is a resumed or ranged download)."}, []string{"code"}),
+		linkRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_link_refused_total",
+			Help: "Coordinator links refused: Raft handshakes (reason certificate, not a member, handshake) and API coordinator calls (api)."},
+			[]string{"reason"}),
 		started: time.Now(),
 	}
-	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, &stateCollector{s: s},
+	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, m.linkRefusals, &stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) machineChanged() { m.changes.Inc() }
+
+func (m *metrics) linkRefused(reason string) { m.linkRefusals.WithLabelValues(reason).Inc() }
 
 // stateCollector reads gauges from the store and Raft at scrape time.
 type stateCollector struct{ s *Server }

@@ -19,6 +19,7 @@ func (s *Store) ApplyInitCluster(c InitCluster, index uint64) Result {
 			return Result{Value: "already initialised"}
 		}
 		s.data.Cluster = c.Cluster
+		s.openSecrets()
 		for _, t := range []Token{c.AdminToken, c.EnrolToken} {
 			tok := t
 			s.data.Tokens[t.ID] = &tok
@@ -452,6 +453,7 @@ func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
 				return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
 			}
 			sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
+			s.openSecrets()
 		}
 		if r.Addr != "" && !contains(sw.ManagerAddrs, r.Addr) {
 			sw.ManagerAddrs = append(sw.ManagerAddrs, r.Addr)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/seal"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -84,6 +85,8 @@ type Store struct {
 	byMAC   map[string]shared.MachineID // derived: MAC → machine, for the boot services
 	watch   func(shared.MachineID)      // called after a machine changed (metrics)
 	subs    watchers                    // live readers (status pages, watch): watch.go
+	sealKey *seal.Key                   // opens the sealed fields: sealed.go
+	open    opened                      // the sealed fields in clear, derived
 }
 
 // New returns an empty store.
@@ -110,6 +113,7 @@ func (s *Store) reset(d Data) {
 	for id, m := range d.Machines {
 		s.indexMACs(id, m.MACs)
 	}
+	s.openSecrets()
 }
 
 // OnMachineChange registers a callback run (outside the lock) after a machine changes.
@@ -188,11 +192,11 @@ func (s *Store) Digest() (shared.Digest, error) {
 	return shared.Digest{Index: snap.Applied, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// Cluster returns the cluster secrets.
+// Cluster returns the cluster secrets, opened.
 func (s *Store) Cluster() Cluster {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.data.Cluster
+	return s.open.cluster
 }
 
 // Swarm returns the swarm record (with its secrets: callers decide who may see them).
@@ -200,6 +204,7 @@ func (s *Store) Swarm() Swarm {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	sw := s.data.Swarm
+	sw.ManagerToken, sw.WorkerToken = s.open.managerToken, s.open.workerToken
 	sw.ManagerAddrs = append([]string(nil), sw.ManagerAddrs...)
 	return sw
 }
