@@ -125,7 +125,7 @@ func (ca CA) IssueNode(csrPEM, id string, now time.Time, lifetime time.Duration)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: id, Organization: []string{"Rivet"}},
-		NotBefore:    now.Add(-time.Minute),
+		NotBefore:    now.Add(-min(time.Minute, lifetime/10)), // a peer's clock a little behind
 		NotAfter:     now.Add(lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
