@@ -216,3 +216,22 @@ func postInternalApply(t *testing.T, p *coordinatortest.InProcess, cert *tls.Cer
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestAPIOffersAEADOnlyOnTLS12: the API refuses a TLS 1.2 client that offers only CBC-SHA1.
+func TestAPIOffersAEADOnlyOnTLS12(t *testing.T) {
+	p := startSolo(t, t.TempDir())
+	addr := p.URL[len("https://"):]
+	dial := func(suite uint16) error {
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite}})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := dial(tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256); err != nil {
+		t.Fatalf("TLS 1.2 with ChaCha20-Poly1305: %v", err)
+	}
+	if err := dial(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA); err == nil {
+		t.Fatal("TLS 1.2 with AES-CBC-SHA1 was accepted")
+	}
+}

@@ -217,3 +217,25 @@ func TestDialRefusesAServerThatIsNotAMember(t *testing.T) {
 }
 
 func rAddr(l *Layer) raft.ServerAddress { return raft.ServerAddress(l.Addr().String()) }
+
+// TestTLS12OffersAEADOnly: a member that speaks TLS 1.2 with an AEAD suite gets in; one
+// that offers only CBC-SHA1 does not, certificate or not.
+func TestTLS12OffersAEADOnly(t *testing.T) {
+	ca := newTestCA(t)
+	srv, _ := listen(t, ca.node(t, "c1"), ca.roots, "c1", "c2")
+	member := ca.node(t, "c2")
+	dial := func(suite uint16) error {
+		c, err := tls.Dial("tcp", srv.Addr().String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{suite}, Certificates: []tls.Certificate{*member}})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := dial(tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256); err != nil {
+		t.Fatalf("TLS 1.2 with AES-GCM: %v", err)
+	}
+	if err := dial(tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA); err == nil {
+		t.Fatal("TLS 1.2 with AES-CBC-SHA1 was accepted")
+	}
+}
