@@ -235,3 +235,36 @@ func TestAPIOffersAEADOnlyOnTLS12(t *testing.T) {
 		t.Fatal("TLS 1.2 with AES-CBC-SHA1 was accepted")
 	}
 }
+
+// TestCertifyNeedsAnAdminAndAMatchingCSR: the join's certificate (and the seal key with
+// it) goes only to an admin token, for a CSR that names the id asked for.
+func TestCertifyNeedsAnAdminAndAMatchingCSR(t *testing.T) {
+	p := startSolo(t, t.TempDir())
+	ctx := context.Background()
+	key, _ := pki.NewNodeKey()
+	csr, _ := pki.NodeCSR(key, "c2", []string{"127.0.0.1"})
+	viewer, err := p.Client(p.AdminToken).CreateToken(ctx, &shared.TokenRequest{Name: "v", Role: string(shared.TokenViewer)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, token := range map[string]string{"no token": "", "enrol token": p.EnrolToken, "viewer token": viewer.Secret,
+		"internal token": auth.InternalToken(p.Server.Store().Cluster().TokenSecret)} {
+		resp, err := p.Client(token).Certify(ctx, &shared.CertifyRequest{ID: "c2", CSR: csr})
+		if err == nil || resp != nil {
+			t.Errorf("%s: certified (%v)", name, err)
+		} else if st := shared.StatusOf(err); st != http.StatusUnauthorized && st != http.StatusForbidden {
+			t.Errorf("%s: HTTP %d, want 401 or 403", name, st)
+		}
+	}
+	if _, err := p.Client(p.AdminToken).Certify(ctx, &shared.CertifyRequest{ID: "c3", CSR: csr}); shared.StatusOf(err) != http.StatusBadRequest {
+		t.Errorf("a CSR for c2 asked as c3: %v, want 400", err)
+	}
+	resp, err := p.Client(p.AdminToken).Certify(ctx, &shared.CertifyRequest{ID: "c2", CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.CA{CertPEM: resp.CACert}.NodeCertificate(resp.NodeCert, key)
+	if err != nil || pki.NodeID(cert.Leaf) != "c2" {
+		t.Fatalf("certificate for c2: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package pki
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -70,4 +72,26 @@ func TestRenewingReplacesTheCertificateInItsLastThird(t *testing.T) {
 	if got == first || !got.Leaf.NotAfter.After(first.Leaf.NotAfter) {
 		t.Fatalf("not renewed in the last third: valid until %v", got.Leaf.NotAfter)
 	}
+}
+
+func FuzzIssueNode(f *testing.F) {
+	ca, err := NewCA("fuzz", time.Now())
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, _ := NewNodeKey()
+	csr, _ := NodeCSR(key, "c1", []string{"10.0.0.1", "host"})
+	f.Add(csr)
+	f.Add("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+	f.Fuzz(func(t *testing.T, csr string) {
+		certPEM, err := ca.IssueNode(csr, "c1", time.Now(), time.Hour)
+		if err != nil {
+			return
+		}
+		block, _ := pem.Decode([]byte(certPEM))
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || NodeID(cert) != "c1" {
+			t.Fatalf("issued a certificate that does not name c1: %v", err)
+		}
+	})
 }
