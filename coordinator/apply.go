@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
-	"github.com/rivetmetal/rivet/coordinator/pki"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -25,7 +25,7 @@ import (
 // forwarded to the leader. A nil error means the command is committed: it survives the
 // loss of the leader and a restart of every coordinator.
 func (s *Server) Apply(ctx context.Context, body any) (state.Result, error) {
-	data, err := fsm.Encode(body)
+	data, err := fsm.Encode(s.sealSecrets(body))
 	if err != nil {
 		return state.Result{}, err
 	}
@@ -93,11 +93,12 @@ func noLeader(cause error) error {
 		"no leader to accept the write (%v)", cause)
 }
 
-// forwarder sends commands from a follower to the leader's internal endpoint.
+// forwarder sends commands from a follower to the leader's internal endpoint, over TLS
+// with this node's certificate as client certificate (the leader checks it).
 type forwarder struct {
 	s      *Server
 	mu     sync.Mutex
-	client *http.Client // made once the cluster CA has replicated here
+	client *http.Client // made on first use
 	queue  chan *pending
 }
 
@@ -209,17 +210,12 @@ func (f *forwarder) tlsClient() (*http.Client, error) {
 	if f.client != nil {
 		return f.client, nil
 	}
-	cl := f.s.store.Cluster()
-	if !cl.Initialised() {
-		return nil, fmt.Errorf("%w: cluster CA not replicated yet", errRetry)
-	}
-	fp, err := pki.CA{CertPEM: cl.CACertPEM}.Fingerprint()
+	tlsCfg, err := shared.PinnedTLSConfig(f.s.CAFingerprint())
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg, err := shared.PinnedTLSConfig(fp)
-	if err != nil {
-		return nil, err
+	tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return f.s.id.cert.Get()
 	}
 	tr := &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: time.Minute, ForceAttemptHTTP2: true}

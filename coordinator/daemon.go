@@ -45,8 +45,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if dc.APIAddr == "" {
 		dc.APIAddr = ":7443"
 	}
-	dc.Server.RaftAddr = orDefault(dc.Server.RaftAddr, ":7400")
-	s, err := New(dc.Server)
+	s, err := New(ctx, dc.Server)
 	if err != nil {
 		return err
 	}
@@ -76,9 +75,11 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 			"and Swarm join tokens (--admit auto). Fine for a lab; on a real network use --admit expected.",
 			"admit", "auto")
 	}
-	handler := s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
-		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: withMounts(pages.Mounts(), dc.Extra), Pprof: dc.Pprof,
-		Admission: dc.Admission, Throttle: throttle}))
+	mounts := withMounts(pages.Mounts(), dc.Extra)
+	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
+	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
+		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: mounts, Pprof: dc.Pprof,
+		Admission: dc.Admission, Throttle: throttle})))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)

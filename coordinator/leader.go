@@ -10,7 +10,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
-	"github.com/rivetmetal/rivet/coordinator/pki"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/internal/gossip"
 	"github.com/rivetmetal/rivet/shared"
@@ -81,17 +80,20 @@ func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.
 // minPlanInterval is the least time between two planning passes.
 const minPlanInterval = 500 * time.Millisecond
 
-// initCluster creates the CA, the gossip key, the token secret and the first admin and
-// enrolment tokens, once per cluster. The admin token's secret exists only in
-// DATA_DIR/operator.env (0600) on the first coordinator.
+// initCluster puts the CA this coordinator made at bootstrap into the replicated state,
+// and creates the gossip key, the token secret and the first admin and enrolment tokens,
+// once per cluster (the command carries them sealed). The admin token's secret exists
+// only in DATA_DIR/operator.env (0600) on the first coordinator.
 func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	if s.store.Cluster().Initialised() {
+		s.dropBootstrapCAKey()
 		return nil
 	}
 	now := time.Now().UTC()
-	ca, err := pki.NewCA("Rivet cluster CA", now)
-	if err != nil {
-		return err
+	ca := s.id.ca
+	if ca.KeyPEM == "" {
+		return fmt.Errorf("the cluster is not initialised and this coordinator did not bootstrap it (no %s): "+
+			"start the bootstrapping coordinator again", bootstrapCAFile)
 	}
 	gossipKey, err := gossip.GenerateKey()
 	if err != nil {
@@ -112,6 +114,7 @@ func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	if res.Value != "initialised" {
 		return nil
 	}
+	s.dropBootstrapCAKey()
 	fp, _ := ca.Fingerprint()
 	path := filepath.Join(s.cfg.DataDir, "operator.env")
 	env := fmt.Sprintf("# Rivet operator credentials for this cluster. Keep secret.\n"+
@@ -122,6 +125,17 @@ func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	}
 	s.log.Info("cluster initialised", "ca_fingerprint", fp, "operator_credentials", path)
 	return nil
+}
+
+// dropBootstrapCAKey removes the CA key's bootstrap copy once the replicated state holds
+// it (sealed): one copy of the key at rest, not two.
+func (s *Server) dropBootstrapCAKey() {
+	if s.id.ca.KeyPEM == "" || s.caKeyDropped.Swap(true) {
+		return
+	}
+	if err := os.Remove(filepath.Join(s.cfg.DataDir, bootstrapCAFile)); err != nil && !os.IsNotExist(err) {
+		s.log.Warn("removing the bootstrap CA key", "err", err)
+	}
 }
 
 // Join adds a coordinator as a voter. Only the leader can; followers forward.

@@ -34,6 +34,7 @@ type metrics struct {
 	imageReqs    *prometheus.CounterVec
 	// ticketsIssued counts boot tickets put in iPXE scripts (tickets.go).
 	ticketsIssued prometheus.Counter
+	linkRefusals  *prometheus.CounterVec // by reason
 	started       time.Time
 }
 
@@ -60,14 +61,19 @@ func newMetrics(reg *prometheus.Registry, s *Server) *metrics {
 			Help: "OS image requests by HTTP status (206 is a resumed or ranged download)."}, []string{"code"}),
 		ticketsIssued: prometheus.NewCounter(prometheus.CounterOpts{Name: "rivet_boot_tickets_issued_total",
 			Help: "One-time boot tickets issued to expected MACs in iPXE scripts."}),
+		linkRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rivet_link_refused_total",
+			Help: "Coordinator links refused: Raft handshakes (reason certificate, not a member, handshake) and API coordinator calls (api)."},
+			[]string{"reason"}),
 		started: time.Now(),
 	}
-	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, m.ticketsIssued, &stateCollector{s: s},
+	reg.MustRegister(m.applySeconds, m.changes, m.stepSeconds, m.imageBytes, m.imageReqs, m.ticketsIssued, m.linkRefusals, &stateCollector{s: s},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) machineChanged() { m.changes.Inc() }
+
+func (m *metrics) linkRefused(reason string) { m.linkRefusals.WithLabelValues(reason).Inc() }
 
 // stateCollector reads gauges from the store and Raft at scrape time.
 type stateCollector struct{ s *Server }

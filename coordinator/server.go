@@ -25,6 +25,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/fsm"
 	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/coordinator/raftlink"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	// TrailingLogs is how many log entries a snapshot keeps (default 4096); fewer
 	// make a late joiner catch up through a snapshot.
 	TrailingLogs uint64
+	// CertLifetime is how long node certificates are valid (default pki.NodeLifetime);
+	// they renew when a third of it is left.
+	CertLifetime time.Duration
 }
 
 // Server is a running coordinator.
@@ -60,9 +64,10 @@ type Server struct {
 	bolt      *raftboltdb.BoltStore
 	metrics   *metrics
 	forwarder *forwarder
-
-	certMu sync.Mutex
-	cert   atomic.Pointer[tls.Certificate]
+	id        *identity                 // CA, node certificate, seal key: identity.go
+	raftNode  atomic.Pointer[raft.Raft] // s.raft, for the link's handshakes that may run before it is set
+	// caKeyDropped: the bootstrap copy of the CA key is gone (the state holds it).
+	caKeyDropped atomic.Bool
 
 	// kick asks the leader loop to plan now (a machine registered, a role changed).
 	kick chan struct{}
@@ -83,13 +88,19 @@ type Membership interface {
 }
 
 // New opens the Raft node (bootstrapping a new single-node cluster when the data
-// directory is empty and no join address is given) and returns the server.
-func New(cfg Config) (*Server, error) {
+// directory is empty and no join address is given) and returns the server. A coordinator
+// that joins first gets its node certificate and the seal key from the cluster (which
+// may take until ctx ends): its Raft link cannot open without them.
+func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, store: state.New(), kick: make(chan struct{}, 1)}
 	s.metrics = newMetrics(cfg.Registry, s)
+	if err := s.openIdentity(ctx); err != nil {
+		return nil, err
+	}
+	s.store.UseSealKey(s.id.seal)
 	if err := s.openRaft(); err != nil {
 		return nil, err
 	}
@@ -103,6 +114,10 @@ func (c *Config) fill() error {
 		return errors.New("--data-dir is required")
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	// It holds the seal key and the node key: tighten it at every start, whatever made it.
+	if err := os.Chmod(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if c.Logger == nil {
@@ -129,6 +144,12 @@ func (c *Config) fill() error {
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.CertLifetime == 0 {
+		c.CertLifetime = pki.NodeLifetime
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = net.JoinHostPort(c.Advertise, "7400")
 	}
 	return nil
 }
@@ -208,18 +229,12 @@ func (s *Server) openRaft() error {
 	if err != nil {
 		return err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 3, newHCLog(s.log, "raft-snapshots", hclog.Warn))
+	snaps, err := openSnapshots(cfg.DataDir, newHCLog(s.log, "raft-snapshots", hclog.Warn))
 	if err != nil {
 		return err
 	}
-	advertise, err := advertiseAddr(cfg.RaftAddr, cfg.Advertise)
-	if err != nil {
+	if s.transport, err = s.openLink(); err != nil {
 		return err
-	}
-	s.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 5, 10*time.Second,
-		newHCLog(s.log, "raft-net", hclog.Warn))
-	if err != nil {
-		return fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
 	}
 	existing, err := raft.HasExistingState(logs, bolt, snaps)
 	if err != nil {
@@ -229,6 +244,7 @@ func (s *Server) openRaft() error {
 	if err != nil {
 		return err
 	}
+	s.raftNode.Store(s.raft)
 	if !existing && len(cfg.Join) == 0 {
 		s.log.Info("bootstrapping a new cluster", "node", cfg.NodeID, "raft", s.transport.LocalAddr())
 		boot := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: s.transport.LocalAddr()}}}
@@ -278,47 +294,24 @@ func (s *Server) Shutdown() error {
 	return err
 }
 
-// TLSConfig serves with a certificate issued by the cluster CA, made the first time a
-// client connects after the CA exists (a joining coordinator gets the CA by replication).
+// TLSConfig serves the API with this node's certificate (issued by the cluster CA,
+// renewed before it expires). A client certificate from the cluster CA is asked for but
+// optional: coordinators forwarding writes present theirs (requireNodeCert checks it).
 func (s *Server) TLSConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: raftlink.Suites,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return s.certificate()
+			return s.id.cert.Get()
 		},
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  s.id.roots,
 	}
 }
 
-func (s *Server) certificate() (*tls.Certificate, error) {
-	if c := s.cert.Load(); c != nil {
-		return c, nil
-	}
-	s.certMu.Lock()
-	defer s.certMu.Unlock()
-	if c := s.cert.Load(); c != nil {
-		return c, nil
-	}
-	cl := s.store.Cluster()
-	if !cl.Initialised() {
-		return nil, errors.New("the cluster CA does not exist yet (no leader has initialised the cluster)")
-	}
-	host, _ := os.Hostname()
-	cert, err := pki.CA{CertPEM: cl.CACertPEM, KeyPEM: cl.CAKeyPEM}.IssueServer(
-		[]string{s.cfg.Advertise, "127.0.0.1", "::1", "localhost", host}, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	s.cert.Store(&cert)
-	return &cert, nil
-}
-
-// CAFingerprint is the fingerprint of the cluster CA, or "" before initialisation.
+// CAFingerprint is the fingerprint of the cluster CA.
 func (s *Server) CAFingerprint() string {
-	cl := s.store.Cluster()
-	if !cl.Initialised() {
-		return ""
-	}
-	fp, _ := pki.CA{CertPEM: cl.CACertPEM}.Fingerprint()
+	fp, _ := s.id.ca.Fingerprint()
 	return fp
 }
 
@@ -327,6 +320,9 @@ func (s *Server) WaitReady(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
+		if err := s.store.SealError(); err != nil {
+			return fmt.Errorf("the replicated secrets do not open with DATA_DIR/seal.key: %w", err)
+		}
 		_, leader := s.raft.LeaderWithID()
 		if s.store.Cluster().Initialised() && leader != "" {
 			return nil

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"strings"
 	"testing"
 )
@@ -9,12 +10,12 @@ import (
 // instead of blocking forever on the Raft log's file lock (before, this test hung).
 func TestDataDirInUse(t *testing.T) {
 	dir := t.TempDir()
-	first, err := New(Config{DataDir: dir, NodeID: "c1", RaftAddr: "127.0.0.1:0"})
+	first, err := New(context.Background(), Config{DataDir: dir, NodeID: "c1", RaftAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Shutdown()
-	second, err := New(Config{DataDir: dir, NodeID: "c1", RaftAddr: "127.0.0.1:0"})
+	second, err := New(context.Background(), Config{DataDir: dir, NodeID: "c1", RaftAddr: "127.0.0.1:0"})
 	if err == nil {
 		second.Shutdown()
 		t.Fatal("a second coordinator opened the same data dir")

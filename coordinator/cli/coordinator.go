@@ -19,8 +19,8 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	var dc coordinator.DaemonConfig
 	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/rivet-coordinator", "where the Raft log, snapshots and operator.env live")
 	fs.StringVar(&cfg.NodeID, "node-id", "", "this coordinator's id (default: kept in DATA_DIR/node-id, first set from the host name)")
-	fs.StringVar(&dc.APIAddr, "api-addr", ":7443", "HTTPS API listen address")
-	fs.StringVar(&cfg.RaftAddr, "raft-addr", ":7400", "Raft listen address")
+	fs.StringVar(&dc.APIAddr, "api-addr", ":7443", "HTTPS API listen address (all interfaces by default: agents, boot scripts and the local CLI use it)")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", "", "Raft listen address, mutual TLS with the cluster CA (default ADVERTISE:7400)")
 	fs.StringVar(&cfg.Advertise, "advertise", "127.0.0.1", "IP other coordinators and agents reach this one at")
 	join := fs.String("join", "", "API URL(s) of an existing cluster to join, comma-separated")
 	var jf joinFlags

@@ -21,6 +21,7 @@ func (s *Store) ApplyInitCluster(c InitCluster, index uint64) Result {
 			return Result{Value: "already initialised"}
 		}
 		s.data.Cluster = c.Cluster
+		s.openSecrets()
 		for _, t := range []Token{c.AdminToken, c.EnrolToken} {
 			tok := t
 			s.data.Tokens[t.ID] = &tok

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/seal"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -83,12 +84,14 @@ type Store struct {
 	data    Data
 	applied uint64
 	byMAC   map[string]shared.MachineID // derived: MAC → machine, for the boot services
-	// derived: MAC or "serial:S" → expected row key, for admission
+	// derived: MAC, "serial:S" or "uuid:U" → expected row key, for admission
 	expectedBy map[string]string
 	// notifyAfter: machines a bulk write changed, told to watchers once the lock is released
 	notifyAfter []shared.MachineID
 	watch       func(shared.MachineID) // called after a machine changed (metrics)
 	subs        watchers               // live readers (status pages, watch): watch.go
+	sealKey     *seal.Key              // opens the sealed fields: sealed.go
+	open        opened                 // the sealed fields in clear, derived
 }
 
 // New returns an empty store.
@@ -122,6 +125,7 @@ func (s *Store) reset(d Data) {
 	for key, e := range d.Expected {
 		s.indexExpected(key, e)
 	}
+	s.openSecrets()
 }
 
 // OnMachineChange registers a callback run (outside the lock) after a machine changes.
@@ -209,11 +213,11 @@ func (s *Store) Digest() (shared.Digest, error) {
 	return shared.Digest{Index: snap.Applied, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// Cluster returns the cluster secrets.
+// Cluster returns the cluster secrets, opened.
 func (s *Store) Cluster() Cluster {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.data.Cluster
+	return s.open.cluster
 }
 
 // Coordinators returns the known coordinators sorted by id.

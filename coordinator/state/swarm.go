@@ -50,7 +50,9 @@ type TokenIssue struct {
 func (s *Store) Swarm() Swarm {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.data.Swarm.clone()
+	sw := s.data.Swarm.clone()
+	sw.ManagerToken, sw.WorkerToken = s.open.managerToken, s.open.workerToken // stored sealed
+	return sw
 }
 
 // clone copies the record for a reader: reports change its maps in place.
@@ -165,9 +167,9 @@ func (s *Store) ApplySwarmJoin(c SwarmJoin, index uint64) Result {
 			sw.Issued = map[shared.MachineID]TokenIssue{}
 		}
 		sw.Issued[m.ID] = attempt
-		join.Token = sw.WorkerToken
+		join.Token = s.open.workerToken // the record holds them sealed
 		if step.Role == shared.SwarmManager {
-			join.Token = sw.ManagerToken
+			join.Token = s.open.managerToken
 			sw.ManagerTokenOut = true
 		}
 		s.event(index, c.Time, m.ID, shared.EventStep, fmt.Sprintf("swarm %s join token handed out (attempt %d)", step.Role, st.Attempt))
@@ -297,9 +299,11 @@ func (s *Store) recordSwarmReport(index uint64, now timeT, m *shared.Machine, st
 	switch {
 	case r.Rotated:
 		sw.ManagerToken, sw.ManagerTokenOut, sw.RotateBy = r.ManagerToken, false, ""
+		s.openSecrets()
 		s.event(index, now, m.ID, shared.EventStep, "rotated the swarm's manager join token")
 	case r.ManagerToken != "" && sw.ClusterID == "":
 		sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
+		s.openSecrets()
 		s.event(index, now, m.ID, shared.EventStep, "created swarm "+r.ClusterID)
 	}
 	// A creator's report repeated after the swarm exists leaves the tokens alone: they may
@@ -346,6 +350,7 @@ func (s *Store) replayUncheckedSwarmReport(index uint64, c SwarmReport, m *share
 			return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
 		}
 		sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
+		s.openSecrets()
 	}
 	if r.Addr != "" && !slices.Contains(sw.ManagerAddrs, r.Addr) {
 		sw.ManagerAddrs = append(sw.ManagerAddrs, r.Addr)
