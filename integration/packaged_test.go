@@ -102,7 +102,7 @@ func TestPackagedCoordinatorBootsAMachine(t *testing.T) {
 	}); n != 1 {
 		t.Errorf("the coordinator did not start its boot services on eth0 from /usr/lib/rivet/boot (%d records):\n%s", n, tail(logs, 3000))
 	}
-	if countRecords(logs, func(r logRecord) bool { return r.has("msg", "tftp: sent") && r.has("file", "snponly.efi") }) == 0 {
+	if countRecords(logs, func(r logRecord) bool { return r.has("msg", "tftp: sent") && r.has("file", tftpName("snponly.efi")) }) == 0 {
 		t.Errorf("the VM booted without snponly.efi from the package's TFTP:\n%s", tail(bootLines(logs), 3000))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -176,7 +177,7 @@ func (s *pxeSite) registers(t *testing.T, m *pxeMachine) shared.MachineID {
 		t.Errorf("%s VM registered in %s mode, want ram", m.firmware, rec.Agent.Mode)
 	}
 	if m.firmware == "uefi" {
-		sent := countRecords(s.cluster.Logs(), func(r logRecord) bool { return r.has("msg", "tftp: sent") && r.has("file", "snponly.efi") })
+		sent := countRecords(s.cluster.Logs(), func(r logRecord) bool { return r.has("msg", "tftp: sent") && r.has("file", tftpName("snponly.efi")) })
 		if sent == 0 {
 			t.Errorf("the UEFI VM booted without snponly.efi from Rivet's TFTP")
 		}
@@ -419,3 +420,6 @@ func pxeFirmwares() []string {
 	}
 	return []string{"bios", "uefi"}
 }
+
+// tftpName is a file name as the TFTP server logs it: Go-quoted, since a client chose it.
+func tftpName(name string) string { return strconv.Quote(name) }
