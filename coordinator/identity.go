@@ -136,7 +136,7 @@ func joinIdentity(ctx context.Context, cfg Config, lifetime time.Duration) error
 			return storeJoinAnswer(cfg.DataDir, resp, keyPEM, cfg.CAFingerprint)
 		}
 		if st := shared.StatusOf(err); st == 400 || st == 401 || st == 403 {
-			return fmt.Errorf("joining %v: %w (pass an admin token with --token or RIVET_TOKEN)", cfg.Join, err)
+			return fmt.Errorf("joining %v: %w", cfg.Join, err)
 		}
 		cfg.Logger.Warn("getting a node certificate from the cluster failed; retrying", "err", err)
 		select {

@@ -146,7 +146,7 @@ func (s *Server) certify(w http.ResponseWriter, r *http.Request) error {
 	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if p, err := auth.Resolve(s.store, bearer); err != nil || !p.IsAdmin() {
 		return shared.Errorf(http.StatusUnauthorized, shared.CodeUnauthorized,
-			"pass an admin token of this cluster (--token or RIVET_TOKEN)", "joining needs an admin token")
+			"pass the cluster's admin token in RIVET_TOKEN or --token-file", "joining needs an admin token")
 	}
 	var req shared.CertifyRequest
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
