@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -188,6 +189,12 @@ func TestRaftPortRefusesAttackers(t *testing.T) {
 		}
 		assertNotInjected(t, p, "evil4", before)
 	})
+	metrics := scrape(t, p)
+	for _, reason := range []string{"handshake", "not a member", "api"} {
+		if !strings.Contains(metrics, `rivet_link_refused_total{reason="`+reason+`"}`) {
+			t.Errorf("no refusal counted for reason %q", reason)
+		}
+	}
 }
 
 // postInternalApply forwards a PutToken the way a follower does, with the real internal

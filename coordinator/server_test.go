@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -22,5 +24,25 @@ func TestDataDirInUse(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "another coordinator") {
 		t.Fatalf("err = %v; want the hint about another coordinator", err)
+	}
+}
+
+// TestDataDirFromBeforeLinksIsRefused: a Raft log without an identity (a data dir from
+// before mutual-TLS links) is refused with what to do, not bootstrapped over.
+func TestDataDirFromBeforeLinksIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "raft.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(context.Background(), Config{DataDir: dir, NodeID: "c1", RaftAddr: "127.0.0.1:0"})
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("a data dir with a Raft log and no identity was opened")
+	}
+	if !strings.Contains(err.Error(), "--join") {
+		t.Fatalf("err = %v; want the hint to join", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "seal.key")); !os.IsNotExist(err) {
+		t.Fatal("a seal key was made for a data dir that was refused")
 	}
 }
