@@ -164,7 +164,7 @@ func (a *attacker) raftWithoutCertificate(c Coordinator) Result {
 		hex.EncodeToString(sum[:]))...)
 	req := &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax,
 		ID: []byte("evil"), Addr: []byte(trans.LocalAddr())},
-		Term: 1 << 40, Leader: []byte(trans.LocalAddr()), LeaderCommitIndex: 1 << 40,
+		Term: 1 << 40, LeaderCommitIndex: 1 << 40,
 		Entries: []*raft.Log{{Index: 1 << 30, Term: 1 << 40, Type: raft.LogCommand, Data: cmd}}}
 	var resp raft.AppendEntriesResponse
 	r.Sent = true
