@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/coordinator/seal"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -175,25 +176,9 @@ func saveNodeFiles(dir, caPEM, certPEM, keyPEM string) error {
 	return writePrivate(dir, caCertFile, caPEM)
 }
 
-// writePrivate replaces DIR/name atomically with a 0600 file.
+// writePrivate replaces DIR/name atomically (crash-safe) with a 0600 file.
 func writePrivate(dir, name, content string) error {
-	tmp, err := os.CreateTemp(dir, "."+name+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
+	return atomicfile.Write(filepath.Join(dir, name), []byte(content), 0o600)
 }
 
 // renewNodeCert issues this node a fresh certificate with a new key, signed by the
