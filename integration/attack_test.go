@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -75,7 +76,21 @@ func TestAttackerOnTheBootNetwork(t *testing.T) {
 	}
 
 	victims := formVictimSwarm(t, ctx, lab, cluster, dir)
-	before := victimDigests(t, ctx, cluster, victims)
+	// Ready is not the end of every write (a check-in that brings news, gossip): the
+	// baseline is taken once the records have not changed for longer than the agents'
+	// poll interval (2 s).
+	var last map[shared.MachineID]string
+	var since time.Time
+	before := waitFor(t, ctx, time.Minute, "the victims' records settled", func() (map[shared.MachineID]string, error) {
+		now := victimDigests(t, ctx, cluster, victims)
+		if last == nil || !equalMaps(now, last) {
+			last, since = now, time.Now()
+		}
+		if time.Since(since) < 5*time.Second {
+			return nil, errors.New("changed less than 5 s ago")
+		}
+		return now, nil
+	})
 	swarmBefore := swarmMembers(t, ctx, lab)
 	cookie, csrf := loggedOutSession(t, cluster)
 
@@ -99,6 +114,11 @@ func TestAttackerOnTheBootNetwork(t *testing.T) {
 	// Nothing about a victim or the Swarm changed.
 	if after := victimDigests(t, ctx, cluster, victims); !equalMaps(before, after) {
 		t.Errorf("a victim's record changed:\nbefore %v\nafter  %v", before, after)
+		for _, v := range victims {
+			m, _ := cluster.Client().Machine(ctx, v.ID)
+			b, _ := json.MarshalIndent(m, "", " ")
+			t.Logf("victim %s now: %s", v.ID, tail(string(b), 3000))
+		}
 	}
 	if after := swarmMembers(t, ctx, lab); after != swarmBefore {
 		t.Errorf("the Swarm's membership changed:\nbefore %s\nafter  %s", swarmBefore, after)

@@ -110,8 +110,12 @@ swarm: {role: none}
 	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
 		t.Fatal(err)
 	}
+	// The operator's label that the role selects on comes with the expected machine.
+	if _, err := admin.ImportExpected(ctx, &shared.ImportRequest{Machines: []shared.ExpectedMachine{
+		coordinatortest.Expected(4242, map[string]string{"pool": "loop"})}}); err != nil {
+		t.Fatal(err)
+	}
 	req := coordinatortest.RegisterRequest(4242)
-	req.Labels = map[string]string{"pool": "loop"}
 	req.Inventory.Disks = nil
 	for _, l := range loops {
 		req.Inventory.Disks = append(req.Inventory.Disks, shared.Disk{Name: l.Name, SizeBytes: 2 << 30, Type: "ssd", Serial: ids[l.Name].Serial})
