@@ -20,6 +20,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
+	"github.com/rivetmetal/rivet/coordinator/seal"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/integration/swarmlab"
 	"github.com/rivetmetal/rivet/shared"
@@ -266,18 +267,24 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	cluster.Stop()
-	initial, kept := swarmTokensInLog(t, filepath.Join(cluster.Nodes[0].DataDir, "raft.db"))
+	initial, kept := swarmTokensInLog(t, cluster.Nodes[0].DataDir)
 	if initial == "" || kept == initial || kept != current.JoinTokens.Manager {
 		t.Fatalf("manager token: initial known %v, rotated %v, Rivet's is the swarm's current %v",
 			initial != "", kept != initial, kept == current.JoinTokens.Manager)
 	}
 }
 
-// swarmTokensInLog reads a stopped coordinator's Raft log: the manager token of the
-// swarm's creation report, and the manager token in the state the log replays to.
-func swarmTokensInLog(t *testing.T, path string) (initial, kept string) {
+// swarmTokensInLog reads a stopped coordinator's Raft log, with its seal key (the log
+// holds the tokens sealed): the manager token of the swarm's creation report, and the
+// manager token in the state the log replays to.
+func swarmTokensInLog(t *testing.T, dataDir string) (initial, kept string) {
 	t.Helper()
-	db, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: 10 * time.Second}})
+	key, err := seal.Load(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dataDir, "raft.db"),
+		BoltOptions: &bbolt.Options{ReadOnly: true, Timeout: 10 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +295,7 @@ func swarmTokensInLog(t *testing.T, path string) (initial, kept string) {
 		t.Fatalf("the log starts at %d: it was compacted, the creation report is gone", first)
 	}
 	replayed := state.New()
+	replayed.UseSealKey(key)
 	for i := first; i <= last; i++ {
 		var l raft.Log
 		if err := db.GetLog(i, &l); err != nil {
@@ -299,7 +307,9 @@ func swarmTokensInLog(t *testing.T, path string) (initial, kept string) {
 		if fsm.Type(l.Data[0]) == fsm.TypeSwarmReport && initial == "" {
 			var r state.SwarmReport
 			if err := json.Unmarshal(l.Data[1:], &r); err == nil && r.Report.ManagerToken != "" && !r.Report.Rotated {
-				initial = r.Report.ManagerToken
+				if initial, err = key.Open(r.Report.ManagerToken); err != nil {
+					t.Fatalf("the creation report's manager token does not open with seal.key: %v", err)
+				}
 			}
 		}
 		fsm.Apply(replayed, l.Data, l.Index)
