@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,12 +120,15 @@ func (s *Server) isInternalCall(r *http.Request) bool {
 }
 
 func (s *Server) verifyNodeCaller(r *http.Request) error {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+	// The handshake verified the chain against the cluster CA (ClientCAs, client-auth
+	// usage): VerifiedChains is its result. Verifying again per request cost the leader a
+	// sixth of its CPU under forwarded writes (an ECDSA check per batch).
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		return errors.New("no client certificate from the cluster CA")
 	}
-	id, err := raftlink.VerifyNode(r.TLS.PeerCertificates, s.id.roots, x509.ExtKeyUsageClientAuth)
-	if err != nil {
-		return err
+	id := pki.NodeID(r.TLS.VerifiedChains[0][0])
+	if id == "" {
+		return errors.New("the client certificate names no coordinator")
 	}
 	if !s.isMember(id) {
 		return fmt.Errorf("coordinator %q is not in the Raft configuration", id)

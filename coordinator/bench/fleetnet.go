@@ -232,7 +232,10 @@ func (c *FleetCluster) node(i int) (*FleetNode, error) {
 func (c *FleetCluster) launch(n *FleetNode, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", n.IP,
-		"--log-format", "json", "--gossip-addr", n.GossipAddr, "--admit", "auto"}
+		"--log-format", "json", "--gossip-addr", n.GossipAddr, "--admit", "auto",
+		// The simulated fleet shares one enrolment token; a real fleet network-boots with a
+		// ticket each (limited per source address).
+		"--register-rate", "0"}
 	if c.opts.FastElections {
 		args = append(args, "--fast-elections")
 	}
