@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/pki"
-	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/coordinator/seal"
+	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/shared"
 )
 
