@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
 	"github.com/rivetmetal/rivet/coordinator/netboot/tftp"
-	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -27,56 +25,25 @@ import (
 // BIOS PXE ROM, TFTP serves it, DHCP sends iPXE to its script, HTTP serves the script
 // and the kernel; an installed machine's script sends it to disk.
 func TestServerBootsAMachine(t *testing.T) {
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvt", 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-
-	cfg := testConfig(t)
 	undionly := bytes.Repeat([]byte("iPXE"), 20000)
-	os.WriteFile(filepath.Join(cfg.BootDir, "undionly.kpxe"), undionly, 0o644)
-	cfg.ServerIP, cfg.BootURL, cfg.HTTPAddr = p.ServerIP, "", p.ServerIP.String()+":0"
-	cfg.Mode, cfg.NoTFTP, cfg.Interface = ModeFull, false, p.ServerIf
-	cfg.Pool = dhcp.Pool{Start: net.IPv4(10, 77, 20, 100), End: net.IPv4(10, 77, 20, 150), Router: p.ServerIP}
 	diskMAC := dhcptest.MAC(2)
-	cfg.Booter = &booterMap{m: map[string]shared.BootTarget{diskMAC.String(): shared.BootDisk}}
 	var events []dhcp.Event
 	evc := make(chan dhcp.Event, 100)
-	cfg.DHCPEvent = func(e dhcp.Event) { evc <- e }
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil)) // shown only when the test fails
-	s, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- dhcptest.Do(p.ServerNS, func() error { return s.Run(ctx) }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
+	s, p, c := bootPair(t, 20, func(cfg *Config, p *dhcptest.Pair) {
+		os.WriteFile(filepath.Join(cfg.BootDir, "undionly.kpxe"), undionly, 0o644)
+		cfg.HTTPAddr = p.ServerIP.String() + ":0"
+		cfg.Mode, cfg.NoTFTP = ModeFull, false
+		cfg.Pool = dhcp.Pool{Start: net.IPv4(10, 77, 20, 100), End: net.IPv4(10, 77, 20, 150), Router: p.ServerIP}
+		cfg.Booter = &booterMap{m: map[string]shared.BootTarget{diskMAC.String(): shared.BootDisk}}
+		cfg.DHCPEvent = func(e dhcp.Event) { evc <- e }
 	})
-
-	var c *dhcptest.Client
-	if err := dhcptest.Do(p.ClientNS, func() (err error) { c, err = dhcptest.NewClient(p.ClientIf, nil, 68); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	offer := exchange(t, c, dhcptest.Request{XID: 1, Arch: 0, PXE: true})
 	if offer.YourIPAddr.IsUnspecified() || offer.BootFileName != "undionly.kpxe" || !offer.ServerIPAddr.Equal(p.ServerIP) {
 		t.Fatalf("PXE offer: %s", offer.Summary())
 	}
 
 	var got []byte
-	err = dhcptest.Do(p.ClientNS, func() (err error) {
+	err := dhcptest.Do(p.ClientNS, func() (err error) {
 		tctx, done := context.WithTimeout(context.Background(), 10*time.Second)
 		defer done()
 		got, err = tftp.Fetch(tctx, net.JoinHostPort(offer.ServerIPAddr.String(), "69"), offer.BootFileName, tftp.FetchOptions{BlockSize: 1468})
