@@ -22,13 +22,14 @@ test-unit:
 
 # One `go test` per package: with several packages go test holds each one's output until
 # it ends (~20 minutes of silence); alone, -v streams. The whole output goes to
-# build/integration.log, the test lines and figures to the terminal as they come.
+# build/integration.log, the test lines, figures and failure messages (file_test.go:N: lines)
+# to the terminal as they come.
 INTEGRATION_PKGS = $(shell go list ./integration/...)
 test-integration: build
 	@mkdir -p build; : >build/integration.log; failed=""; \
 	for pkg in $(INTEGRATION_PKGS); do \
 		go test -count=1 -timeout 60m -v $$pkg 2>&1 | tee -a build/integration.log | \
-			grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|rivet-figure'; \
+			grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^ +--- FAIL|^ +[A-Za-z0-9_]+_test\.go:[0-9]+: |rivet-figure'; \
 		[ "$${PIPESTATUS[0]}" = 0 ] || failed="$$failed $$pkg"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAIL:$$failed (full output: build/integration.log)"; exit 1; fi
