@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"github.com/rivetmetal/rivet/internal/testenv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 
 	"github.com/hashicorp/serf/serf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,11 +115,11 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 
 	// Registered: the id is derived from the hardware, the token is kept 0600. The agent
 	// writes its state file after the coordinator has answered, so wait for both.
-	waitFor(t, 20*time.Second, "registration and the kept state file", func() bool {
+	testenv.Eventually(t, 20*time.Second, "registration and the kept state file", testenv.Holds(func() bool {
 		regs, _, _ := fc.snapshot()
 		_, err := os.Stat(filepath.Join(stateDir, stateFile))
 		return regs == 1 && err == nil
-	})
+	}, nil))
 	id := fc.id
 	info, err := os.Stat(filepath.Join(stateDir, stateFile))
 	if err != nil {
@@ -133,27 +134,27 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 	}
 
 	// Joined gossip with tags that parse.
-	waitFor(t, 20*time.Second, "the agent in the coordinator's gossip pool", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the agent in the coordinator's gossip pool", testenv.Holds(func() bool {
 		m, ok := fc.member(string(id))
 		return ok && m.Status == serf.StatusAlive
-	})
+	}, nil))
 
 	// A plan arrives: the nudge makes the agent poll at once (its interval is an hour)
 	// and run the RAM-phase steps in order, never the disk-phase one.
 	fc.setPlan(ramPlan(1, "wipe", "partition"))
 	nudge(t, fc, id)
-	waitFor(t, 20*time.Second, "RAM steps to run", func() bool { return len(ex.list()) == 2 })
+	testenv.Eventually(t, 20*time.Second, "RAM steps to run", testenv.Holds(func() bool { return len(ex.list()) == 2 }, nil))
 	if got := strings.Join(ex.list(), ","); got != "wipe,partition" {
 		t.Errorf("ran %s, want wipe,partition", got)
 	}
-	waitFor(t, 20*time.Second, "step tags in gossip", func() bool {
+	testenv.Eventually(t, 20*time.Second, "step tags in gossip", testenv.Holds(func() bool {
 		m, ok := fc.member(string(id))
 		if !ok {
 			return false
 		}
 		tags, err := shared.ParseTags(m.Tags)
 		return err == nil && tags.MachineID == id && tags.Step == "partition" && tags.State == shared.StateProvisioning
-	})
+	}, nil))
 
 	// A re-plan with one more step: again only a nudge can make it run now.
 	fc.setPlan(ramPlan(2, "wipe", "partition", "mkfs"))
@@ -164,7 +165,7 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 	}
 	fc.mu.Unlock()
 	nudge(t, fc, id)
-	waitFor(t, 20*time.Second, "the new step to run", func() bool { return len(ex.list()) == 3 })
+	testenv.Eventually(t, 20*time.Second, "the new step to run", testenv.Holds(func() bool { return len(ex.list()) == 3 }, nil))
 	if last := ex.list()[2]; last != "mkfs" {
 		t.Errorf("third step run %q, want mkfs", last)
 	}
@@ -178,7 +179,7 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 		}
 		return strings.Join(out, ",")
 	}
-	waitFor(t, 20*time.Second, "three result reports", func() bool { return strings.Count(results(), "=") == 3 })
+	testenv.Eventually(t, 20*time.Second, "three result reports", testenv.Holds(func() bool { return strings.Count(results(), "=") == 3 }, nil))
 	if got := results(); got != "wipe=succeeded,partition=succeeded,mkfs=succeeded" {
 		t.Errorf("result reports %s", got)
 	}
@@ -201,10 +202,10 @@ func TestAgentRegistersRunsItsPhaseAndAnswersNudges(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run returned %v after cancel, want nil", err)
 	}
-	waitFor(t, 45*time.Second, "the agent to have left", func() bool {
+	testenv.Eventually(t, 45*time.Second, "the agent to have left", testenv.Holds(func() bool {
 		m, ok := fc.member(string(id))
 		return ok && m.Status == serf.StatusLeft
-	})
+	}, nil))
 
 	for name, s := range map[string]string{"enrolment token": fc.enrolToken, "machine token": fc.machineToken, "gossip key": fc.key} {
 		if strings.Contains(logs.String(), s) {
@@ -237,7 +238,7 @@ func nudge(t *testing.T, fc *fakeCoordinator, id shared.MachineID) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no ack for the nudge")
 	}
-	waitFor(t, 10*time.Second, "a plan poll after the nudge", func() bool { _, polls, _ := fc.snapshot(); return polls > before })
+	testenv.Eventually(t, 10*time.Second, "a plan poll after the nudge", testenv.Holds(func() bool { _, polls, _ := fc.snapshot(); return polls > before }, nil))
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
@@ -277,8 +278,8 @@ func TestAgentResumesWithKeptTokenAfterRestart(t *testing.T) {
 	stateDir := t.TempDir()
 	var logs testenv.LogBuffer
 	_, cancel, done := startAgent(t, testConfig(fc, shared.ModeService, stateDir), &logs, nil)
-	waitFor(t, 20*time.Second, "registration", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
-	waitFor(t, 20*time.Second, "a check-in", func() bool { fc.mu.Lock(); defer fc.mu.Unlock(); return len(fc.checkins) > 0 })
+	testenv.Eventually(t, 20*time.Second, "registration", testenv.Holds(func() bool { regs, _, _ := fc.snapshot(); return regs == 1 }, nil))
+	testenv.Eventually(t, 20*time.Second, "a check-in", testenv.Holds(func() bool { fc.mu.Lock(); defer fc.mu.Unlock(); return len(fc.checkins) > 0 }, nil))
 	cancel()
 	<-done
 
@@ -289,11 +290,11 @@ func TestAgentResumesWithKeptTokenAfterRestart(t *testing.T) {
 	before := len(fc.checkins)
 	fc.mu.Unlock()
 	startAgent(t, cfg, &logs, nil)
-	waitFor(t, 20*time.Second, "a check-in after restart", func() bool {
+	testenv.Eventually(t, 20*time.Second, "a check-in after restart", testenv.Holds(func() bool {
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		return len(fc.checkins) > before
-	})
+	}, nil))
 	fc.mu.Lock()
 	by := append([]string(nil), fc.registeredBy...)
 	fc.mu.Unlock()
@@ -314,7 +315,7 @@ func TestAgentRetriesRefusedRegistrationAndSaysWhatToFix(t *testing.T) {
 	var logs testenv.LogBuffer
 	reg := prometheus.NewRegistry()
 	startAgent(t, testConfig(fc, shared.ModeRAM, t.TempDir()), &logs, reg)
-	waitFor(t, 30*time.Second, "registration after two refusals", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
+	testenv.Eventually(t, 30*time.Second, "registration after two refusals", testenv.Holds(func() bool { regs, _, _ := fc.snapshot(); return regs == 1 }, nil))
 	if !strings.Contains(logs.String(), "rivet tokens create --role enrol") {
 		t.Errorf("the 401 was not explained:\n%s", logs.String())
 	}
@@ -332,9 +333,9 @@ func TestAgentExplainsAPinMismatch(t *testing.T) {
 	cfg.CAFingerprint = "sha256:" + strings.Repeat("ab", 32)
 	var logs testenv.LogBuffer
 	startAgent(t, cfg, &logs, nil)
-	waitFor(t, 20*time.Second, "the pin mismatch to be explained", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the pin mismatch to be explained", testenv.Holds(func() bool {
 		return strings.Contains(logs.String(), "not the one pinned by --ca-fingerprint")
-	})
+	}, nil))
 	if regs, _, _ := fc.snapshot(); regs != 0 {
 		t.Errorf("registered with a coordinator whose CA does not match the pin")
 	}
@@ -362,15 +363,15 @@ func TestAgentReregistersWhenTheMachineTokenIsRefused(t *testing.T) {
 	cfg := testConfig(fc, shared.ModeService, t.TempDir())
 	cfg.PollInterval = config.Duration(time.Second)
 	startAgent(t, cfg, &logs, nil)
-	waitFor(t, 20*time.Second, "registration", func() bool { regs, _, _ := fc.snapshot(); return regs == 1 })
+	testenv.Eventually(t, 20*time.Second, "registration", testenv.Holds(func() bool { regs, _, _ := fc.snapshot(); return regs == 1 }, nil))
 	fc.mu.Lock()
 	fc.machineToken = "revoked-" + fc.machineToken // the coordinator forgot the token
 	fc.mu.Unlock()
-	waitFor(t, 30*time.Second, "a second registration", func() bool { regs, _, _ := fc.snapshot(); return regs == 2 })
-	waitFor(t, 10*time.Second, "the new machine token to be kept", func() bool {
+	testenv.Eventually(t, 30*time.Second, "a second registration", testenv.Holds(func() bool { regs, _, _ := fc.snapshot(); return regs == 2 }, nil))
+	testenv.Eventually(t, 10*time.Second, "the new machine token to be kept", testenv.Holds(func() bool {
 		kept, err := loadState(cfg.StateDir)
 		fc.mu.Lock()
 		defer fc.mu.Unlock()
 		return err == nil && kept != nil && kept.MachineToken == fc.machineToken
-	})
+	}, nil))
 }

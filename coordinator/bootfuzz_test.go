@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -140,19 +141,17 @@ func (h *bootHarness) deliver(t testing.TB, data []byte, port int, seen func() u
 		t.Fatal(err)
 	}
 	buf := make([]byte, 65536)
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("the datagram to port %d dealt with", port), func() error {
 		if seen() > before && h.tftpIdle() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("datagram to port %d not dealt with within 10 s (DHCP %+v, TFTP %+v)", port, h.srv.DHCPStats(), h.srv.TFTPStats())
+			return nil
 		}
 		h.client.SetReadDeadline(time.Now().Add(2 * time.Millisecond))
 		n, from, err := h.client.ReadFromUDP(buf)
 		if err == nil && n >= 2 && from.Port != port && (buf[1] == 3 || buf[1] == 6) { // DATA or OACK
 			h.client.WriteToUDP([]byte{0, 5, 0, 0, 'n', 'o', 0}, from)
 		}
-	}
+		return fmt.Errorf("DHCP %+v, TFTP %+v", h.srv.DHCPStats(), h.srv.TFTPStats())
+	})
 }
 
 // check asserts what must hold after any input: bounded series, a scrape that works,

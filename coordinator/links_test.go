@@ -81,6 +81,8 @@ func injectToken(t *testing.T, trans *raft.NetworkTransport, target raft.ServerA
 // an open transport, and fails if it did or if the token list changed.
 func assertNotInjected(t *testing.T, p *coordinatortest.InProcess, tokenID string, before []shared.TokenInfo) {
 	t.Helper()
+	// Not a wait for a condition: watching for something that must not happen, over the
+	// time an open transport would take to apply it.
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, ok := p.Server.Store().Token(tokenID); ok {

@@ -28,13 +28,8 @@ func TestLogLinesNameEachKeyOnce(t *testing.T) {
 	}
 	t.Cleanup(c.Stop)
 	for _, want := range []string{`"component":"netboot"`, `"lib":"serf"`, `"lib":"memberlist"`} {
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(logs.String(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no log line with %s:\n%s", want, logs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testenv.Eventually(t, 20*time.Second, "a log line with "+want, testenv.Holds(
+			func() bool { return strings.Contains(logs.String(), want) }, logs.String))
 	}
 	for _, bad := range testenv.RepeatedKeys(logs.String()) {
 		t.Errorf("repeated key in %s", bad)

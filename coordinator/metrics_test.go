@@ -14,6 +14,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -69,8 +70,7 @@ func TestMetricsCountStepsAndImages(t *testing.T) {
 		`rivet_machines{state="provisioning"} 1`,
 		`rivet_raft_commit_seconds_count`,
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, "every wanted series on /metrics", func() error {
 		body := scrape(t, c)
 		var missing []string
 		for _, w := range want {
@@ -78,14 +78,11 @@ func TestMetricsCountStepsAndImages(t *testing.T) {
 				missing = append(missing, w)
 			}
 		}
-		if len(missing) == 0 {
-			return
+		if len(missing) > 0 {
+			return fmt.Errorf("/metrics lacks %q", missing)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks %q", missing)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func scrape(t *testing.T, c *coordinatortest.InProcess) string {

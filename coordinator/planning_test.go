@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -63,9 +65,10 @@ func TestLeaderPlansDiscoveredMachines(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		managersPerRack, planned := map[string]int{}, 0
+	managersPerRack := map[string]int{}
+	testenv.Eventually(t, 20*time.Second, "every machine planned", func() error {
+		clear(managersPerRack)
+		planned := 0
 		for id, rack := range ids {
 			m, err := admin.Machine(ctx, id)
 			if err != nil {
@@ -80,16 +83,13 @@ func TestLeaderPlansDiscoveredMachines(t *testing.T) {
 				managersPerRack[rack]++
 			}
 		}
-		if planned == len(ids) {
-			if len(managersPerRack) != 3 || managersPerRack["r1"] != 1 || managersPerRack["r2"] != 1 || managersPerRack["r3"] != 1 {
-				t.Fatalf("managers per rack %v, want one in each of r1, r2, r3", managersPerRack)
-			}
-			break
+		if planned != len(ids) {
+			return fmt.Errorf("%d of %d machines planned", planned, len(ids))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d machines planned", planned, len(ids))
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if len(managersPerRack) != 3 || managersPerRack["r1"] != 1 || managersPerRack["r2"] != 1 || managersPerRack["r3"] != 1 {
+		t.Fatalf("managers per rack %v, want one in each of r1, r2, r3", managersPerRack)
 	}
 	m, err := admin.Machine(ctx, stray.Machine.ID)
 	if err != nil {
@@ -178,18 +178,14 @@ func TestRoleChangeForgetsStaleReasons(t *testing.T) {
 
 func waitMachine(ctx context.Context, t *testing.T, c *shared.Client, id shared.MachineID, what string, ok func(*shared.Machine) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("machine %s %s", id, what), func() error {
 		m, err := c.Machine(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok(m) {
-			return
+		if !ok(m) {
+			return fmt.Errorf("state %s, reason %q", m.State, m.Unmatched)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("machine %s never %s: state %s, reason %q", id, what, m.State, m.Unmatched)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -200,19 +202,16 @@ func TestNodeCertificateRenewsWithoutRestart(t *testing.T) {
 	}
 	defer p.Stop()
 	first := servedLeaf(t, p)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		next := servedLeaf(t, p)
-		if next.SerialNumber.Cmp(first.SerialNumber) != 0 {
-			if !next.NotAfter.After(first.NotAfter) || time.Now().After(next.NotAfter) {
-				t.Fatalf("renewed certificate valid until %v, the old one until %v", next.NotAfter, first.NotAfter)
-			}
-			break
+	var next *x509.Certificate
+	testenv.Eventually(t, 20*time.Second, "the certificate to be renewed", func() error {
+		next = servedLeaf(t, p)
+		if next.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return fmt.Errorf("still the first certificate, valid until %v", first.NotAfter)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the certificate (valid until %v) was not renewed", first.NotAfter)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	})
+	if !next.NotAfter.After(first.NotAfter) || time.Now().After(next.NotAfter) {
+		t.Fatalf("renewed certificate valid until %v, the old one until %v", next.NotAfter, first.NotAfter)
 	}
 	// The cluster still answers with the renewed certificate, and writes still commit.
 	if _, err := p.Client(p.AdminToken).CreateToken(context.Background(), &shared.TokenRequest{Name: "after-renewal", Role: string(shared.TokenViewer)}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -98,8 +99,10 @@ func TestTwentyAgentsRegisterGossipAndComeBack(t *testing.T) {
 		startAgent(t, a, cluster)
 	}
 	admin := cluster.Client()
-	ids := waitFor(t, ctx, 3*time.Minute, "20 machines registered and alive in gossip", func() (map[string]shared.MachineID, error) {
-		return registeredAndAlive(ctx, admin, agents, n)
+	var ids map[string]shared.MachineID
+	testenv.Eventually(t, 3*time.Minute, "20 machines registered and alive in gossip", func() (err error) {
+		ids, err = registeredAndAlive(ctx, admin, agents, n)
+		return err
 	})
 	t.Logf("20 agents registered and alive in %.1fs", time.Since(start).Seconds())
 	for ip, id := range ids {
@@ -117,38 +120,40 @@ func TestTwentyAgentsRegisterGossipAndComeBack(t *testing.T) {
 	for _, a := range killed {
 		a.kill()
 	}
-	waitFor(t, ctx, 2*time.Minute, "the three killed agents marked lost", func() (bool, error) {
+	testenv.Eventually(t, 2*time.Minute, "the three killed agents marked lost", func() error {
 		for _, a := range killed {
 			m, err := admin.Machine(ctx, ids[a.ip])
 			if err != nil {
-				return false, err
+				return err
 			}
 			if m.State != shared.StateLost {
-				return false, fmt.Errorf("%s is %s", m.ID, m.State)
+				return fmt.Errorf("%s is %s", m.ID, m.State)
 			}
 		}
-		return true, nil
+		return nil
 	})
 	fmt.Printf("rivet-figure: gossip lost_detection_s=%.1f agents=%d killed=3\n", time.Since(killedAt).Seconds(), n)
 
 	for _, a := range killed {
 		startAgent(t, a, cluster)
 	}
-	again := waitFor(t, ctx, 2*time.Minute, "the restarted agents alive again", func() (map[string]shared.MachineID, error) {
+	var again map[string]shared.MachineID
+	testenv.Eventually(t, 2*time.Minute, "the restarted agents alive again", func() error {
 		got, err := registeredAndAlive(ctx, admin, agents, n)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, a := range killed {
 			m, err := admin.Machine(ctx, got[a.ip])
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if m.State == shared.StateLost {
-				return nil, fmt.Errorf("%s still lost", m.ID)
+				return fmt.Errorf("%s still lost", m.ID)
 			}
 		}
-		return got, nil
+		again = got
+		return nil
 	})
 	for ip, id := range ids {
 		if again[ip] != id {
@@ -200,20 +205,4 @@ func registeredAndAlive(ctx context.Context, admin *shared.Client, agents []*age
 		return nil, fmt.Errorf("%d of %d", len(out), n)
 	}
 	return out, nil
-}
-
-// waitFor polls fn until it returns no error or the timeout passes.
-func waitFor[T any](t *testing.T, ctx context.Context, timeout time.Duration, what string, fn func() (T, error)) T {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		v, err := fn()
-		if err == nil {
-			return v
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/integration/swarmlab"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -81,15 +82,17 @@ func TestAttackerOnTheBootNetwork(t *testing.T) {
 	// poll interval (2 s).
 	var last map[shared.MachineID]string
 	var since time.Time
-	before := waitFor(t, ctx, time.Minute, "the victims' records settled", func() (map[shared.MachineID]string, error) {
+	var before map[shared.MachineID]string
+	testenv.Eventually(t, time.Minute, "the victims' records settled", func() error {
 		now := victimDigests(t, ctx, cluster, victims)
 		if last == nil || !equalMaps(now, last) {
 			last, since = now, time.Now()
 		}
 		if time.Since(since) < 5*time.Second {
-			return nil, errors.New("changed less than 5 s ago")
+			return errors.New("changed less than 5 s ago")
 		}
-		return now, nil
+		before = now
+		return nil
 	})
 	swarmBefore := swarmMembers(t, ctx, lab)
 	cookie, csrf := loggedOutSession(t, cluster)
@@ -230,10 +233,11 @@ func formVictimSwarm(t *testing.T, ctx context.Context, lab *swarmlab.Lab, clust
 			}
 		})
 	}
-	byMAC := waitFor(t, ctx, 4*time.Minute, "three victims ready in the Swarm", func() (map[string]shared.MachineID, error) {
+	var byMAC map[string]shared.MachineID
+	testenv.Eventually(t, 4*time.Minute, "three victims ready in the Swarm", func() error {
 		ms, err := admin.Machines(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		out := map[string]shared.MachineID{}
 		for _, s := range ms {
@@ -242,16 +246,17 @@ func formVictimSwarm(t *testing.T, ctx context.Context, lab *swarmlab.Lab, clust
 			}
 			m, err := admin.Machine(ctx, s.ID)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if m.Inventory != nil {
 				out[m.Inventory.System.UUID] = m.ID
 			}
 		}
 		if len(out) < len(victims) {
-			return nil, fmt.Errorf("%d of %d ready", len(out), len(victims))
+			return fmt.Errorf("%d of %d ready", len(out), len(victims))
 		}
-		return out, nil
+		byMAC = out
+		return nil
 	})
 	for i := range victims {
 		victims[i].ID = byMAC[victims[i].UUID]

@@ -126,12 +126,14 @@ swarm: {role: none}
 	}
 	id := reg.Machine.ID
 	machine := cluster.Client().WithToken(reg.MachineToken)
-	view := waitFor(t, ctx, time.Minute, "the machine planned", func() (*shared.PlanView, error) {
+	var view *shared.PlanView
+	testenv.Eventually(t, time.Minute, "the machine planned", func() error {
 		v, err := machine.Plan(ctx, id)
 		if err == nil && v.Plan == nil {
 			err = fmt.Errorf("state %s, no plan yet", v.State)
 		}
-		return v, err
+		view = v
+		return err
 	})
 
 	state, _ := json.Marshal(map[string]string{"machine_id": string(id), "machine_token": reg.MachineToken})

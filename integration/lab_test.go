@@ -188,26 +188,27 @@ func powerOffAfterReady(t *testing.T, ctx context.Context, l *lab.Lab, p *lab.Pr
 	if err := vm.On(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, 15*time.Minute, "the VM back from its disk", func() (*shared.Machine, error) {
+	testenv.Eventually(t, 15*time.Minute, "the VM back from its disk", func() error {
 		m, err := l.Client.Machine(ctx, before.ID)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if m.Agent.Mode == shared.ModeRAM {
 			t.Fatalf("the RAM agent checked in after the power cut: the VM network-booted the agent, not its disk")
 		}
 		if !m.Agent.LastSeen.After(offAt) {
-			return nil, fmt.Errorf("no check-in since the power cut (state %s)", m.State)
+			return fmt.Errorf("no check-in since the power cut (state %s)", m.State)
 		}
-		return m, nil
+		return nil
 	})
 	fmt.Printf("rivet-figure: lab power_off_to_checkin_from_disk_s=%.1f\n", time.Since(offAt).Seconds())
-	m := waitFor(t, ctx, 5*time.Minute, "ready after the power cut", func() (*shared.Machine, error) {
-		m, err := l.Client.Machine(ctx, before.ID)
+	var m *shared.Machine
+	testenv.Eventually(t, 5*time.Minute, "ready after the power cut", func() (err error) {
+		m, err = l.Client.Machine(ctx, before.ID)
 		if err == nil && m.State != shared.StateReady {
 			err = fmt.Errorf("state %s", m.State)
 		}
-		return m, err
+		return err
 	})
 	if m.SwarmNodeID != before.SwarmNodeID || m.Agent.Mode != shared.ModeService {
 		t.Fatalf("after the power cut: swarm node %q (was %q), agent mode %s; want the same node, service mode",
@@ -229,16 +230,16 @@ func TestLabPowerCutDuringImage(t *testing.T) {
 	}
 	vm := l.Machines[0]
 	var id shared.MachineID
-	waitFor(t, ctx, 15*time.Minute, "the image write at 20%", func() (bool, error) {
+	testenv.Eventually(t, 15*time.Minute, "the image write at 20%", func() error {
 		ms, err := l.Client.Machines(ctx)
 		if err != nil || len(ms) == 0 {
-			return false, fmt.Errorf("no machine yet (%v)", err)
+			return fmt.Errorf("no machine yet (%v)", err)
 		}
 		id = ms[0].ID
 		if ms[0].Step != "image" || ms[0].Progress.Percent() < 20 {
-			return false, fmt.Errorf("step %s at %.0f%%", ms[0].Step, ms[0].Progress.Percent())
+			return fmt.Errorf("step %s at %.0f%%", ms[0].Step, ms[0].Progress.Percent())
 		}
-		return true, nil
+		return nil
 	})
 	if err := vm.Power.Kill(ctx); err != nil {
 		t.Fatal(err)

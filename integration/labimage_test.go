@@ -361,26 +361,26 @@ func labImageBoot(t *testing.T, dir, firmware, disk string) (time.Duration, stri
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	var line string
+	testenv.Eventually(t, 12*time.Minute, firmware+" VM to print the marker", func() error {
 		select {
 		case err := <-exited:
 			exited <- err
 			t.Fatalf("%s: qemu exited before the marker (%v): %s\nconsole tail:\n%s", firmware, err, stderr.String(), labImageTail(serial))
-		case <-ctx.Done():
-			t.Fatalf("%s: no marker after %.0f s; console tail:\n%s", firmware, time.Since(start).Seconds(), labImageTail(serial))
-		case <-tick.C:
+		default:
 		}
 		console := labImageConsole(serial)
 		if bad := labImageBootFailures.FindString(console); bad != "" {
 			t.Fatalf("%s: boot failed (%q); console tail:\n%s", firmware, bad, labImageTail(serial))
 		}
-		if i := strings.Index(console, labImageMarker+" "); i >= 0 {
-			line, _, _ := strings.Cut(console[i:], "\n")
-			return time.Since(start), strings.TrimSpace(line)
+		i := strings.Index(console, labImageMarker+" ")
+		if i < 0 {
+			return fmt.Errorf("no marker; console tail:\n%s", labImageTail(serial))
 		}
-	}
+		line, _, _ = strings.Cut(console[i:], "\n")
+		return nil
+	})
+	return time.Since(start), strings.TrimSpace(line)
 }
 
 var labImageANSI = regexp.MustCompile(`\x1b\[[0-9;]*[A-Za-z]`)

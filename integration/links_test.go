@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -52,12 +54,12 @@ func TestClusterKeepsNoSecretInClear(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { fleet.Run(runCtx); close(done) }()
-	for fleet.Ready() < n {
-		if ctx.Err() != nil {
-			t.Fatalf("%d of %d machines ready; first error %v", fleet.Ready(), n, fleet.Stats().Summary().FirstError)
+	testenv.Eventually(t, 3*time.Minute, fmt.Sprintf("%d machines ready", n), func() error {
+		if ready := fleet.Ready(); ready < n {
+			return fmt.Errorf("%d of %d ready; first error %v", ready, n, fleet.Stats().Summary().FirstError)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	stop()
 	<-done
 	gossip, err := admin.Gossip(ctx)

@@ -194,21 +194,23 @@ func (s *multiNICSite) bootUntilRegistered(t *testing.T, label string, ramMiB in
 	serial := filepath.Join(s.dir, fmt.Sprintf("multinic-%d-%s-serial.log", s.boots, label))
 	vm := startQemu(t, s.lab.lan, serial, label, s.vmArgs(ramMiB, kernelLine))
 	defer vm.stop()
-	rec := waitFor(t, s.ctx, 2*time.Minute, label+" registered", func() (*shared.Machine, error) {
+	var rec *shared.Machine
+	testenv.Eventually(t, 2*time.Minute, label+" registered", func() error {
 		if vm.exited() {
-			return nil, errors.New("qemu exited")
+			return errors.New("qemu exited")
 		}
 		if !strings.Contains(vm.console(), "rivet: [4/6] registered as") {
-			return nil, errors.New("no registration on the console yet")
+			return errors.New("no registration on the console yet")
 		}
 		m, err := s.machine()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if m.Agent.LastSeen.Before(vm.started) {
-			return nil, fmt.Errorf("the coordinator last heard from the machine at %s, before this boot", m.Agent.LastSeen)
+			return fmt.Errorf("the coordinator last heard from the machine at %s, before this boot", m.Agent.LastSeen)
 		}
-		return m, nil
+		rec = m
+		return nil
 	})
 	if !strings.HasPrefix(rec.Addr, "10.232.72.") {
 		t.Errorf("the agent spoke from %q, not from the boot LAN 10.232.72.0/24", rec.Addr)

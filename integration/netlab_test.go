@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -118,13 +119,14 @@ func (l *netLab) down() {
 	if err := l.claim.Release(); err != nil {
 		l.t.Errorf("removing the lab's namespaces: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	if err := testenv.Poll(context.Background(), 10*time.Second, "the host veth "+l.HostIf+" removed", func() error {
 		out, _ := exec.Command("ip", "-br", "link").Output()
-		if !strings.Contains(string(out), l.HostIf) {
-			break
+		if strings.Contains(string(out), l.HostIf) {
+			return fmt.Errorf("ip link:\n%s", out)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}); err != nil {
+		l.t.Error(err)
 	}
 	out, _ := exec.Command("ip", "netns", "list").Output()
 	if strings.Contains(string(out), l.tag) {

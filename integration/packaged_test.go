@@ -74,20 +74,22 @@ func TestPackagedCoordinatorBootsAMachine(t *testing.T) {
 	m := newPXEMachine(t, lab, dir, "uefi", 0, blankDisk(t, dir))
 	vm := m.powerOn(t, "discover")
 	defer vm.stop()
-	rec := waitFor(t, ctx, 5*time.Minute, "the UEFI VM registered with the packaged coordinator", func() (*shared.Machine, error) {
+	var rec *shared.Machine
+	testenv.Eventually(t, 5*time.Minute, "the UEFI VM registered with the packaged coordinator", func() error {
 		if vm.exited() {
-			return nil, fmt.Errorf("qemu exited; serial console:\n%s", tail(vm.console(), 3000))
+			return fmt.Errorf("qemu exited; serial console:\n%s", tail(vm.console(), 3000))
 		}
 		ms, err := admin.Machines(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, sum := range ms {
 			if full, err := admin.Machine(ctx, sum.ID); err == nil && full.Inventory != nil && full.Inventory.HasMAC(m.mac) {
-				return full, nil
+				rec = full
+				return nil
 			}
 		}
-		return nil, fmt.Errorf("no machine with MAC %s yet", m.mac)
+		return fmt.Errorf("no machine with MAC %s yet", m.mac)
 	})
 	fmt.Printf("rivet-figure: packaged pxe firmware=uefi seconds=%.1f (qemu start to registered, TCG)\n", time.Since(vm.started).Seconds())
 	if rec.Agent.Mode != shared.ModeRAM {
@@ -366,24 +368,26 @@ func (s *packagedService) logs() string {
 // start and for it to answer health, and returns an admin client.
 func (s *packagedService) waitReady(t *testing.T, ctx context.Context) *shared.Client {
 	t.Helper()
-	creds := waitFor(t, ctx, time.Minute, "the packaged coordinator's operator.env", func() (map[string]string, error) {
+	var creds map[string]string
+	testenv.Eventually(t, time.Minute, "the packaged coordinator's operator.env", func() error {
 		data, err := os.ReadFile(filepath.Join(s.dataDir, "operator.env"))
 		if err != nil {
-			return nil, fmt.Errorf("%w; log:\n%s", err, tail(s.logs(), 2000))
+			return fmt.Errorf("%w; log:\n%s", err, tail(s.logs(), 2000))
 		}
-		return systemd.ParseEnvironmentFile(string(data)) // KEY=value lines, as the CLI reads them
+		creds, err = systemd.ParseEnvironmentFile(string(data)) // KEY=value lines, as the CLI reads them
+		return err
 	})
 	admin, err := shared.NewClient(shared.ClientConfig{URLs: []string{creds["RIVET_SERVER"]},
 		CAFingerprint: creds["RIVET_CA_FINGERPRINT"], Token: creds["RIVET_TOKEN"], Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, time.Minute, "the packaged coordinator's health", func() (string, error) {
+	testenv.Eventually(t, time.Minute, "the packaged coordinator's health", func() error {
 		h, err := admin.Health(ctx)
 		if err == nil && h.Status != "ok" {
 			err = fmt.Errorf("status %s", h.Status)
 		}
-		return "", err
+		return err
 	})
 	return admin
 }

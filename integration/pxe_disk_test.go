@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -34,6 +35,26 @@ func requireDiskTools(t *testing.T) {
 	}
 	for _, f := range diskFiles {
 		testenv.RequireFile(t, f)
+	}
+	requireStatic(t, "/bin/busybox", "busybox-static")
+}
+
+// requireStatic needs path to be a statically linked executable, because it is copied
+// alone into the disk OS's initramfs: a dynamic one (Debian's busybox, which replaces
+// busybox-static on install and vice versa) finds no loader there, and the kernel says
+// only "Failed to execute /init".
+func requireStatic(t *testing.T, path, pkg string) {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		testenv.Missing(t, "%s is not a readable ELF executable (%v); install %s (apt-get install %s)", path, err, pkg, pkg)
+		return
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			testenv.Missing(t, "%s is dynamically linked; install %s (apt-get install %s)", path, pkg, pkg)
+		}
 	}
 }
 

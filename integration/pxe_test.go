@@ -149,21 +149,23 @@ func (s *pxeSite) lifecycle(t *testing.T, m *pxeMachine) {
 func (s *pxeSite) registers(t *testing.T, m *pxeMachine) shared.MachineID {
 	vm := m.powerOn(t, "discover")
 	defer vm.stop()
-	rec := waitFor(t, s.ctx, 4*time.Minute, m.firmware+" VM registered", func() (*shared.Machine, error) {
+	var rec *shared.Machine
+	testenv.Eventually(t, 4*time.Minute, m.firmware+" VM registered", func() error {
 		if vm.exited() {
-			return nil, fmt.Errorf("qemu exited; serial console:\n%s", tail(vm.console(), 3000))
+			return fmt.Errorf("qemu exited; serial console:\n%s", tail(vm.console(), 3000))
 		}
 		ms, err := s.admin.Machines(s.ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, sum := range ms {
 			full, err := s.admin.Machine(s.ctx, sum.ID)
 			if err == nil && full.Inventory != nil && full.Inventory.HasMAC(m.mac) {
-				return full, nil
+				rec = full
+				return nil
 			}
 		}
-		return nil, fmt.Errorf("no machine with MAC %s yet", m.mac)
+		return fmt.Errorf("no machine with MAC %s yet", m.mac)
 	})
 	fmt.Printf("rivet-figure: pxe firmware=%s seconds=%.1f (qemu start to registered, TCG)\n", m.firmware, time.Since(vm.started).Seconds())
 	fmt.Printf("rivet-figure: pxe-phases firmware=%s %s (when each part ended, s since qemu start)\n", m.firmware, bootPhases(vm.console()))
@@ -273,15 +275,15 @@ func (s *pxeSite) waitRetiredBoot(t *testing.T, vm *vmProc, m *pxeMachine, silen
 	// disk's turn (measured): too long for a test. A repeated DISCOVER (EDK2 sends the
 	// next after 4 s without a usable offer; the address server's came at once) shows
 	// Rivet left it waiting; then power off.
-	waitFor(t, s.ctx, 3*time.Minute, "a repeated, unanswered DISCOVER from the retired UEFI VM", func() (int, error) {
+	testenv.Eventually(t, 3*time.Minute, "a repeated, unanswered DISCOVER from the retired UEFI VM", func() error {
 		n := silenced()
 		if n >= 2 {
-			return n, nil
+			return nil
 		}
 		if vm.exited() {
-			return 0, fmt.Errorf("qemu exited after %d ignored requests", n)
+			return fmt.Errorf("qemu exited after %d ignored requests", n)
 		}
-		return 0, fmt.Errorf("%d ignored so far", n)
+		return fmt.Errorf("%d ignored so far", n)
 	})
 	vm.stop()
 	fmt.Printf("rivet-figure: pxe-retired firmware=%s seconds=%.1f (qemu start to the 2nd unanswered DISCOVER)\n",
@@ -295,16 +297,18 @@ func (s *pxeSite) waitDiskBoot(t *testing.T, vm *vmProc, m *pxeMachine) string {
 	t.Helper()
 	loader := map[string]string{"bios": "syslinux", "uefi": "uki"}[m.firmware]
 	want := fmt.Sprintf("%s token=%s loader=%s", diskMarker, s.token, loader)
-	return waitFor(t, s.ctx, 4*time.Minute, m.firmware+" VM booted its disk", func() (string, error) {
-		c := vm.console()
-		if strings.Contains(c, want) {
-			return c, nil
+	var console string
+	testenv.Eventually(t, 4*time.Minute, m.firmware+" VM booted its disk", func() error {
+		console = vm.console()
+		if strings.Contains(console, want) {
+			return nil
 		}
 		if vm.exited() {
-			return "", fmt.Errorf("qemu exited without %q on the console:\n%s", want, tail(c, 3000))
+			return fmt.Errorf("qemu exited without %q on the console:\n%s", want, tail(console, 3000))
 		}
-		return "", fmt.Errorf("no %q on the console yet", want)
+		return fmt.Errorf("no %q on the console yet", want)
 	})
+	return console
 }
 
 // logRecord is one line of the coordinator's JSON log.

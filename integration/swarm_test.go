@@ -23,6 +23,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/seal"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/integration/swarmlab"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -74,6 +75,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatal(err)
 	}
 	agents := make([]*exec.Cmd, len(lab.Nodes))
+	exited := make([]chan struct{}, len(lab.Nodes)) // closed when agent i's process is reaped
 	logs := make([]string, len(lab.Nodes))
 	start := func(i int) {
 		n := lab.Nodes[i]
@@ -97,17 +99,16 @@ func TestAgentsFormASwarm(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		agents[i] = cmd
-		go func() { _ = cmd.Wait(); logf.Close() }()
+		agents[i], exited[i] = cmd, make(chan struct{})
+		go func(gone chan struct{}) { _ = cmd.Wait(); logf.Close(); close(gone) }(exited[i])
 	}
 	stop := func(i int) {
 		if agents[i] != nil && agents[i].Process != nil {
 			_ = agents[i].Process.Kill()
-			for range 100 {
-				if agents[i].ProcessState != nil || syscall.Kill(agents[i].Process.Pid, 0) != nil {
-					break
-				}
-				time.Sleep(50 * time.Millisecond)
+			select {
+			case <-exited[i]:
+			case <-time.After(5 * time.Second):
+				t.Errorf("agent %d still runs 5 s after SIGKILL", i)
 			}
 		}
 	}
@@ -128,26 +129,28 @@ func TestAgentsFormASwarm(t *testing.T) {
 		start(i)
 	}
 
-	byIP := waitFor(t, ctx, 4*time.Minute, "five machines ready", func() (map[string]*shared.Machine, error) {
+	var byIP map[string]*shared.Machine
+	testenv.Eventually(t, 4*time.Minute, "five machines ready", func() error {
 		ms, err := admin.Machines(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if len(ms) != len(lab.Nodes) {
-			return nil, fmt.Errorf("%d machines registered", len(ms))
+			return fmt.Errorf("%d machines registered", len(ms))
 		}
 		out := map[string]*shared.Machine{}
 		for _, s := range ms {
 			if s.State != shared.StateReady {
-				return nil, fmt.Errorf("%s is %s (step %q, %s)", s.ID, s.State, s.Step, s.Error)
+				return fmt.Errorf("%s is %s (step %q, %s)", s.ID, s.State, s.Step, s.Error)
 			}
 			m, err := admin.Machine(ctx, s.ID)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			out[m.Addr] = m
 		}
-		return out, nil
+		byIP = out
+		return nil
 	})
 	fmt.Printf("rivet-figure: swarm nodes=5 agents_start_to_all_ready_s=%.1f\n", time.Since(began).Seconds())
 
@@ -210,10 +213,10 @@ func TestAgentsFormASwarm(t *testing.T) {
 	before := byIP[lab.Nodes[victim].IP.String()]
 	stop(victim)
 	start(victim)
-	waitFor(t, ctx, time.Minute, "the restarted agent to register again", func() (bool, error) {
+	testenv.Eventually(t, time.Minute, "the restarted agent to register again", func() error {
 		evs, err := admin.Events(ctx, before.ID)
 		if err != nil {
-			return false, err
+			return err
 		}
 		n := 0
 		for _, e := range evs {
@@ -222,9 +225,9 @@ func TestAgentsFormASwarm(t *testing.T) {
 			}
 		}
 		if n < 2 {
-			return false, fmt.Errorf("%d registrations", n)
+			return fmt.Errorf("%d registrations", n)
 		}
-		return true, nil
+		return nil
 	})
 	after, err := admin.Machine(ctx, before.ID)
 	if err != nil {

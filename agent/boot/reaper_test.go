@@ -2,6 +2,7 @@ package boot
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // The test process becomes a subreaper, so orphans are re-parented to it as they are to
@@ -43,16 +46,12 @@ func TestReaperReapsOrphans(t *testing.T) {
 		t.Fatalf("orphan %d has parent %d, want this process %d", pid, ppid, os.Getpid())
 	}
 	// Until the reaper waits on it, the exited orphan stays a zombie in /proc.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); errors.Is(err, os.ErrNotExist) {
-			return
+	testenv.Eventually(t, 20*time.Second, fmt.Sprintf("orphan %d reaped", pid), func() error {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("/proc/%d still there (stat: %v)", pid, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("orphan %d not reaped within 20 s", pid)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // The reaper must never steal the exit status of a process started with os/exec, even

@@ -3,10 +3,12 @@ package membership
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -61,22 +63,15 @@ func TestMembersSeeEachOtherAndTags(t *testing.T) {
 	if err := b.SetTags(shared.Tags{State: shared.StateReady, Step: "swarm"}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var seen shared.SerfMember
-		for _, m := range a.Members() {
-			if m.Name == "m-00000000000000b2" {
-				seen = m
+	testenv.Eventually(t, 20*time.Second, "a to see b's tags", func() error {
+		members := a.Members()
+		for _, m := range members {
+			if m.Name == "m-00000000000000b2" && m.Tags.State == shared.StateReady && m.Tags.Step == "swarm" && m.Tags.Kind == shared.KindAgent {
+				return nil
 			}
 		}
-		if seen.Tags.State == shared.StateReady && seen.Tags.Step == "swarm" && seen.Tags.Kind == shared.KindAgent {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a never saw b's tags; members %+v", a.Members())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("members %+v", members)
+	})
 	if c := a.Counts(); c["alive"] != 2 {
 		t.Errorf("counts %v, want 2 alive", c)
 	}

@@ -23,6 +23,9 @@ type recorder struct {
 	reports []shared.StepReport
 	failN   int   // fail this many calls first
 	failErr error // with this error
+
+	progressed     chan struct{} // when not nil, closed at the first progress report
+	progressedOnce sync.Once
 }
 
 func (r *recorder) Report(_ context.Context, id shared.MachineID, rep *shared.StepReport) error {
@@ -36,6 +39,9 @@ func (r *recorder) Report(_ context.Context, id shared.MachineID, rep *shared.St
 		return r.failErr
 	}
 	r.reports = append(r.reports, *rep)
+	if rep.Status == shared.StepRunning && rep.Progress != nil && r.progressed != nil {
+		r.progressedOnce.Do(func() { close(r.progressed) })
+	}
 	return nil
 }
 
@@ -245,31 +251,41 @@ func TestReportRefusalStopsThePhase(t *testing.T) {
 	}
 }
 
+// The first progress of a step is reported at once, with a rate; what follows within the
+// interval (an hour here) is not, however much there is.
 func TestProgressIsThrottledAndRated(t *testing.T) {
+	rec := &recorder{progressed: make(chan struct{})}
 	exec := &counting{do: func(_ context.Context, _ shared.Step, _ int, progress func(shared.Progress)) (shared.StepStatus, error) {
-		for i := int64(1); i <= 1000; i++ {
+		progress(shared.Progress{Done: 1 << 20, Total: 1000 << 20})
+		// Hold the step until the first report is in, so that ending the step cannot
+		// overtake it: the test then knows exactly what that report must say.
+		select {
+		case <-rec.progressed:
+		case <-time.After(10 * time.Second):
+			return "", errors.New("the first progress was never reported")
+		}
+		for i := int64(2); i <= 1000; i++ {
 			progress(shared.Progress{Done: i << 20, Total: 1000 << 20})
 		}
 		return shared.StepSucceeded, nil
 	}}
-	rec := &recorder{}
 	r := newTestRunner(t, rec, exec, "")
 	view := testPlan(1)
 	view.Plan.Steps = view.Plan.Steps[:1]
 	if err := r.RunPhase(context.Background(), view, shared.PhaseRAM); err != nil {
 		t.Fatal(err)
 	}
-	progressReports := 0
+	var progressReports []shared.Progress
 	for _, rep := range rec.reports {
 		if rep.Status == shared.StepRunning && rep.Progress != nil {
-			progressReports++
-			if rep.Progress.BytesPerSec <= 0 {
-				t.Errorf("progress report without a rate: %+v", rep.Progress)
-			}
+			progressReports = append(progressReports, *rep.Progress)
 		}
 	}
-	if progressReports > 1 {
-		t.Fatalf("%d progress reports within one interval, want at most 1", progressReports)
+	if len(progressReports) != 1 {
+		t.Fatalf("progress reports %+v: want exactly one within one interval", progressReports)
+	}
+	if got := progressReports[0]; got.Done != 1<<20 || got.Total != 1000<<20 || got.BytesPerSec <= 0 {
+		t.Fatalf("progress report %+v: want the first 1 MiB of 1000 MiB, with a rate", got)
 	}
 	final := rec.last()
 	if final.Status != shared.StepSucceeded || final.Progress == nil || final.Progress.Done != 1000<<20 {

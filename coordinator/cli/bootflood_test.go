@@ -156,7 +156,7 @@ func startFloodCoordinator(t *testing.T) *floodCoordinator {
 func (c *floodCoordinator) scrapeClient(t *testing.T, envFile string) *http.Client {
 	t.Helper()
 	var fp string
-	waitUntil(t, 60*time.Second, "operator.env with the CA fingerprint", func() bool {
+	testenv.Eventually(t, 60*time.Second, "operator.env with the CA fingerprint", testenv.Holds(func() bool {
 		b, _ := os.ReadFile(envFile)
 		for _, line := range strings.Split(string(b), "\n") {
 			if v, ok := strings.CutPrefix(line, "RIVET_CA_FINGERPRINT="); ok {
@@ -164,7 +164,7 @@ func (c *floodCoordinator) scrapeClient(t *testing.T, envFile string) *http.Clie
 			}
 		}
 		return fp != "" && c.alive()
-	})
+	}, nil))
 	tlsConfig, err := shared.PinnedTLSConfig(fp)
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func (c *floodCoordinator) fetchIPXE(t *testing.T, wait time.Duration) {
 	t.Helper()
 	var got []byte
 	var err error
-	waitUntil(t, wait, "a TFTP read of undionly.kpxe", func() bool {
+	testenv.Eventually(t, wait, "a TFTP read of undionly.kpxe", testenv.Holds(func() bool {
 		err = dhcptest.Do(c.pair.ClientNS, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -243,17 +243,7 @@ func (c *floodCoordinator) fetchIPXE(t *testing.T, wait time.Duration) {
 			t.Fatal("the coordinator process has died")
 		}
 		return err == nil && len(got) == 70000
-	})
-}
-
-func waitUntil(t *testing.T, wait time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(wait); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s in vain", wait, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	}, nil))
 }
 
 // maxBootSeriesAdded bounds the series the boot services may add to /metrics whatever
@@ -276,17 +266,15 @@ func TestBootFloodLeavesTheCoordinatorServing(t *testing.T) {
 	}
 	defer dc.Close()
 	known := dhcptest.MAC(1)
-	discover := func(xid uint32) *dhcpv4.DHCPv4 {
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+	discover := func(xid uint32) (offer *dhcpv4.DHCPv4) {
+		testenv.Eventually(t, 20*time.Second, fmt.Sprintf("an OFFER to xid %d", xid), func() (err error) {
 			if err := dc.Send(dhcptest.Request{XID: xid, MAC: known, Arch: 0, PXE: true}.Bytes(), dhcptest.Broadcast); err != nil {
 				t.Fatal(err)
 			}
-			if p, _, err := dc.Receive(xid, 500*time.Millisecond); err == nil {
-				return p
-			}
-		}
-		t.Fatalf("no OFFER to xid %d", xid)
-		return nil
+			offer, _, err = dc.Receive(xid, 500*time.Millisecond)
+			return err
+		})
+		return offer
 	}
 	before := discover(1)
 	_, seriesBefore := c.scrape(t)

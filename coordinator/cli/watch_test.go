@@ -23,6 +23,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/cli"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -63,14 +64,14 @@ func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
 // has drawn the previous one.
 func drive(t *testing.T, f *statustest.Fleet, seen func(string) bool) {
 	ctx := context.Background()
-	waitFor(t, seen, "planned")
+	testenv.Eventually(t, 30*time.Second, "the watch to show planned", testenv.Holds(func() bool { return seen("planned") }, nil))
 	for i, m := range f.Machines {
 		if err := m.Provisioning(ctx, 20+10*i); err != nil {
 			t.Error(err)
 			return
 		}
 	}
-	waitFor(t, seen, "provisioning")
+	testenv.Eventually(t, 30*time.Second, "the watch to show provisioning", testenv.Holds(func() bool { return seen("provisioning") }, nil))
 	for i, m := range f.Machines {
 		var err error
 		if i == len(f.Machines)-1 {
@@ -82,17 +83,6 @@ func drive(t *testing.T, f *statustest.Fleet, seen func(string) bool) {
 			t.Error(err)
 			return
 		}
-	}
-}
-
-func waitFor(t *testing.T, seen func(string) bool, what string) {
-	deadline := time.Now().Add(30 * time.Second)
-	for !seen(what) {
-		if time.Now().After(deadline) {
-			t.Errorf("watch never showed %q", what)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -139,7 +129,7 @@ func TestWatchOnATerminal(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("watch did not exit after the fleet settled; screen:\n%s", screen.String())
 	}
-	waitFor(t, func(s string) bool { return strings.Contains(screen.String(), s) }, "Fleet settled")
+	testenv.Eventually(t, 30*time.Second, "the screen to show Fleet settled", testenv.Holds(func() bool { return strings.Contains(screen.String(), "Fleet settled") }, nil))
 	out := screen.String()
 	if runErr == nil || !strings.Contains(runErr.Error(), "1 machines failed") {
 		t.Errorf("watch returned %v, want the failed machine counted", runErr)

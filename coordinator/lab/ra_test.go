@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -64,19 +65,16 @@ func TestAdvertiseRouter(t *testing.T) {
 			t.Errorf("AdvertiseRouter: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		out, _ := exec.Command("ip", "-n", nsB, "-6", "addr", "show", "dev", "rb0").CombinedOutput()
-		if strings.Contains(string(out), "fd00:232:99:") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no address from the advertised prefix after 30 s:\n%s", out)
-		}
+	testenv.Eventually(t, 30*time.Second, "an address from the advertised prefix", func() error {
 		select {
 		case err := <-done:
 			t.Fatalf("AdvertiseRouter ended early: %v", err)
-		case <-time.After(200 * time.Millisecond):
+		default:
 		}
-	}
+		out, _ := exec.Command("ip", "-n", nsB, "-6", "addr", "show", "dev", "rb0").CombinedOutput()
+		if !strings.Contains(string(out), "fd00:232:99:") {
+			return fmt.Errorf("addresses of rb0:\n%s", out)
+		}
+		return nil
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/rivetmetal/rivet/internal/testenv"
 	"io"
 	"log"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
@@ -62,25 +63,22 @@ func (r *recorder) add(c call) error {
 	return nil
 }
 
-// wait polls until a call matching want arrives after since, or fails the test.
-func (r *recorder) wait(t *testing.T, since time.Time, deadline time.Duration, want func(call) bool) call {
+// wait waits for a call matching want that arrived after since, and returns it.
+func (r *recorder) wait(t *testing.T, since time.Time, within time.Duration, want func(call) bool) call {
 	t.Helper()
-	end := time.Now().Add(deadline)
-	for time.Now().Before(end) {
+	var found call
+	testenv.Eventually(t, within, "a matching Recorder call", func() error {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		for _, c := range r.calls {
 			if !c.at.Before(since) && want(c) {
-				r.mu.Unlock()
-				return c
+				found = c
+				return nil
 			}
 		}
-		r.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t.Fatalf("no matching Recorder call within %v; calls: %+v", deadline, r.calls)
-	return call{}
+		return fmt.Errorf("calls: %+v", r.calls)
+	})
+	return found
 }
 
 func (r *recorder) callsFor(id shared.MachineID) []call {
@@ -135,17 +133,6 @@ func startAgent(t *testing.T, id shared.MachineID, key, bind string, join ...str
 		}
 	}
 	return m
-}
-
-func waitFor(t *testing.T, deadline time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(deadline)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", deadline, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func memberOf(p *membership.Pool, name string) (shared.SerfMember, bool) {
@@ -218,10 +205,10 @@ func TestPoolReportsAliveLostAndRejoin(t *testing.T) {
 	if err := agents[steady].SetTags(shared.Tags{State: shared.StateProvisioning, Step: "wipe", Version: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "tag update to reach the coordinator", func() bool {
+	testenv.Eventually(t, 30*time.Second, "tag update to reach the coordinator", testenv.Holds(func() bool {
 		m, ok := memberOf(pool, string(steady))
 		return ok && m.Tags.Step == "wipe"
-	})
+	}, nil))
 	if n := len(rec.callsFor(steady)); n != 1 {
 		t.Errorf("steady agent got %d Recorder calls, want 1: %+v", n, rec.callsFor(steady))
 	}
@@ -252,11 +239,11 @@ func TestTagsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got shared.SerfMember
-	waitFor(t, 30*time.Second, "tags to arrive", func() bool {
+	testenv.Eventually(t, 30*time.Second, "tags to arrive", testenv.Holds(func() bool {
 		var ok bool
 		got, ok = memberOf(pool, string(id))
 		return ok && got.Tags == want
-	})
+	}, nil))
 	if got.Status != "alive" {
 		t.Errorf("status %q, want alive", got.Status)
 	}
@@ -277,7 +264,7 @@ func TestNudgeReachesOnlyItsAgent(t *testing.T) {
 	for i := range 3 {
 		agents = append(agents, startAgent(t, machineID(10+i), key, "127.0.0.1:0", pool.LocalAddr()))
 	}
-	waitFor(t, 30*time.Second, "all members alive", func() bool { return len(pool.Members()) == 4 })
+	testenv.Eventually(t, 30*time.Second, "all members alive", testenv.Holds(func() bool { return len(pool.Members()) == 4 }, nil))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -391,14 +378,14 @@ func TestMembersWithBadTagsAreIgnoredAndLoggedOnce(t *testing.T) {
 	id := machineID(30)
 	startAgent(t, id, key, "127.0.0.1:0", pool.LocalAddr())
 	rec.wait(t, time.Time{}, 30*time.Second, func(c call) bool { return c.id == id })
-	waitFor(t, 30*time.Second, "the stranger's tag update to arrive", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the stranger's tag update to arrive", testenv.Holds(func() bool {
 		for _, m := range stranger.Members() {
 			if m.Name == "stranger" {
 				return m.Tags["role"] == "db"
 			}
 		}
 		return false
-	})
+	}, nil))
 
 	if _, ok := memberOf(pool, "stranger"); ok {
 		t.Error("Members() lists a member whose tags do not parse")
@@ -440,9 +427,9 @@ func TestGossipAddrsListsCoordinators(t *testing.T) {
 		t.Fatal(err)
 	}
 	startAgent(t, machineID(50), key, "127.0.0.1:0", b.LocalAddr())
-	waitFor(t, 30*time.Second, "both coordinators to see each other and the agent", func() bool {
+	testenv.Eventually(t, 30*time.Second, "both coordinators to see each other and the agent", testenv.Holds(func() bool {
 		return len(a.Members()) == 3 && len(b.Members()) == 3
-	})
+	}, nil))
 	got := a.GossipAddrs()
 	if len(got) != 2 || !contains(got, a.LocalAddr()) || !contains(got, b.LocalAddr()) {
 		t.Errorf("GossipAddrs() = %v, want %s and %s", got, a.LocalAddr(), b.LocalAddr())

@@ -3,6 +3,7 @@ package netboot
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
 	"github.com/rivetmetal/rivet/coordinator/netboot/tftp"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -88,17 +90,15 @@ func TestServerBootsAMachine(t *testing.T) {
 
 func exchange(t *testing.T, c *dhcptest.Client, r dhcptest.Request) *dhcpv4.DHCPv4 {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var reply *dhcpv4.DHCPv4
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("a DHCP reply to xid %d", r.XID), func() (err error) {
 		if err := c.Send(r.Bytes(), dhcptest.Broadcast); err != nil {
 			t.Fatal(err)
 		}
-		if p, _, err := c.Receive(r.XID, 300*time.Millisecond); err == nil {
-			return p
-		}
-	}
-	t.Fatalf("no DHCP reply to xid %d", r.XID)
-	return nil
+		reply, _, err = c.Receive(r.XID, 300*time.Millisecond)
+		return err
+	})
+	return reply
 }
 
 // clientHTTP dials from inside namespace ns.

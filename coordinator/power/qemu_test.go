@@ -2,6 +2,7 @@ package power
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,11 +72,11 @@ func testQEMUPower(t *testing.T, fw string) {
 
 	// Reset: the firmware starts again, which it tells the serial console.
 	banner := map[string]string{FirmwareBIOS: "SeaBIOS (version", FirmwareUEFI: "BdsDxe"}[fw]
-	waitLog(t, ctx, m.SerialLog(), banner, 1)
+	testenv.Eventually(t, time.Minute, "the firmware banner on the serial log", serialShows(m.SerialLog(), banner, 1))
 	if err := m.Cycle(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, ctx, m.SerialLog(), banner, 2)
+	testenv.Eventually(t, time.Minute, "the firmware banner again after the reset", serialShows(m.SerialLog(), banner, 2))
 	if m.PID() != pid {
 		t.Fatalf("cycle of a running machine replaced its process (%d → %d); want a reset", pid, m.PID())
 	}
@@ -162,18 +163,14 @@ func TestQEMUKillIsPowerLoss(t *testing.T) {
 	}
 }
 
-func waitLog(t *testing.T, ctx context.Context, path, marker string, count int) {
-	t.Helper()
-	for {
+// serialShows is a check that the serial log at path holds marker at least count times.
+func serialShows(path, marker string, count int) func() error {
+	return func() error {
 		data, _ := os.ReadFile(path)
-		if strings.Count(string(data), marker) >= count {
-			return
+		if strings.Count(string(data), marker) < count {
+			return fmt.Errorf("%q %d times wanted; serial log:\n%s", marker, count, data)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("serial log never showed %q %d times:\n%s", marker, count, data)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return nil
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
@@ -88,7 +89,9 @@ func TestQMPRefusesNonQMPSocket(t *testing.T) {
 	go func() {
 		if conn, err := ln.Accept(); err == nil {
 			conn.Write([]byte(`{"hello": "world"}` + "\n"))
-			time.Sleep(time.Second)
+			// Keep the connection open until DialQMP hangs up, so it refuses what it was sent
+			// rather than a closed socket.
+			_, _ = io.Copy(io.Discard, conn)
 			conn.Close()
 		}
 	}()

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // testCA is a cluster CA that issues node certificates.
@@ -68,19 +70,17 @@ func (r *refusals) add(reason string) {
 	r.mu.Unlock()
 }
 
+// waitFor waits until a refusal whose reason contains reason has been recorded.
 func (r *refusals) waitFor(t *testing.T, reason string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.Eventually(t, 5*time.Second, "a refusal "+reason, func() error {
 		r.mu.Lock()
-		got := strings.Join(r.reasons, ",")
-		r.mu.Unlock()
-		if strings.Contains(got, reason) {
-			return
+		defer r.mu.Unlock()
+		if got := strings.Join(r.reasons, ","); !strings.Contains(got, reason) {
+			return fmt.Errorf("refusals so far: %q", got)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no refusal %q recorded (got %v)", reason, r.reasons)
+		return nil
+	})
 }
 
 func listen(t *testing.T, cert *tls.Certificate, roots *x509.CertPool, members ...string) (*Layer, *refusals) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // privateDirs are paths dockerd 20.10 and containerd 1.6 use whatever --data-root and
@@ -177,25 +179,33 @@ func (n *Node) waitAPI(done <-chan struct{}) error {
 		return err
 	}
 	defer c.Close()
-	deadline := time.Now().Add(n.lab.cfg.Wait)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Ping(ctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
+	// An exited dockerd ends the wait at once: it will never answer.
+	ctx, stop := context.WithCancelCause(context.Background())
+	defer stop(nil)
+	go func() {
 		select {
 		case <-done:
-			return fmt.Errorf("dockerd of %s exited; its log:\n%s", n.Name, tail(n.Log(), 30))
-		case <-time.After(50 * time.Millisecond):
+			stop(errDockerdExited)
+		case <-ctx.Done():
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dockerd of %s did not answer within %s (%v); its log:\n%s",
-				n.Name, n.lab.cfg.Wait, err, tail(n.Log(), 30))
-		}
+	}()
+	err = testenv.Poll(ctx, n.lab.cfg.Wait, "dockerd of "+n.Name+" to answer /_ping", func() error {
+		ping, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := c.Ping(ping)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(context.Cause(ctx), errDockerdExited):
+		return fmt.Errorf("dockerd of %s exited; its log:\n%s", n.Name, tail(n.Log(), 30))
+	default:
+		return fmt.Errorf("%w; its log:\n%s", err, tail(n.Log(), 30))
 	}
 }
+
+var errDockerdExited = errors.New("dockerd exited")
 
 // Restart stops the node's dockerd (SIGTERM, as systemd would) and starts it again with
 // the same state, for tests of what a node finds after a reboot.

@@ -278,28 +278,29 @@ func wantPermanent(t *testing.T, what string, st shared.StepStatus, err error, m
 	}
 }
 
-// waitReady polls the swarm's node list until want nodes are there and all are ready.
+// waitReady waits until the swarm lists want nodes and all are ready, and returns them.
 func waitReady(ctx context.Context, t *testing.T, c interface {
 	NodeList(context.Context, dockerswarm.NodeListOptions) ([]dockerswarm.Node, error)
 }, want int) []dockerswarm.Node {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		nodes, err := c.NodeList(ctx, dockerswarm.NodeListOptions{})
+	var nodes []dockerswarm.Node
+	testenv.Eventually(t, time.Minute, fmt.Sprintf("%d ready swarm nodes", want), func() (err error) {
+		nodes, err = c.NodeList(ctx, dockerswarm.NodeListOptions{})
+		if err != nil {
+			return err
+		}
 		ready := 0
 		for _, n := range nodes {
 			if n.Status.State == dockerswarm.NodeStateReady {
 				ready++
 			}
 		}
-		if err == nil && len(nodes) == want && ready == want {
-			return nodes
+		if len(nodes) != want || ready != want {
+			return fmt.Errorf("docker node ls: %d nodes, %d ready", len(nodes), ready)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("docker node ls: %d nodes, %d ready, want %d ready (err %v)", len(nodes), ready, want, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return nodes
 }
 
 // fakeCoordinator stands in for the coordinator's swarm endpoints: the first manager

@@ -1,6 +1,7 @@
 package swarmlab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/internal/netclaim"
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // manifest names everything a lab creates, so that teardown (also of a lab whose test
@@ -152,8 +154,10 @@ func teardown(m manifest) error {
 	if linkExists(m.HostLink) {
 		_ = ip("link", "del", m.HostLink)
 	}
-	// The kernel destroys namespaces, and the veths in them, asynchronously.
-	waitFor(10*time.Second, func() bool { return !linkExists(m.HostLink) })
+	// The kernel destroys namespaces, and the veths in them, asynchronously. A link still
+	// there at the end is reported by leftovers.
+	_ = testenv.Poll(context.Background(), 10*time.Second, "the host link removed",
+		testenv.Holds(func() bool { return !linkExists(m.HostLink) }, nil))
 	for _, dir := range cgroupDirs(m.Cgroups) {
 		removeCgroup(dir)
 	}
@@ -175,7 +179,9 @@ func stopProcesses(m manifest, nsInodes map[uint64]bool) {
 			_ = syscall.Kill(p.pid, syscall.SIGTERM)
 		}
 	}
-	waitFor(20*time.Second, func() bool { return !slices.ContainsFunc(dockerds, alive) })
+	// Whatever dockerd leaves running after its grace is killed next.
+	_ = testenv.Poll(context.Background(), 20*time.Second, "dockerd to stop",
+		testenv.Holds(func() bool { return !slices.ContainsFunc(dockerds, alive) }, nil))
 	_ = killAndWait(procsOf([]string{m.Dir + "/"}, nsInodes, m.Cgroups), 10*time.Second)
 }
 
@@ -239,10 +245,12 @@ func killAndWait(procs []proc, wait time.Duration) error {
 	for _, p := range procs {
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
-	if !waitFor(wait, func() bool { return !slices.ContainsFunc(procs, func(p proc) bool { return alive(p.pid) }) }) {
-		return fmt.Errorf("processes %v survived SIGKILL for %s", procs, wait)
-	}
-	return nil
+	return testenv.Poll(context.Background(), wait, "SIGKILLed processes to be gone", func() error {
+		if left := slices.DeleteFunc(slices.Clone(procs), func(p proc) bool { return !alive(p.pid) }); len(left) > 0 {
+			return fmt.Errorf("still running: %v", left)
+		}
+		return nil
+	})
 }
 
 // alive reports whether pid runs (a zombie waiting for its parent does not count).
@@ -359,16 +367,4 @@ func leftovers(m manifest, nsInodes map[uint64]bool) error {
 		return fmt.Errorf("left behind: %s", strings.Join(left, ", "))
 	}
 	return nil
-}
-
-// waitFor polls cond until it holds or wait has passed, and says whether it held.
-func waitFor(wait time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return true
 }

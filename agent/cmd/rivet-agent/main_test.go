@@ -131,10 +131,8 @@ func TestTokenFlagWarns(t *testing.T) {
 			"--ca-fingerprint", "sha256:" + strings.Repeat("0", 64), "--token", secret, "--state-dir", t.TempDir(),
 			"--metrics-addr", "off", "--gossip-bind", "127.0.0.1:0"}, &logs, &logs)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(logs.String(), "--token-file") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, "the warning that names --token-file", testenv.Holds(
+		func() bool { return strings.Contains(logs.String(), "--token-file") }, logs.String))
 	cancel()
 	<-done
 	if out := logs.String(); !strings.Contains(out, "--token shows the enrolment token") || strings.Contains(out, secret) {

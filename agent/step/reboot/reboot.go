@@ -26,6 +26,10 @@ type Executor struct {
 	// machine's first check-in from disk tells the coordinator the rest.
 	Delay  time.Duration
 	Logger *slog.Logger
+
+	// schedule runs f after d: time.AfterFunc, or in tests a recorder that lets the test
+	// decide when the moment has come.
+	schedule func(d time.Duration, f func())
 }
 
 // Run flushes the disks and schedules the reboot.
@@ -46,7 +50,11 @@ func (e *Executor) Run(_ context.Context, s shared.Step, _ func(shared.Progress)
 	}
 	unix.Sync() // the image and anything else written must be on disk before the restart
 	log.Info("rebooting", "in", delay)
-	time.AfterFunc(delay, func() {
+	schedule := e.schedule
+	if schedule == nil {
+		schedule = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
+	schedule(delay, func() {
 		if err := e.Reboot(); err != nil {
 			log.Error("reboot failed; power-cycle the machine (it boots from disk next)", "err", err)
 		}

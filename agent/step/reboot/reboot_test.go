@@ -3,7 +3,6 @@ package reboot
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,25 +12,43 @@ import (
 
 var rebootStep = shared.Step{Name: "reboot", Kind: shared.StepReboot, Phase: shared.PhaseRAM, Reboot: &shared.RebootStep{}}
 
+// Run returns success with the reboot only scheduled; the reboot happens when the
+// scheduled moment comes, which the test decides, so the order is not left to a timer.
 func TestReportsFirstThenReboots(t *testing.T) {
-	var calls atomic.Int32
-	e := &Executor{Reboot: func() error { calls.Add(1); return nil }, Delay: 50 * time.Millisecond}
+	calls := 0
+	var (
+		after  time.Duration
+		reboot func()
+	)
+	e := &Executor{Reboot: func() error { calls++; return nil }, Delay: 7 * time.Second,
+		schedule: func(d time.Duration, f func()) { after, reboot = d, f }}
 	st, err := e.Run(context.Background(), rebootStep, nil)
 	if err != nil || st != shared.StepSucceeded {
 		t.Fatalf("run: %v %v", st, err)
 	}
-	if calls.Load() != 0 {
+	if calls != 0 {
 		t.Fatal("rebooted before the step's success could be reported")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("never rebooted")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if reboot == nil || after != 7*time.Second {
+		t.Fatalf("reboot scheduled %v later (scheduled: %t), want 7s", after, reboot != nil)
 	}
-	if calls.Load() != 1 {
-		t.Fatalf("rebooted %d times", calls.Load())
+	reboot()
+	if calls != 1 {
+		t.Fatalf("rebooted %d times, want once", calls)
+	}
+}
+
+// Without a scheduler of its own the executor reboots on a real timer after Delay.
+func TestRebootsAfterTheDelay(t *testing.T) {
+	rebooted := make(chan struct{})
+	e := &Executor{Reboot: func() error { close(rebooted); return nil }, Delay: time.Millisecond}
+	if _, err := e.Run(context.Background(), rebootStep, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rebooted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never rebooted")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // TestPerSourceLimitDropsAFloodFromOneClient sends 50 DISCOVERs of one MAC from one
@@ -45,10 +46,10 @@ func TestPerSourceLimitDropsAFloodFromOneClient(t *testing.T) {
 		send(1, uint32(i))
 	}
 	send(2, 99)
-	waitFor(t, "51 datagrams handled or dropped", func() bool {
+	testenv.Eventually(t, 10*time.Second, "51 datagrams handled or dropped", testenv.Holds(func() bool {
 		st := s.Stats()
 		return st.Total()+st.Dropped == 51
-	})
+	}, nil))
 	st := s.Stats()
 	if st.Dropped != 40 || st.Total() != 11 {
 		t.Fatalf("stats %+v: want 40 dropped, 11 handled (10 of MAC 1, 1 of MAC 2)", st)

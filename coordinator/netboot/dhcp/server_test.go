@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -62,18 +63,18 @@ func clientIn(t *testing.T, p *dhcptest.Pair, ip net.IP) *dhcptest.Client {
 // exchange sends r until a reply comes (the server may still be binding its sockets).
 func exchange(t *testing.T, c *dhcptest.Client, r dhcptest.Request, to *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	var (
+		p    *dhcpv4.DHCPv4
+		from *net.UDPAddr
+	)
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("a reply to xid %#x", r.XID), func() (err error) {
 		if err := c.Send(r.Bytes(), to); err != nil {
 			t.Fatal(err)
 		}
-		p, from, err := c.Receive(r.XID, 300*time.Millisecond)
-		if err == nil {
-			return p, from
-		}
-	}
-	t.Fatalf("no reply to xid %#x within 10s", r.XID)
-	return nil, nil
+		p, from, err = c.Receive(r.XID, 300*time.Millisecond)
+		return err
+	})
+	return p, from
 }
 
 // expectSilence sends r, waits until the server has counted it as ignored, then proves
@@ -84,21 +85,10 @@ func expectSilence(t *testing.T, s *Server, c *dhcptest.Client, r dhcptest.Reque
 	if err := c.Send(r.Bytes(), dhcptest.Broadcast); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the server to ignore the request", func() bool { return s.Stats().Ignored > before })
+	testenv.Eventually(t, 10*time.Second, "the server to ignore the request", testenv.Holds(func() bool { return s.Stats().Ignored > before }, nil))
 	exchange(t, c, control, dhcptest.Broadcast)
 	if c.Pending(r.XID) {
 		t.Errorf("xid %#x got a reply; want silence", r.XID)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -167,7 +157,7 @@ func TestProxyOverTheWire(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, "3 malformed datagrams", func() bool { return s.Stats().Malformed >= before+3 })
+		testenv.Eventually(t, 10*time.Second, "3 malformed datagrams", testenv.Holds(func() bool { return s.Stats().Malformed >= before+3 }, nil))
 		exchange(t, c, dhcptest.Request{XID: 0x109, Arch: 0, PXE: true}, dhcptest.Broadcast)
 	})
 }

@@ -6,7 +6,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // TestOnlyListedFilesAreServed: with Files set, a file of the boot directory that is
@@ -44,10 +47,10 @@ func TestPerSourceLimitDropsRequests(t *testing.T) {
 	for range 50 {
 		c.send(rrq("missing"))
 	}
-	waitFor(t, "53 datagrams accounted for", func() bool {
+	testenv.Eventually(t, 10*time.Second, "53 datagrams accounted for", testenv.Holds(func() bool {
 		st := ts.Stats()
 		return st.Requests+st.Errors[ReasonRateLimited] == 53
-	})
+	}, nil))
 	mu.Lock()
 	defer mu.Unlock()
 	if st := ts.Stats(); st.Errors[ReasonRateLimited] == 0 || uint64(drops[ReasonRateLimited]) != st.Errors[ReasonRateLimited] {
@@ -66,7 +69,7 @@ func TestClientNamesAreQuotedAndFailuresThrottled(t *testing.T) {
 	for i := range 100 {
 		c.send(rrq(string([]byte{0xff, byte('a' + i%26)}) + "\nlevel=ERROR msg=forged"))
 	}
-	waitFor(t, "100 requests failed", func() bool { return ts.Stats().Failed == 100 })
+	testenv.Eventually(t, 10*time.Second, "100 requests failed", testenv.Holds(func() bool { return ts.Stats().Failed == 100 }, nil))
 	mu.Lock()
 	defer mu.Unlock()
 	out := buf.String()

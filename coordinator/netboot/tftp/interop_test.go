@@ -81,5 +81,5 @@ func TestInteropBusyboxClient(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "transfers to finish", func() bool { st := ts.Stats(); return st.Active == 0 && st.Completed == 6 })
+	testenv.Eventually(t, 10*time.Second, "transfers to finish", testenv.Holds(func() bool { st := ts.Stats(); return st.Active == 0 && st.Completed == 6 }, nil))
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // rawClient speaks TFTP packet by packet, so a test can drop, repeat or forge packets.
@@ -119,7 +121,7 @@ func TestWriteRequestRefused(t *testing.T) {
 	c := newRawClient(t, ts.addr)
 	c.send(encodeRequest(&request{write: true, filename: "new.bin", mode: "octet"}))
 	c.expectError(codeAccessViolation)
-	waitFor(t, "write refusal counted", func() bool { return ts.Stats().Errors["write_refused"] == 1 })
+	testenv.Eventually(t, 10*time.Second, "write refusal counted", testenv.Holds(func() bool { return ts.Stats().Errors["write_refused"] == 1 }, nil))
 }
 
 func TestOnlyOctetMode(t *testing.T) {
@@ -166,7 +168,7 @@ func TestRetransmitsWhenAcksAreLost(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("content differs")
 	}
-	waitFor(t, "transfer completion", func() bool { return ts.Stats().Completed == 1 })
+	testenv.Eventually(t, 10*time.Second, "transfer completion", testenv.Holds(func() bool { return ts.Stats().Completed == 1 }, nil))
 	if st := ts.Stats(); st.Retransmits < 4 {
 		t.Errorf("%d retransmits counted, want at least 4", st.Retransmits)
 	}
@@ -211,7 +213,7 @@ func TestDuplicateAcksDoNotDoubleTraffic(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("content differs")
 	}
-	waitFor(t, "transfer completion", func() bool { return ts.Stats().Completed == 1 })
+	testenv.Eventually(t, 10*time.Second, "transfer completion", testenv.Holds(func() bool { return ts.Stats().Completed == 1 }, nil))
 }
 
 func TestGivesUpAndFreesSlot(t *testing.T) {
@@ -223,10 +225,10 @@ func TestGivesUpAndFreesSlot(t *testing.T) {
 		c.expectData(1)
 	}
 	c.expectError(codeNotDefined) // "timeout", then the server forgets us
-	waitFor(t, "the slot to be freed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the slot to be freed", testenv.Holds(func() bool {
 		st := ts.Stats()
 		return st.Active == 0 && st.Errors["timeout"] == 1
-	})
+	}, nil))
 	got, err := Fetch(testContext(t), ts.addr, "f", FetchOptions{})
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("fetch after give-up: %v", err)
@@ -248,7 +250,7 @@ func TestBusyServerDropsRequests(t *testing.T) {
 		t.Fatalf("busy count %d, want >= 1", n)
 	}
 	holder.send(encodeError(codeNotDefined, "changed my mind"))
-	waitFor(t, "the slot to be freed", func() bool { return ts.Stats().Active == 0 })
+	testenv.Eventually(t, 10*time.Second, "the slot to be freed", testenv.Holds(func() bool { return ts.Stats().Active == 0 }, nil))
 	got, err := Fetch(testContext(t), ts.addr, "f", FetchOptions{})
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("fetch after the holder left: %v", err)
@@ -272,7 +274,7 @@ func TestTsizeProbeThenAbort(t *testing.T) {
 		t.Fatalf("tsize %q, want 74213", v)
 	}
 	c.send(encodeError(codeOptionRefused, "probe only"))
-	waitFor(t, "abort counted", func() bool { st := ts.Stats(); return st.Active == 0 && st.Errors["client_abort"] == 1 })
+	testenv.Eventually(t, 10*time.Second, "abort counted", testenv.Holds(func() bool { st := ts.Stats(); return st.Active == 0 && st.Errors["client_abort"] == 1 }, nil))
 }
 
 func TestUnknownTransferIDIsTurnedAway(t *testing.T) {
@@ -294,7 +296,7 @@ func TestUnknownTransferIDIsTurnedAway(t *testing.T) {
 	if !bytes.Equal(append(first.payload, second.payload...), want) {
 		t.Fatal("content differs")
 	}
-	waitFor(t, "completion", func() bool { return ts.Stats().Completed == 1 })
+	testenv.Eventually(t, 10*time.Second, "completion", testenv.Holds(func() bool { return ts.Stats().Completed == 1 }, nil))
 }
 
 func TestMalformedPacketsKeepServerAlive(t *testing.T) {

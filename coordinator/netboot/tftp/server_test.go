@@ -68,18 +68,6 @@ func (ts *testServer) writeFile(t testing.TB, name string, size int) []byte {
 	return data
 }
 
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -231,7 +219,7 @@ func TestConcurrentFetches(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	waitFor(t, "all transfers to finish", func() bool { st := ts.Stats(); return st.Active == 0 && st.Completed == clients })
+	testenv.Eventually(t, 10*time.Second, "all transfers to finish", testenv.Holds(func() bool { st := ts.Stats(); return st.Active == 0 && st.Completed == clients }, nil))
 	// A client that resent its request on a slow machine makes a second transfer, which it
 	// turns away (ERROR 5): every request beyond one per client must have failed.
 	st := ts.Stats()
