@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench"
+	"github.com/rivetmetal/rivet/bench"
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
+	"github.com/rivetmetal/rivet/bench/fleetsim"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
+	"github.com/rivetmetal/rivet/bench/fleetsim"
 	"github.com/rivetmetal/rivet/shared"
 )
 
