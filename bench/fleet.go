@@ -19,7 +19,7 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// FleetOptions configures `rivet bench fleet`.
+// FleetOptions configures `rivet-bench fleet`.
 type FleetOptions struct {
 	RivetBin     string
 	Coordinators int

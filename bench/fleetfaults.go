@@ -51,16 +51,10 @@ func (h *fleetRun) addFault(f FaultReport) {
 
 func (h *fleetRun) since() time.Duration { return time.Since(h.fleet.Stats().Start()) }
 
-// waitFor waits until count machines reached milestone; false if ctx ended first.
+// waitFor waits until count machines reached milestone; false if the run ended first.
 func (h *fleetRun) waitFor(ctx context.Context, milestone string, count int) bool {
-	for h.fleet.Stats().Count(milestone) < count {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return true
+	reached := func() bool { return h.fleet.Stats().Count(milestone) >= count }
+	return testenv.Poll(ctx, h.opts.Timeout, fmt.Sprintf("%d machines %s", count, milestone), testenv.Holds(reached, nil)) == nil
 }
 
 func (h *fleetRun) killLeader(ctx context.Context) FaultReport {

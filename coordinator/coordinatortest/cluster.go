@@ -157,7 +157,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 		n.Netns, n.Host = c.opts.Place(idx)
 	default:
 		var err error
-		if ports, err = freePorts(c.opts.Host, 3); err != nil {
+		if ports, err = FreePorts(c.opts.Host, 3); err != nil {
 			return nil, err
 		}
 	}
@@ -405,7 +405,8 @@ func (c *Cluster) Logs() string {
 	return b.String()
 }
 
-func freePorts(host string, n int) ([]int, error) {
+// FreePorts returns n TCP ports on host that were free a moment ago, all different.
+func FreePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {

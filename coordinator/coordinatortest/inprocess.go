@@ -33,7 +33,7 @@ type InProcess struct {
 // StartInProcess starts a coordinator with its data in dir, logging to logger. dc may
 // preset DaemonConfig fields (planner, extra handlers); addresses are chosen here.
 func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coordinator.DaemonConfig) (*InProcess, error) {
-	ports, err := freePorts("127.0.0.1", 2)
+	ports, err := FreePorts("127.0.0.1", 2)
 	if err != nil {
 		return nil, err
 	}
