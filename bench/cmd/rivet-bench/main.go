@@ -24,10 +24,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) { // --help is not a failure
 		fmt.Fprintln(os.Stderr, "rivet-bench:", err)
 		os.Exit(1)
 	}
