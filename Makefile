@@ -12,7 +12,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	$(GO_BUILD) -o bin/ ./coordinator/cmd/rivet ./agent/cmd/rivet-agent ./initramfs/cmd/rivet-mkinitramfs
+	$(GO_BUILD) -o bin/ ./coordinator/cmd/rivet ./agent/cmd/rivet-agent ./initramfs/cmd/rivet-mkinitramfs ./bench/cmd/rivet-bench
 	@ls -l bin/ | awk 'NR>1 {printf "  %-20s %6.1f MB\n", $$9, $$5/1048576}'
 
 test: build test-unit test-integration
@@ -40,9 +40,9 @@ lint:
 	go run $(STATICCHECK) ./...
 
 bench: build
-	bin/rivet bench store
-	bin/rivet bench image
-	bin/rivet bench boot
+	bin/rivet-bench store
+	bin/rivet-bench image
+	bin/rivet-bench boot
 	bin/rivet-agent bench inventory
 
 # Debian packages: build/deb/rivet_VERSION_amd64.deb and rivet-agent_VERSION_amd64.deb

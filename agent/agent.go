@@ -203,43 +203,18 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (r
 	return true, nil
 }
 
-// due decides whether this mode's phase has steps to run now, and if not, why.
+// due decides whether this mode's phase has steps to run now, and if not, why: the
+// shared rule (shared.StepsDue), told the coordinator's reason when no role matches.
 func (a *Agent) due(view *shared.PlanView, m *shared.MachineSummary) (bool, string) {
-	if view.Plan == nil {
-		if m.Unmatched != "" {
-			// The coordinator's reason says itself what is wrong ("no role matches: ...",
-			// "ambiguous: ..."): a prefix of ours would repeat it.
-			return false, "not planned: " + m.Unmatched
-		}
-		return false, fmt.Sprintf("no plan yet (state %s)", a.currentState())
+	if view.Plan == nil && m.Unmatched != "" {
+		// The coordinator's reason says itself what is wrong ("no role matches: ...",
+		// "ambiguous: ..."): a prefix of ours would repeat it.
+		return false, "not planned: " + m.Unmatched
 	}
-	a.rememberGeneration(view.Plan.Generation)
-	switch st := a.currentState(); {
-	case st == shared.StateRetired:
-		return false, "machine is retired; waiting for an operator to release it"
-	case st == shared.StateFailed:
-		return false, "machine is failed; waiting for an operator's retry or re-plan"
-	case a.phase == shared.PhaseRAM && (st == shared.StateInstalled || st == shared.StateJoining || st == shared.StateReady):
-		// Never run install steps on a machine the record says is installed.
-		return false, fmt.Sprintf("machine is %s; RAM-phase steps are not run again", st)
+	if view.Plan != nil {
+		a.rememberGeneration(view.Plan.Generation)
 	}
-	recorded := map[string]shared.StepStatus{}
-	for _, s := range view.Steps {
-		recorded[s.Name] = s.Status
-	}
-	for _, s := range view.Plan.Steps {
-		if s.Phase != a.phase {
-			continue
-		}
-		switch recorded[s.Name] {
-		case shared.StepSucceeded, shared.StepSkipped:
-			continue
-		case shared.StepFailed:
-			return false, fmt.Sprintf("step %s failed; waiting for an operator's retry", s.Name)
-		}
-		return true, ""
-	}
-	return false, fmt.Sprintf("all %s-phase steps done (state %s)", a.phase, a.currentState())
+	return shared.StepsDue(view, a.currentState(), a.phase)
 }
 
 // noteOnce logs why nothing runs, only when the reason changes.

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench"
+	"github.com/rivetmetal/rivet/bench"
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
-// TestStoreBenchMeasuresEverySystem runs a small `rivet bench store`: Rivet with 1 and 3
+// TestStoreBenchMeasuresEverySystem runs a small `rivet-bench store`: Rivet with 1 and 3
 // real coordinators and two real 3-member etcd clusters, in interleaved rounds. It
 // proves the bench works and counts what it claims; the figures themselves are never
 // asserted (BENCHMARKS.md has them).

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench"
+	"github.com/rivetmetal/rivet/bench"
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
@@ -26,14 +27,14 @@ func TestFleetSurvivesLeaderKillAndPartition(t *testing.T) {
 	testenv.RequireCommand(t, "ip")
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	cluster, err := bench.StartFleetCluster(ctx, bench.FleetClusterOptions{Bin: bin("rivet"), Dir: t.TempDir(),
-		Nodes: 3, Netns: true, Subnet: "10.232.100", Prefix: "rvtf", FastElections: true,
-		ExtraArgs: []string{"--log-level", "warn"}})
+	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(),
+		Nodes: 3, Bridge: &coordinatortest.Bridge{Subnet: "10.232.100"},
+		ExtraArgs: []string{"--log-level", "warn", "--register-rate", "0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cluster.Close()
+		cluster.Stop()
 		if left := cluster.Leftovers(); len(left) > 0 {
 			t.Errorf("network namespaces or links left behind: %v", left)
 		}
@@ -60,28 +61,55 @@ func TestFleetSurvivesLeaderKillAndPartition(t *testing.T) {
 	if res.Ready != 500 {
 		t.Errorf("%d of 500 machines ready", res.Ready)
 	}
-	c := res.Check
-	if !c.OK(500) {
-		t.Errorf("state check failed: listed %v, %d duplicates, %d not ready, %d acknowledged results lost, digests equal %v",
-			c.Listed, c.Duplicates, len(c.NotReady), len(c.LostAcks), c.DigestsEqual)
-	}
+	checkFleetState(t, res.Check, 500)
 	faults := map[string]bench.FaultReport{}
 	for _, f := range res.Faults {
 		faults[f.Name] = f
 	}
-	if f, ok := faults["leader-kill"]; !ok || !f.OK {
+	if f, ok := faults["leader-kill"]; !ok || !f.Recovered {
 		t.Errorf("leader kill did not go as planned: %+v", f)
 	}
 	f, ok := faults["partition"]
 	switch {
 	case !ok:
 		t.Error("the partition never happened")
+	case !f.MinorityLostLeader:
+		t.Errorf("the cut-off coordinator never noticed it had no leader: %s", f.Detail)
 	case !f.MinorityRefused:
 		t.Errorf("the cut-off coordinator did not refuse the write with 503: %q", f.MinorityError)
 	case !strings.Contains(f.MinorityError, "no leader") || !strings.Contains(f.MinorityError, "majority"):
 		t.Errorf("the minority's refusal does not say what is wrong and what to do: %q", f.MinorityError)
-	case !f.OK:
+	case !f.MajorityAccepted:
+		t.Errorf("the majority refused a write during the partition: %s", f.Detail)
+	case !f.Recovered:
 		t.Errorf("partition: %s", f.Detail)
+	}
+}
+
+// checkFleetState is the verdict on what the coordinators record after the run: every
+// machine listed exactly once on every coordinator and ready, every acknowledged step
+// result on record, and one state digest everywhere.
+func checkFleetState(t *testing.T, c bench.FleetCheck, machines int) {
+	t.Helper()
+	for i, n := range c.Listed {
+		if n != machines {
+			t.Errorf("coordinator c%d lists %d machines, want %d (-1: the listing failed)", i+1, n, machines)
+		}
+	}
+	if c.Duplicates > 0 {
+		t.Errorf("%d machine ids or hostnames listed more than once", c.Duplicates)
+	}
+	for _, problem := range c.NotReady[:min(len(c.NotReady), 10)] {
+		t.Errorf("not ready: %s", problem)
+	}
+	for _, problem := range c.LostAcks[:min(len(c.LostAcks), 10)] {
+		t.Errorf("acknowledged but not on record: %s", problem)
+	}
+	if len(c.NotReady)+len(c.LostAcks) > 0 {
+		t.Errorf("%d machines not ready, %d acknowledged results lost", len(c.NotReady), len(c.LostAcks))
+	}
+	if !c.DigestsEqual {
+		t.Errorf("the coordinators' state digests differ (first: %.12s@%d)", c.Digest.SHA256, c.Digest.Index)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
+	"github.com/rivetmetal/rivet/bench/fleetsim"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"

@@ -69,7 +69,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // A machine makes one call at a time (and an image download beside it gets a connection
 // of its own), so HTTP/2's multiplexing buys it nothing, while its framing, flow control
 // and header compression cost the coordinator about a third more CPU per call and more
-// memory per connection (rivet bench store; BENCHMARKS.md).
+// memory per connection (rivet-bench store; BENCHMARKS.md).
 func Transport(tlsConfig *tls.Config) *http.Transport {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)

@@ -12,7 +12,7 @@ import (
 // it on any error), yet each one that is accepted is a Raft write. At fleet scale they
 // are most of the writes: with 10,000 machines imaging at once they offer ~10,000
 // writes/s to a log that commits ~3,000/s here, and every report, result and check-in
-// queues behind them (measured with `rivet bench fleet`). So each coordinator lets
+// queues behind them (measured with `rivet-bench fleet`). So each coordinator lets
 // through at most one progress report per machine, step and attempt per interval, the
 // interval growing with the fleet so that progress costs at most ~progressBudget
 // writes/s in all. The rest are answered 429 and change nothing; results and the

@@ -40,7 +40,6 @@ func commands() map[string]command {
 		"tokens":      {summary: "create, list and revoke operator and enrolment tokens", verbs: tokensVerbs},
 		"health":      {summary: "show this coordinator's health", run: runHealth},
 		"digest":      {summary: "print the digest of the replicated state", run: runDigest},
-		"bench":       {summary: "measure Rivet against reference tools", verbs: benchVerbs},
 		"lab":         {summary: "bring a lab of PXE-booting VMs up or down", verbs: labVerbs},
 		"version":     {summary: "print the version", run: runVersion},
 	}

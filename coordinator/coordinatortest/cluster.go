@@ -1,11 +1,10 @@
-// Package coordinatortest runs real `rivet coordinator` processes on loopback: a cluster
-// of 1, 3 or 5 that tests and benches can kill, restart and grow. It is used by the
-// integration tests and by `rivet bench`, so it reports errors instead of taking a
-// *testing.T.
+// Package coordinatortest runs real `rivet coordinator` processes, on loopback or each in
+// a network namespace of its own: a cluster of 1, 3 or 5 that tests and benches can kill,
+// restart, grow and partition. It is used by the integration tests and by rivet-bench, so
+// it reports errors instead of taking a *testing.T.
 package coordinatortest
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -19,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -34,9 +34,16 @@ type Options struct {
 	// Place puts node i (0-based) in network namespace netns at address host, with the
 	// default ports (the namespace is its own). Nil: every node on Host, on free ports.
 	Place func(i int) (netns, host string)
+	// Bridge, when set, makes a namespace for each node on a bridge of its own (root),
+	// which Cut and Heal partition; Place and Host are then unused.
+	Bridge *Bridge
 	// Admit is the --admit policy (default shared.AdmitAuto: tests of everything but
 	// admission want machines planned; admission tests ask for shared.AdmitExpected).
 	Admit string
+	// NormalElections leaves out --fast-elections. Fast elections make tests recover
+	// quickly from a killed leader; on a loaded machine they also make a leader step down
+	// when a heartbeat is late, which a bench without faults does not want.
+	NormalElections bool
 }
 
 // Node is one coordinator process.
@@ -49,8 +56,11 @@ type Node struct {
 	RaftAddr   string
 	GossipAddr string
 	LogPath    string
-	cmd        *exec.Cmd
-	done       chan struct{}
+	lanLink    string // its veth's end on the bridge (Options.Bridge only)
+
+	mu   sync.Mutex // cmd and done change on Restart while meters and pollers read them
+	cmd  *exec.Cmd
+	done chan struct{}
 }
 
 // URL is the node's API base URL.
@@ -58,28 +68,38 @@ func (n *Node) URL() string { return "https://" + n.APIAddr }
 
 // Running reports whether the process is alive.
 func (n *Node) Running() bool {
-	if n.cmd == nil {
-		return false
+	cmd, done := n.process()
+	return cmd != nil && alive(done)
+}
+
+// PID is the process id of the running coordinator, or 0.
+func (n *Node) PID() int {
+	cmd, done := n.process()
+	if cmd == nil || !alive(done) {
+		return 0
 	}
+	return cmd.Process.Pid
+}
+
+func (n *Node) process() (*exec.Cmd, chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd, n.done
+}
+
+func alive(done chan struct{}) bool {
 	select {
-	case <-n.done:
+	case <-done:
 		return false
 	default:
 		return true
 	}
 }
 
-// PID is the process id of the running coordinator, or 0.
-func (n *Node) PID() int {
-	if !n.Running() {
-		return 0
-	}
-	return n.cmd.Process.Pid
-}
-
 // Cluster is a set of coordinator processes forming one Raft cluster.
 type Cluster struct {
 	opts        Options
+	net         *bridgeNet // Options.Bridge once made
 	mu          sync.Mutex
 	Nodes       []*Node
 	Fingerprint string
@@ -87,7 +107,8 @@ type Cluster struct {
 	EnrolToken  string
 }
 
-// Start starts opts.Nodes coordinators: the first bootstraps, the rest join it.
+// Start starts opts.Nodes coordinators: the first bootstraps, the rest join it. On error
+// everything it started (and a Bridge's namespaces) is removed again.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Nodes < 1 {
 		opts.Nodes = 1
@@ -96,6 +117,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		opts.Host = "127.0.0.1"
 	}
 	c := &Cluster{opts: opts}
+	if opts.Bridge != nil {
+		var err error
+		if c.net, err = newBridgeNet(*opts.Bridge); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
 	if _, err := c.AddNode(ctx); err != nil {
 		c.Stop()
 		return nil, err
@@ -106,7 +134,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	return c, c.WaitVoters(ctx, opts.Nodes)
+	if err := c.WaitVoters(ctx, opts.Nodes); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
 }
 
 // AddNode starts one more coordinator; all but the first join the cluster.
@@ -116,11 +148,16 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	c.mu.Unlock()
 	n := &Node{ID: fmt.Sprintf("c%d", idx+1), Host: c.opts.Host}
 	ports := []int{7443, 7400, 7946}
-	if c.opts.Place != nil {
+	switch {
+	case c.net != nil:
+		if err := c.net.place(idx, n); err != nil {
+			return nil, err
+		}
+	case c.opts.Place != nil:
 		n.Netns, n.Host = c.opts.Place(idx)
-	} else {
+	default:
 		var err error
-		if ports, err = freePorts(c.opts.Host, 3); err != nil {
+		if ports, err = FreePorts(c.opts.Host, 3); err != nil {
 			return nil, err
 		}
 	}
@@ -150,8 +187,11 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 func (c *Cluster) launch(n *Node, join bool) error {
 	args := []string{"coordinator", "--data-dir", n.DataDir, "--node-id", n.ID,
 		"--api-addr", n.APIAddr, "--raft-addr", n.RaftAddr, "--advertise", n.Host,
-		"--fast-elections", "--log-format", "json", "--gossip-addr", n.GossipAddr,
+		"--log-format", "json", "--gossip-addr", n.GossipAddr,
 		"--admit", cmp.Or(c.opts.Admit, shared.AdmitAuto)}
+	if !c.opts.NormalElections {
+		args = append(args, "--fast-elections")
+	}
 	token := "" // the environment, not the command line, which every user sees in ps
 	if join {
 		args = append(args, "--join", strings.Join(c.URLs(), ","), "--ca-fingerprint", c.Fingerprint)
@@ -176,46 +216,31 @@ func (c *Cluster) launch(n *Node, join bool) error {
 		logf.Close()
 		return fmt.Errorf("starting %s: %w", c.opts.Bin, err)
 	}
-	n.cmd, n.done = cmd, make(chan struct{})
+	done := make(chan struct{})
+	n.mu.Lock()
+	n.cmd, n.done = cmd, done
+	n.mu.Unlock()
 	go func() {
 		_ = cmd.Wait()
 		logf.Close()
-		close(n.done)
+		close(done)
 	}()
 	return nil
 }
 
 // readCredentials waits for the first node to write operator.env.
 func (c *Cluster) readCredentials(ctx context.Context, n *Node) error {
-	path := filepath.Join(n.DataDir, "operator.env")
-	return poll(ctx, 30*time.Second, func() error {
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), "=")
-			switch k {
-			case "RIVET_CA_FINGERPRINT":
-				c.Fingerprint = v
-			case "RIVET_TOKEN":
-				c.AdminToken = v
-			case "RIVET_ENROL_TOKEN":
-				c.EnrolToken = v
-			}
-		}
-		if c.Fingerprint == "" || c.AdminToken == "" {
-			return errors.New("operator.env not complete yet")
-		}
-		return nil
-	})
+	env, err := readEnv(ctx, filepath.Join(n.DataDir, "operator.env"), 30*time.Second)
+	if err != nil {
+		return err
+	}
+	c.Fingerprint, c.AdminToken, c.EnrolToken = env["RIVET_CA_FINGERPRINT"], env["RIVET_TOKEN"], env["RIVET_ENROL_TOKEN"]
+	return nil
 }
 
 func (c *Cluster) waitHealthy(ctx context.Context, n *Node) error {
 	cl := c.Client(n)
-	return poll(ctx, 60*time.Second, func() error {
+	return testenv.Poll(ctx, 90*time.Second, n.ID+" healthy with a leader", func() error {
 		if !n.Running() {
 			return fmt.Errorf("%s exited; see %s", n.ID, n.LogPath)
 		}
@@ -232,7 +257,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, n *Node) error {
 
 // WaitVoters waits until the cluster reports want voters and a leader.
 func (c *Cluster) WaitVoters(ctx context.Context, want int) error {
-	return poll(ctx, 60*time.Second, func() error {
+	return testenv.Poll(ctx, 60*time.Second, fmt.Sprintf("%d voters and a leader", want), func() error {
 		m, err := c.Client().Members(ctx)
 		if err != nil {
 			return err
@@ -284,7 +309,7 @@ func (c *Cluster) Client(nodes ...*Node) *shared.Client {
 // Leader returns the node that leads, as the cluster reports it.
 func (c *Cluster) Leader(ctx context.Context) (*Node, error) {
 	var leader *Node
-	err := poll(ctx, 30*time.Second, func() error {
+	err := testenv.Poll(ctx, 60*time.Second, "a leader", func() error {
 		for _, n := range c.Nodes {
 			if !n.Running() {
 				continue
@@ -302,9 +327,9 @@ func (c *Cluster) Leader(ctx context.Context) (*Node, error) {
 
 // Kill sends SIGKILL to a node and waits for it to exit.
 func (c *Cluster) Kill(n *Node) {
-	if n.Running() {
-		_ = n.cmd.Process.Kill()
-		<-n.done
+	if cmd, done := n.process(); cmd != nil && alive(done) {
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
 
@@ -322,11 +347,52 @@ func (c *Cluster) Restart(ctx context.Context, n *Node) error {
 // WaitHealthy waits for a node to answer health with a leader.
 func (c *Cluster) WaitHealthy(ctx context.Context, n *Node) error { return c.waitHealthy(ctx, n) }
 
-// Stop kills every node.
+// Stop kills every node and removes the namespaces and links of a Bridge; it is safe to
+// call more than once and after a failed start.
 func (c *Cluster) Stop() {
 	for _, n := range c.Nodes {
 		c.Kill(n)
 	}
+	if c.net != nil {
+		c.net.release()
+	}
+}
+
+// Bridged reports whether the nodes run on a Bridge (and can be Cut).
+func (c *Cluster) Bridged() bool { return c.net != nil }
+
+// HostIP is the address the host reaches every coordinator from, and simulated machines
+// use: the host's end of the Bridge, or Host.
+func (c *Cluster) HostIP() string {
+	if c.net != nil {
+		return c.net.hostIP()
+	}
+	return c.opts.Host
+}
+
+// Cut takes node n off the coordinators' bridge: a partition with n alone on its side.
+// Machines (and the harness) still reach it over its own link.
+func (c *Cluster) Cut(n *Node) error {
+	if c.net == nil {
+		return errors.New("a partition needs the coordinators on a Bridge (network namespaces, root)")
+	}
+	return c.net.setLink(n, "down")
+}
+
+// Heal puts node n back on the bridge.
+func (c *Cluster) Heal(n *Node) error {
+	if c.net == nil {
+		return nil
+	}
+	return c.net.setLink(n, "up")
+}
+
+// Leftovers lists the Bridge's namespaces and links that still exist (after Stop: none).
+func (c *Cluster) Leftovers() []string {
+	if c.net == nil {
+		return nil
+	}
+	return c.net.leftovers()
 }
 
 // Logs returns the concatenated logs of every node (for greps in tests).
@@ -339,7 +405,8 @@ func (c *Cluster) Logs() string {
 	return b.String()
 }
 
-func freePorts(host string, n int) ([]int, error) {
+// FreePorts returns n TCP ports on host that were free a moment ago, all different.
+func FreePorts(host string, n int) ([]int, error) {
 	var ports []int
 	var lns []net.Listener
 	defer func() {
@@ -356,23 +423,4 @@ func freePorts(host string, n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-// poll runs fn until it succeeds, ctx ends, or the timeout passes.
-func poll(ctx context.Context, timeout time.Duration, fn func() error) error {
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -32,7 +33,7 @@ type InProcess struct {
 // StartInProcess starts a coordinator with its data in dir, logging to logger. dc may
 // preset DaemonConfig fields (planner, extra handlers); addresses are chosen here.
 func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coordinator.DaemonConfig) (*InProcess, error) {
-	ports, err := freePorts("127.0.0.1", 2)
+	ports, err := FreePorts("127.0.0.1", 2)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coo
 		p.Stop()
 		return nil, err
 	}
-	env, err := readEnv(filepath.Join(dir, "operator.env"), ctx)
+	env, err := readEnv(ctx, filepath.Join(dir, "operator.env"), 10*time.Second)
 	if err != nil {
 		p.Stop()
 		return nil, err
@@ -75,20 +76,25 @@ func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coo
 	return p, nil
 }
 
-func readEnv(path string, ctx context.Context) (map[string]string, error) {
-	vals := map[string]string{}
-	err := poll(ctx, 10*time.Second, func() error {
+// readEnv waits up to within for the coordinator to write its operator.env with the CA
+// fingerprint, the admin token and the enrolment token, and returns its variables.
+func readEnv(ctx context.Context, path string, within time.Duration) (map[string]string, error) {
+	var vals map[string]string
+	err := testenv.Poll(ctx, within, path+" with the CA fingerprint and both tokens", func() error {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
+		vals = map[string]string{}
 		for _, line := range strings.Split(string(data), "\n") {
 			if k, v, ok := strings.Cut(line, "="); ok {
 				vals[k] = v
 			}
 		}
-		if vals["RIVET_TOKEN"] == "" {
-			return errors.New("operator.env incomplete")
+		for _, k := range []string{"RIVET_CA_FINGERPRINT", "RIVET_TOKEN", "RIVET_ENROL_TOKEN"} {
+			if vals[k] == "" {
+				return fmt.Errorf("no %s yet", k)
+			}
 		}
 		return nil
 	})

@@ -15,7 +15,7 @@ import (
 
 // The fleet page is one tile per machine, coloured by state, with the current step and
 // its progress as a bar inside the tile. Tiles are small (about 150 bytes), so even
-// 10,000 machines render as one page in well under the 200 ms goal (`rivet bench
+// 10,000 machines render as one page in well under the 200 ms goal (`rivet-bench
 // status`); beyond that the grid is paginated. Filters are query parameters, so a filtered view is a link.
 
 const (

@@ -38,7 +38,7 @@ type Executor struct {
 	HTTPClient *http.Client // for absolute image URLs (mirrors); default: Go's default transport
 	Logger     *slog.Logger
 
-	// Tuning; the defaults were measured (see coordinator/bench/image.go).
+	// Tuning; the defaults were measured (see bench/image.go).
 	BlockSize          int  // bytes per write, rounded up to 4 KiB; default 4 MiB
 	Buffers            int  // blocks in flight between the stages; default 6
 	Writers            int  // writes in flight (queue depth); default 2

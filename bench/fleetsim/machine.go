@@ -167,7 +167,9 @@ func (m *Machine) tick(ctx context.Context) (ran bool, err error) {
 	if m.mode == shared.ModeService {
 		phase = shared.PhaseDisk
 	}
-	if !due(view, phase) {
+	// The agent's own rule, on the state as the agent keeps it (the check-in's, then the
+	// plan's when it names one).
+	if due, _ := shared.StepsDue(view, m.State(), phase); !due {
 		return false, nil
 	}
 	m.setGen(view.Plan.Generation)
@@ -181,40 +183,6 @@ func (m *Machine) tick(ctx context.Context) (ran bool, err error) {
 	runner := step.NewRunner(step.RunnerConfig{ID: m.ID, Reporter: reporter{m}, Executors: execs,
 		StateDir: m.journalDir(), Logger: slog.New(slog.DiscardHandler)})
 	return true, runner.RunPhase(ctx, view, phase)
-}
-
-// due is the agent's rule: run a phase when the machine has a plan, is neither failed nor
-// retired, and some step of the phase is not done yet; RAM steps never run again on an
-// installed machine.
-func due(view *shared.PlanView, phase shared.Phase) bool {
-	if view.Plan == nil {
-		return false
-	}
-	switch view.State {
-	case shared.StateFailed, shared.StateRetired:
-		return false
-	case shared.StateInstalled, shared.StateJoining, shared.StateReady:
-		if phase == shared.PhaseRAM {
-			return false
-		}
-	}
-	recorded := map[string]shared.StepStatus{}
-	for _, s := range view.Steps {
-		recorded[s.Name] = s.Status
-	}
-	for _, s := range view.Plan.Steps {
-		if s.Phase != phase {
-			continue
-		}
-		switch recorded[s.Name] {
-		case shared.StepSucceeded, shared.StepSkipped:
-			continue
-		case shared.StepFailed:
-			return false
-		}
-		return true
-	}
-	return false
 }
 
 // reboot leaves gossip on purpose (the coordinators record "left", not "failed"), is

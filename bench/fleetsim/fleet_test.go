@@ -2,12 +2,14 @@ package fleetsim
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -50,14 +52,12 @@ func TestFleetReachesReady(t *testing.T) {
 	go func() { f.Run(runCtx); close(done) }()
 	defer func() { stop(); <-done }()
 
-	for f.Ready() < n {
-		if ctx.Err() != nil {
-			ms, _ := admin.Machines(context.Background())
-			t.Fatalf("%d of %d machines ready before the deadline; failures %v; coordinator says %+v",
-				f.Ready(), n, f.Stats().Summary().FirstError, ms)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, 50*time.Second, fmt.Sprintf("all %d machines ready", n), testenv.Holds(
+		func() bool { return f.Ready() == n },
+		func() string {
+			ms, _ := admin.Machines(ctx)
+			return fmt.Sprintf("%d ready; failures %v; coordinator says %+v", f.Ready(), f.Stats().Summary().FirstError, ms)
+		}))
 	ms, err := admin.Machines(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -5,21 +5,27 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
+	"github.com/rivetmetal/rivet/bench/fleetsim"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// FaultReport is what one injected fault did.
+// FaultReport is what one injected fault did, for a test to judge.
 type FaultReport struct {
 	Name   string
 	At     time.Duration // since the first power-on
 	Detail string
-	OK     bool
-	// Partition only: the write sent to the cut-off coordinator, and its answer.
-	MinorityRefused bool
-	MinorityError   string
-	MinorityTook    time.Duration
+	// Recovered: the fault was carried out, and every coordinator it killed or cut off
+	// answered healthy with a leader afterwards.
+	Recovered bool
+	// Partition only: whether the cut-off coordinator noticed it had no leader, the write
+	// sent to it and its answer, and whether the majority accepted a write meanwhile.
+	MinorityLostLeader bool
+	MinorityRefused    bool
+	MinorityError      string
+	MinorityTook       time.Duration
+	MajorityAccepted   bool
 }
 
 // faults injects the requested faults one after the other, each at a moment of the run
@@ -45,16 +51,10 @@ func (h *fleetRun) addFault(f FaultReport) {
 
 func (h *fleetRun) since() time.Duration { return time.Since(h.fleet.Stats().Start()) }
 
-// waitFor waits until count machines reached milestone; false if ctx ended first.
+// waitFor waits until count machines reached milestone; false if the run ended first.
 func (h *fleetRun) waitFor(ctx context.Context, milestone string, count int) bool {
-	for h.fleet.Stats().Count(milestone) < count {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return true
+	reached := func() bool { return h.fleet.Stats().Count(milestone) >= count }
+	return testenv.Poll(ctx, h.opts.Timeout, fmt.Sprintf("%d machines %s", count, milestone), testenv.Holds(reached, nil)) == nil
 }
 
 func (h *fleetRun) killLeader(ctx context.Context) FaultReport {
@@ -76,7 +76,7 @@ func (h *fleetRun) killLeader(ctx context.Context) FaultReport {
 	// as a follower and catches up.
 	time.Sleep(5 * time.Second)
 	restart := time.Now()
-	if err := h.cluster.Restart(old); err != nil {
+	if err := h.cluster.Restart(ctx, old); err != nil {
 		f.Detail = err.Error()
 		return f
 	}
@@ -84,7 +84,7 @@ func (h *fleetRun) killLeader(ctx context.Context) FaultReport {
 		f.Detail = fmt.Sprintf("%s did not come back: %v", old.ID, err)
 		return f
 	}
-	f.OK = true
+	f.Recovered = true
 	f.Detail = fmt.Sprintf("SIGKILL leader %s; %s leads after %.2fs; %s restarted 5 s later, healthy after %.2fs",
 		old.ID, next.ID, elected.Seconds(), old.ID, time.Since(restart).Seconds())
 	return f
@@ -99,7 +99,7 @@ func (h *fleetRun) partition(ctx context.Context) FaultReport {
 		f.Detail = err.Error()
 		return f
 	}
-	var cut *FleetNode
+	var cut *coordinatortest.Node
 	for i := len(h.cluster.Nodes) - 1; i >= 0 && cut == nil; i-- {
 		if n := h.cluster.Nodes[i]; n != leader {
 			cut = n
@@ -120,7 +120,7 @@ func (h *fleetRun) partition(ctx context.Context) FaultReport {
 	defer heal()
 	// The cut-off node notices within its election timeout that it has no leader.
 	minority := h.cluster.Client(cut)
-	noLeader := pollUntil(ctx, 30*time.Second, func() error {
+	noLeader := testenv.Poll(ctx, 30*time.Second, cut.ID+" to lose its leader", func() error {
 		hl, err := minority.Health(ctx)
 		if err == nil && hl.Status == "ok" {
 			return fmt.Errorf("%s still reports a leader", cut.ID)
@@ -148,10 +148,13 @@ func (h *fleetRun) partition(ctx context.Context) FaultReport {
 	t = time.Now()
 	herr := h.cluster.WaitHealthy(ctx, cut)
 	back := time.Since(t)
-	f.OK = noLeader == nil && f.MinorityRefused && merr == nil && herr == nil
+	f.MinorityLostLeader, f.MajorityAccepted, f.Recovered = noLeader == nil, merr == nil, herr == nil
 	f.Detail = fmt.Sprintf("cut %s off for %.1fs: it lost its leader after %.2fs; a registration sent to it got %q after %.2fs; "+
 		"the majority (leader %s) accepted a write: %v; healed, %s healthy after %.2fs",
 		cut.ID, held.Seconds(), lostLeader.Seconds(), f.MinorityError, f.MinorityTook.Seconds(), leader.ID, merr == nil, cut.ID, back.Seconds())
+	if noLeader != nil {
+		f.Detail += fmt.Sprintf(" (it kept a leader: %v)", noLeader)
+	}
 	if herr != nil {
 		f.Detail += fmt.Sprintf(" (not healthy: %v)", herr)
 	}
@@ -166,7 +169,7 @@ func (h *fleetRun) restartAll(ctx context.Context) FaultReport {
 	}
 	time.Sleep(2 * time.Second)
 	for _, n := range h.cluster.Nodes {
-		if err := h.cluster.Restart(n); err != nil {
+		if err := h.cluster.Restart(ctx, n); err != nil {
 			f.Detail = err.Error()
 			return f
 		}
@@ -177,7 +180,7 @@ func (h *fleetRun) restartAll(ctx context.Context) FaultReport {
 			return f
 		}
 	}
-	f.OK = true
+	f.Recovered = true
 	f.Detail = fmt.Sprintf("SIGKILL all %d coordinators, restarted 2 s later; all healthy with a leader %.2fs after the kill",
 		len(h.cluster.Nodes), time.Since(start).Seconds())
 	return f

@@ -1,4 +1,4 @@
-// Package fleetsim simulates a fleet of machines in one process for `rivet bench fleet`
+// Package fleetsim simulates a fleet of machines in one process for `rivet-bench fleet`
 // and the fleet integration test. Each machine speaks the real API through the real
 // typed client (its own HTTPS connection and machine token), runs its plan with the
 // agent's real step runner (progress throttling, report retries, acknowledgements), and
@@ -132,7 +132,7 @@ func (f *Fleet) Ready() int { return f.stats.Count(MilestoneReady) }
 // Role is the role a simulated fleet is planned with: every machine, its smallest disk,
 // an image, and Swarm managers placed over the racks.
 func Role() shared.Role {
-	return shared.Role{Name: "sim", Description: "simulated fleet (rivet bench fleet)",
+	return shared.Role{Name: "sim", Description: "simulated fleet (rivet-bench fleet)",
 		InstallDisk: shared.DiskRule{Smallest: &shared.SmallestDisk{MinSizeGB: 100}},
 		Image: shared.ImageSpec{URL: "/v1/images/sim.raw.zst", Compression: shared.CompressionZstd,
 			SHA256: "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"},

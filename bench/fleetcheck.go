@@ -11,9 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator/bench/fleetsim"
+	"github.com/rivetmetal/rivet/bench/fleetsim"
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -23,7 +25,7 @@ import (
 func (h *fleetRun) check(ctx context.Context) FleetCheck {
 	var c FleetCheck
 	var ds []shared.Digest
-	err := pollUntil(ctx, 90*time.Second, func() error {
+	err := testenv.Poll(ctx, 90*time.Second, "equal digests on every coordinator", func() error {
 		ds = ds[:0]
 		for _, n := range h.cluster.Nodes {
 			d, err := h.cluster.Client(n).Digest(ctx)
@@ -154,7 +156,7 @@ func (h *fleetRun) storage(ctx context.Context) {
 			h.res.RestoreTime = time.Since(t)
 		}
 	}
-	var follower *FleetNode
+	var follower *coordinatortest.Node
 	for _, n := range h.cluster.Nodes {
 		if n != leader {
 			follower = n
@@ -165,7 +167,7 @@ func (h *fleetRun) storage(ctx context.Context) {
 	}
 	h.cluster.Kill(follower)
 	t := time.Now()
-	if err := h.cluster.Restart(follower); err != nil {
+	if err := h.cluster.Restart(ctx, follower); err != nil {
 		h.logf("storage: %v", err)
 		return
 	}
@@ -173,7 +175,7 @@ func (h *fleetRun) storage(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	err = pollUntil(ctx, 2*time.Minute, func() error {
+	err = testenv.Poll(ctx, 2*time.Minute, follower.ID+" caught up with the leader", func() error {
 		d, err := h.cluster.Client(follower).Digest(ctx)
 		if err != nil {
 			return err
@@ -286,11 +288,11 @@ func printFleet(w io.Writer, r *FleetResult) {
 		fmt.Fprintf(w, "  swarm-join answered \"swarm does not exist yet\" %d times (the real agent fails the step after 3)\n", r.API.SwarmWaits)
 	}
 	for _, f := range r.Faults {
-		fmt.Fprintf(w, "rivet-figure: fleet fault=%s at_s=%.1f ok=%v %s\n", f.Name, f.At.Seconds(), f.OK, f.Detail)
+		fmt.Fprintf(w, "rivet-figure: fleet fault=%s at_s=%.1f recovered=%v %s\n", f.Name, f.At.Seconds(), f.Recovered, f.Detail)
 	}
 	c := r.Check
-	fmt.Fprintf(w, "rivet-figure: fleet check machines=%d listed=%v duplicates=%d not_ready=%d lost_acks=%d digests_equal=%v digest=%.12s@%d ok=%v\n",
-		r.Machines, c.Listed, c.Duplicates, len(c.NotReady), len(c.LostAcks), c.DigestsEqual, c.Digest.SHA256, c.Digest.Index, c.OK(r.Machines))
+	fmt.Fprintf(w, "rivet-figure: fleet check machines=%d listed=%v duplicates=%d not_ready=%d lost_acks=%d digests_equal=%v digest=%.12s@%d\n",
+		r.Machines, c.Listed, c.Duplicates, len(c.NotReady), len(c.LostAcks), c.DigestsEqual, c.Digest.SHA256, c.Digest.Index)
 	for i, s := range append(c.NotReady, c.LostAcks...) {
 		if i == 10 {
 			fmt.Fprintf(w, "  ... and %d more\n", len(c.NotReady)+len(c.LostAcks)-10)

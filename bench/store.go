@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,10 +23,11 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// StoreOptions configures `rivet bench store`.
+// StoreOptions configures `rivet-bench store`.
 type StoreOptions struct {
 	RivetBin string // the rivet binary to run coordinators from
 	Writes   int    // committed writes per system and round
@@ -374,7 +374,7 @@ func run(ctx context.Context, n, clients, offset int, write func(context.Context
 // the same workload. Without, plain HTTP, etcd's default. Peers talk plain TCP in both, as
 // Rivet's Raft transport does.
 func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) (sys *storeSystem, err error) {
-	ports, err := freeTCPPorts(6)
+	ports, err := coordinatortest.FreePorts("127.0.0.1", 6)
 	if err != nil {
 		return nil, err
 	}
@@ -514,42 +514,18 @@ func registrationBytes() []byte {
 }
 
 func waitEtcd(ctx context.Context, hc *http.Client, endpoints []string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		healthy := 0
+	return testenv.Poll(ctx, 30*time.Second, "every etcd member healthy", func() error {
 		for _, e := range endpoints {
 			resp, err := hc.Get(e + "/health")
-			if err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if strings.Contains(string(b), `"true"`) {
-					healthy++
-				}
+			if err != nil {
+				return err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(b), `"true"`) {
+				return fmt.Errorf("%s: %s", e, bytes.TrimSpace(b))
 			}
 		}
-		if healthy == len(endpoints) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return errors.New("etcd members not healthy after 30s")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-func freeTCPPorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
+		return nil
+	})
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// StatusOptions configures `rivet bench status`.
+// StatusOptions configures `rivet-bench status`.
 type StatusOptions struct {
 	Machines int           // fleet size (default 10,000)
 	Renders  int           // fleet-page renders timed (default 40)

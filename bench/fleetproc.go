@@ -6,20 +6,22 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 )
 
 // procMeter samples the coordinators' processes from /proc: CPU seconds (user + system,
 // summed over restarts) and peak resident memory (VmHWM, the kernel's high-water mark).
 type procMeter struct {
 	mu    sync.Mutex
-	nodes []*FleetNode
+	nodes []*coordinatortest.Node
 	// per node: CPU of earlier incarnations, last sample of the current one, its pid
 	base, last []float64
 	pid        []int
 	peakRSS    []int64 // bytes
 }
 
-func newProcMeter(nodes []*FleetNode) *procMeter {
+func newProcMeter(nodes []*coordinatortest.Node) *procMeter {
 	n := len(nodes)
 	return &procMeter{nodes: nodes, base: make([]float64, n), last: make([]float64, n),
 		pid: make([]int, n), peakRSS: make([]int64, n)}
