@@ -64,7 +64,9 @@ func (s *Server) serveScript(w http.ResponseWriter, r *http.Request, macText str
 		return
 	}
 	script, target, id := s.renderScript(r, mac)
-	s.quiet.InfoPer(mac.String(), "boot script", "mac", mac.String(), "machine", id, "target", target, "remote", r.RemoteAddr)
+	// Keyed by MAC and target: a repeat of the same answer is throttled, a changed
+	// decision (agent, then disk after the install) is always logged.
+	s.quiet.InfoPer(mac.String()+" "+string(target), "boot script", "mac", mac.String(), "machine", id, "target", target, "remote", r.RemoteAddr)
 	w.Write(script)
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -285,4 +287,29 @@ func lineWith(script, prefix string) string {
 func lastLine(script string) string {
 	lines := strings.Split(strings.TrimRight(script, "\n"), "\n")
 	return lines[len(lines)-1]
+}
+
+// A machine that boots the agent and, seconds later after its install, the disk must show
+// both decisions in the log although the script log line is throttled per machine.
+func TestChangedBootDecisionIsAlwaysLogged(t *testing.T) {
+	var logs testenv.LogBuffer
+	cfg := testConfig(t)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	booter := &booterMap{m: map[string]shared.BootTarget{}}
+	cfg.Booter = booter
+	_, ts := newHTTPServer(t, cfg)
+	fetch := func() { get(t, ts.URL+"/boot.ipxe?mac="+macAgent) }
+	fetch()
+	fetch() // the same answer again: throttled
+	booter.mu.Lock()
+	booter.m[macAgent] = shared.BootDisk
+	booter.mu.Unlock()
+	fetch()
+	count := func(target shared.BootTarget) int {
+		return strings.Count(logs.String(), `"target":"`+string(target)+`"`)
+	}
+	if count(shared.BootAgent) != 1 || count(shared.BootDisk) != 1 {
+		t.Fatalf("want one agent and one disk script line, got %d and %d:\n%s",
+			count(shared.BootAgent), count(shared.BootDisk), logs.String())
+	}
 }
