@@ -75,7 +75,7 @@ func TestMultiNICBoot(t *testing.T) {
 		}
 		console := s.bootWithBOOTIF(t, ram)
 		fmt.Printf("rivet-figure: multinic min_ram qemu_m_mib=%d registered=1 %s\n", ram, memTotalLine(console))
-		if !strings.Contains(console, "rivet: WARNING: low memory") {
+		if !strings.Contains(agentText(console), "rivet: WARNING: low memory") {
 			t.Errorf("a %d MiB boot shows no low-memory warning on the console", ram)
 		}
 	})
@@ -199,7 +199,7 @@ func (s *multiNICSite) bootUntilRegistered(t *testing.T, label string, ramMiB in
 		if vm.exited() {
 			return errors.New("qemu exited")
 		}
-		if !strings.Contains(vm.console(), "rivet: [4/6] registered as") {
+		if !strings.Contains(agentText(vm.console()), "rivet: [4/6] registered as") {
 			return errors.New("no registration on the console yet")
 		}
 		m, err := s.machine()
@@ -239,10 +239,10 @@ func (s *multiNICSite) machine() (*shared.Machine, error) {
 func (s *multiNICSite) bootWithBOOTIF(t *testing.T, ramMiB int) string {
 	console := s.bootUntilRegistered(t, "bootif", ramMiB, "")
 	want := fmt.Sprintf("(%s, PCI 0000:00:05.0): the NIC the machine booted from (BOOTIF=%s)", multiBootMAC, multiBootMAC)
-	if !strings.Contains(console, want) {
+	if !strings.Contains(agentText(console), want) {
 		t.Errorf("the console does not say the agent chose NIC 1 for BOOTIF (%q)", want)
 	}
-	if ramMiB >= 2*boot.MinimumRAMMiB && strings.Contains(console, "WARNING: low memory") {
+	if ramMiB >= 2*boot.MinimumRAMMiB && strings.Contains(agentText(console), "WARNING: low memory") {
 		t.Errorf("a %d MiB boot warns about low memory", ramMiB)
 	}
 	return console
@@ -278,7 +278,7 @@ func (s *multiNICSite) bootWithoutBOOTIF(t *testing.T) {
 		"(released) but the coordinator does not answer through it",
 		fmt.Sprintf("network: using eth1 (%s, PCI 0000:00:05.0): leased 10.232.72.", multiBootMAC),
 	} {
-		if !strings.Contains(console, want) {
+		if !strings.Contains(agentText(console), want) {
 			t.Errorf("the console lacks %q", want)
 		}
 	}

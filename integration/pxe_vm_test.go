@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -212,6 +213,20 @@ func withoutKernelLines(console string) string {
 	return b.String()
 }
 
+// kernelFragment is one kernel message as it lands on a stamped serial console: the
+// kernel writes to the UART directly, so its line can cut into the middle of a line the
+// agent is printing; the agent's line then goes on after it, behind a new stamp.
+var kernelFragment = regexp.MustCompile(`\[ *\d+\.\d{6}\] [^\n]*\n(\[ *\d+\.\ds\] )?`)
+
+// consoleStamp is the stamp stampedLines puts before every line.
+var consoleStamp = regexp.MustCompile(`(?m)^\[ *\d+\.\ds\] `)
+
+// agentText is a stamped console with the stamps and the kernel's messages taken out, so
+// a line the agent printed reads whole even when a kernel message cut into it.
+func agentText(console string) string {
+	return consoleStamp.ReplaceAllString(kernelFragment.ReplaceAllString(console, ""), "")
+}
+
 // keepLog copies a log into $RIVET_PXE_LOGS, if set, for reading after the run.
 func keepLog(t *testing.T, path string) {
 	dir := os.Getenv("RIVET_PXE_LOGS")
@@ -243,5 +258,15 @@ func TestBootPhasesReadsTheStampedConsole(t *testing.T) {
 	}
 	if got := bootPhases("[   0.4s] SeaBIOS\n"); got != "script_s=? kernel_start_s=? init_s=? agent_s=?" {
 		t.Errorf("bootPhases of a console without marks = %q", got)
+	}
+}
+
+func TestAgentTextJoinsALineAKernelMessageCutInto(t *testing.T) {
+	console := "[   3.1s] [    2.981234] virtio_net virtio0 eth0: renamed\r\n" +
+		"[   4.0s] rivet: network: using eth1 (52:54[    3.874512] IPv6: ADDRCONF(NETDEV_CHANGE): eth1: link becomes ready\n" +
+		"[   4.1s] :00:aa, PCI 0000:00:05.0): leased 10.232.72.9\n"
+	want := "rivet: network: using eth1 (52:54:00:aa, PCI 0000:00:05.0): leased 10.232.72.9\n"
+	if got := agentText(console); got != want {
+		t.Fatalf("agentText =\n%q\nwant\n%q", got, want)
 	}
 }
