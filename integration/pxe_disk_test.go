@@ -20,7 +20,7 @@ import (
 // /init prints diskMarker with a per-run token and the loader that started it, then powers
 // off. BIOS boots it through syslinux's MBR and SYSLINUX; UEFI through OVMF's removable-
 // media path, \EFI\BOOT\BOOTX64.EFI, a unified kernel image (systemd's stub with the
-// kernel, initramfs and command line inside). Recipe: shared/notes/qemu-pxe.md §12.
+// kernel, initramfs and command line inside). Recipe: docs/lab-notes.md, "Installing to disk and booting it".
 const diskMarker = "RIVET-TEST-DISK-BOOTED"
 
 // diskTools are what buildOSDisk runs; the test fails in CI and skips elsewhere without them.

@@ -18,7 +18,7 @@ import (
 
 // pxeMachine is one bare-metal stand-in: a MAC, a tap on the lab's bridge and a disk that
 // keeps its content across power cycles. Each boot is a fresh qemu process (TCG, never
-// KVM: see shared/notes/qemu-pxe.md §3) with network first and the disk second, as a
+// KVM: see docs/lab-notes.md, "KVM is not assumed") with network first and the disk second, as a
 // provisioned server is set up.
 type pxeMachine struct {
 	lab      *netLab

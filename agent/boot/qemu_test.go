@@ -18,7 +18,7 @@ import (
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
-// Reference from shared/notes/qemu-pxe.md §7: a busybox /init with direct -kernel/-initrd
+// Reference from docs/lab-notes.md ("A busybox /init as the reference boot"): a busybox /init with direct -kernel/-initrd
 // boot and user-mode networking reached its HTTP callback 4.56 s after qemu started.
 const busyboxCallbackSeconds = 4.56
 

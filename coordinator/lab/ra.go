@@ -12,7 +12,7 @@ import (
 
 // AdvertiseRouter sends an IPv6 router advertisement for prefix (a /64) on iface every
 // interval until ctx ends. iPXE waits ~13 s for IPv6 autoconfiguration on a segment that
-// has no router advertisements (shared/notes/qemu-pxe.md §7); the lab's bridge has none
+// has no router advertisements (docs/lab-notes.md, "iPXE waits for IPv6 router advertisements"); the lab's bridge has none
 // otherwise. The advertisement says "not a default router" (lifetime 0) and offers the
 // prefix for address autoconfiguration, with no DHCPv6: the lab stays IPv4.
 func AdvertiseRouter(ctx context.Context, iface, prefix string, interval time.Duration) error {

@@ -347,7 +347,7 @@ func (m *QEMU) Args(dev BootDevice) []string {
 		format = "qcow2"
 	}
 	// TCG, never KVM: the lab must run where /dev/kvm is missing or unusable (see
-	// shared/notes/qemu-pxe.md §3), and the same command line must work everywhere.
+	// docs/lab-notes.md, "KVM is not assumed"), and the same command line must work everywhere.
 	args := []string{"-name", c.Name + ",process=" + c.Name, "-accel", "tcg", "-cpu", LabCPU, "-smp", "1",
 		"-m", strconv.Itoa(c.MemoryMiB), "-nodefaults", "-display", "none", "-vga", "none",
 		"-chardev", "file,id=serial0,path=" + m.SerialLog() + ",append=on", "-serial", "chardev:serial0",

@@ -1,6 +1,6 @@
 // Package swarmlab brings up N real dockerd instances for a test, each in its own network
 // namespace with its own address on a private bridge, so that they can form a real Docker
-// Swarm on one machine. It follows /work/shared/notes/swarm-in-netns.md: every node runs
+// Swarm on one machine. It follows docs/lab-notes.md ("Docker Swarm in network namespaces"): every node runs
 // under `ip netns exec NS unshare --uts --mount`, remounts the cgroup hierarchies, gets a
 // private tmpfs on the paths dockerd and containerd hard-code, its own /etc/docker and
 // hostname, and a cgroup parent of its own; the bridge lives in a namespace of its own and
