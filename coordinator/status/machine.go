@@ -26,8 +26,9 @@ type stepRow struct {
 type labelRow struct{ Key, Value string }
 
 type actionButton struct {
-	Action, Label, Help string
-	Danger              bool
+	Action      shared.Action
+	Label, Help string
+	Danger      bool
 }
 
 type machinePage struct {
@@ -142,14 +143,11 @@ func actionsFor(m *shared.Machine) []actionButton {
 	return out
 }
 
-var knownActions = map[string]bool{shared.ActionRetry: true, shared.ActionReplan: true,
-	shared.ActionRelease: true, shared.ActionRetire: true, shared.ActionApprove: true}
-
 // action carries out an operator's button press: admins only, from our own form.
 func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
-	id, act := shared.MachineID(r.PathValue("id")), r.PathValue("action")
-	if id.Validate() != nil || !knownActions[act] {
+	id, act := shared.MachineID(r.PathValue("id")), shared.Action(r.PathValue("action"))
+	if id.Validate() != nil || !act.Valid() {
 		http.Error(w, "unknown machine or action", http.StatusNotFound)
 		return
 	}
@@ -182,7 +180,7 @@ func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 		}
 		q.Set("failed", msg)
 	default:
-		q.Set("done", act)
+		q.Set("done", string(act))
 		if h.cfg.Kick != nil {
 			h.cfg.Kick()
 		}
