@@ -33,16 +33,17 @@ type actionButton struct {
 
 type machinePage struct {
 	page
-	M        *shared.Machine
-	Labels   []labelRow
-	Rack     string
-	Steps    []stepRow
-	Events   []shared.Event
-	Error    *shared.MachineError
-	NextStep string // what to do about the last error
-	Actions  []actionButton
-	Done     string // the action just carried out
-	Failure  string // why the action just tried failed
+	M             *shared.Machine
+	Labels        []labelRow
+	FailureDomain failureDomain
+	Domain        string // the machine's value of the failure-domain label
+	Steps         []stepRow
+	Events        []shared.Event
+	Error         *shared.MachineError
+	NextStep      string // what to do about the last error
+	Actions       []actionButton
+	Done          string // the action just carried out
+	Failure       string // why the action just tried failed
 }
 
 func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
@@ -52,7 +53,8 @@ func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
 		http.Error(w, "no such machine; see the fleet page", http.StatusNotFound)
 		return
 	}
-	p := machinePage{page: h.pageFor(op, string(m.ID), "fleet"), M: redactMachine(m), Rack: m.Labels[rackLabel],
+	p := machinePage{page: h.pageFor(op, string(m.ID), "fleet"), M: redactMachine(m),
+		FailureDomain: h.domain, Domain: m.Labels[h.domain.Label],
 		Done: r.URL.Query().Get("done"), Failure: r.URL.Query().Get("failed")}
 	for k, v := range m.Labels {
 		p.Labels = append(p.Labels, labelRow{k, v})
