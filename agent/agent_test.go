@@ -28,7 +28,7 @@ func testInventory() *shared.Inventory {
 	}
 }
 
-func testConfig(fc *fakeCoordinator, mode, stateDir string) config.Config {
+func testConfig(fc *fakeCoordinator, mode shared.AgentMode, stateDir string) config.Config {
 	return config.Config{
 		Mode: mode, Servers: []string{fc.srv.URL}, CAFingerprint: fc.fingerprint(),
 		EnrolToken: fc.enrolToken, StateDir: stateDir, Labels: map[string]string{"rack": "r1"},

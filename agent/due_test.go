@@ -21,7 +21,7 @@ func TestDue(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		mode    string
+		mode    shared.AgentMode
 		state   shared.State
 		plan    *shared.Plan
 		steps   []shared.StepState

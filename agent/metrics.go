@@ -23,7 +23,7 @@ type metrics struct {
 	registry      *prometheus.Registry
 }
 
-func newMetrics(reg *prometheus.Registry, mode string) *metrics {
+func newMetrics(reg *prometheus.Registry, mode shared.AgentMode) *metrics {
 	m := &metrics{
 		registry: reg,
 		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,7 +45,7 @@ func newMetrics(reg *prometheus.Registry, mode string) *metrics {
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "rivet_agent_info", Help: "The agent's version and mode.",
-		ConstLabels: prometheus.Labels{"version": shared.Version, "mode": mode},
+		ConstLabels: prometheus.Labels{"version": shared.Version, "mode": string(mode)},
 	})
 	info.Set(1)
 	for _, c := range []prometheus.Collector{m.registrations, m.checkins, m.polls, m.stepSeconds, m.members, info,

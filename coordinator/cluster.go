@@ -13,7 +13,7 @@ import (
 func (s *Server) Health() shared.Health {
 	_, leaderID := s.raft.LeaderWithID()
 	h := shared.Health{
-		Status:        "ok",
+		Status:        shared.HealthOK,
 		NodeID:        s.cfg.NodeID,
 		RaftState:     s.raft.State().String(),
 		Leader:        string(leaderID),
@@ -33,7 +33,7 @@ func (s *Server) Health() shared.Health {
 		}
 	}
 	if leaderID == "" || !s.store.Cluster().Initialised() {
-		h.Status = "degraded"
+		h.Status = shared.HealthDegraded
 	}
 	return h
 }

@@ -68,7 +68,8 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if s.cfg.Registry != nil {
 		s.cfg.Registry.MustRegister(throttle.Collectors()...)
 	}
-	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle})
+	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle,
+		FailureDomainLabel: dc.Plan.Placement.DomainLabel})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
 	if dc.Admission.Policy == shared.AdmitAuto {
 		s.log.Warn("ADMISSION IS AUTOMATIC: every machine that registers is admitted and gets a role, the gossip key "+

@@ -57,7 +57,7 @@ func injectToken(t *testing.T, trans *raft.NetworkTransport, target raft.ServerA
 	var probe raft.AppendEntriesResponse
 	probeErr := trans.AppendEntries("solo", target, &raft.AppendEntriesRequest{RPCHeader: hdr}, &probe)
 	sum := sha256.Sum256([]byte("attacker-knows-this"))
-	cmd, err := fsm.Encode(state.PutToken{Token: state.Token{ID: tokenID, Name: "evil", Role: string(shared.TokenAdmin),
+	cmd, err := fsm.Encode(state.PutToken{Token: state.Token{ID: tokenID, Name: "evil", Role: shared.TokenAdmin,
 		SecretHash: hex.EncodeToString(sum[:]), CreatedAt: time.Now().UTC()}})
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +211,7 @@ func postInternalApply(t *testing.T, p *coordinatortest.InProcess, cert *tls.Cer
 		tlsCfg.Certificates = []tls.Certificate{*cert}
 	}
 	sum := sha256.Sum256([]byte("x"))
-	cmd, _ := fsm.Encode(state.PutToken{Token: state.Token{ID: "evil4", Name: "evil", Role: string(shared.TokenAdmin),
+	cmd, _ := fsm.Encode(state.PutToken{Token: state.Token{ID: "evil4", Name: "evil", Role: shared.TokenAdmin,
 		SecretHash: hex.EncodeToString(sum[:])}})
 	body, _ := json.Marshal(map[string][][]byte{"commands": {cmd}})
 	req, _ := http.NewRequest(http.MethodPost, p.URL+shared.PathInternalApply, bytes.NewReader(body))
@@ -252,7 +252,7 @@ func TestCertifyNeedsAnAdminAndAMatchingCSR(t *testing.T) {
 	ctx := context.Background()
 	key, _ := pki.NewNodeKey()
 	csr, _ := pki.NodeCSR(key, "c2", []string{"127.0.0.1"})
-	viewer, err := p.Client(p.AdminToken).CreateToken(ctx, &shared.TokenRequest{Name: "v", Role: string(shared.TokenViewer)})
+	viewer, err := p.Client(p.AdminToken).CreateToken(ctx, &shared.TokenRequest{Name: "v", Role: shared.TokenViewer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestNoSecretInClearAtRest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := admin.CreateToken(ctx, &shared.TokenRequest{Name: "ops", Role: string(shared.TokenAdmin)})
+	created, err := admin.CreateToken(ctx, &shared.TokenRequest{Name: "ops", Role: shared.TokenAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestNodeCertificateRenewsWithoutRestart(t *testing.T) {
 		t.Fatalf("renewed certificate valid until %v, the old one until %v", next.NotAfter, first.NotAfter)
 	}
 	// The cluster still answers with the renewed certificate, and writes still commit.
-	if _, err := p.Client(p.AdminToken).CreateToken(context.Background(), &shared.TokenRequest{Name: "after-renewal", Role: string(shared.TokenViewer)}); err != nil {
+	if _, err := p.Client(p.AdminToken).CreateToken(context.Background(), &shared.TokenRequest{Name: "after-renewal", Role: shared.TokenViewer}); err != nil {
 		t.Fatal(err)
 	}
 	onDisk, err := os.ReadFile(filepath.Join(dir, "node.pem"))

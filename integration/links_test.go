@@ -38,7 +38,7 @@ func TestClusterKeepsNoSecretInClear(t *testing.T) {
 	if _, err := admin.ApplyRoles(ctx, &shared.RoleList{Roles: []shared.Role{fleetsim.Role()}}, false); err != nil {
 		t.Fatal(err)
 	}
-	created, err := admin.CreateToken(ctx, &shared.TokenRequest{Name: "ops", Role: string(shared.TokenAdmin)})
+	created, err := admin.CreateToken(ctx, &shared.TokenRequest{Name: "ops", Role: shared.TokenAdmin})
 	if err != nil {
 		t.Fatal(err)
 	}

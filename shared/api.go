@@ -37,10 +37,10 @@ const (
 )
 
 // MachinePath fills {id} (and {action}) into a path.
-func MachinePath(path string, id MachineID, action ...string) string {
+func MachinePath(path string, id MachineID, action ...Action) string {
 	p := strings.Replace(path, "{id}", string(id), 1)
 	if len(action) > 0 {
-		p = strings.Replace(p, "{action}", action[0], 1)
+		p = strings.Replace(p, "{action}", string(action[0]), 1)
 	}
 	return p
 }
@@ -49,7 +49,7 @@ func MachinePath(path string, id MachineID, action ...string) string {
 type RegisterRequest struct {
 	Inventory Inventory         `json:"inventory"`
 	Labels    map[string]string `json:"labels,omitempty"` // from the agent's config or kernel command line
-	Mode      string            `json:"mode"`             // ram or service
+	Mode      AgentMode         `json:"mode"`
 	Version   string            `json:"version"`
 	Addr      string            `json:"addr,omitempty"` // the address the agent serves gossip on
 	// Attempt is a random value the agent keeps for one registration and sends with every
@@ -66,8 +66,8 @@ func (r *RegisterRequest) Validate() error {
 	if err := r.Inventory.Validate(); err != nil {
 		return err
 	}
-	if r.Mode != ModeRAM && r.Mode != ModeService {
-		return fmt.Errorf("mode %q: want ram or service", r.Mode)
+	if err := r.Mode.Validate(); err != nil {
+		return err
 	}
 	if len(r.Version) > 64 {
 		return fmt.Errorf("version too long")
@@ -98,16 +98,16 @@ type GossipInfo struct {
 
 // CheckinRequest is an agent saying it is up, in which mode, on which plan generation.
 type CheckinRequest struct {
-	Mode       string `json:"mode"`
-	Version    string `json:"version"`
-	Addr       string `json:"addr,omitempty"`
-	Generation uint64 `json:"generation"`
+	Mode       AgentMode `json:"mode"`
+	Version    string    `json:"version"`
+	Addr       string    `json:"addr,omitempty"`
+	Generation uint64    `json:"generation"`
 }
 
 // Validate checks the request.
 func (r *CheckinRequest) Validate() error {
-	if r.Mode != ModeRAM && r.Mode != ModeService {
-		return fmt.Errorf("mode %q: want ram or service", r.Mode)
+	if err := r.Mode.Validate(); err != nil {
+		return err
 	}
 	if len(r.Version) > 64 {
 		return fmt.Errorf("version too long")
@@ -202,15 +202,6 @@ type SwarmReportAnswer struct {
 	RotateManagerToken bool `json:"rotate_manager_token,omitempty"`
 }
 
-// Machine actions an operator can take.
-const (
-	ActionRetry   = "retry"   // re-run the failed step
-	ActionReplan  = "replan"  // forget the plan; match a role again
-	ActionRelease = "release" // a retired machine becomes discovered again
-	ActionRetire  = "retire"  // out of service; the boot services stay silent
-	ActionApprove = "approve" // admit a discovered machine: it may get a role and the cluster's secrets
-)
-
 // ActionRequest carries an operator's reason, kept on the timeline.
 type ActionRequest struct {
 	Reason string `json:"reason,omitempty"`
@@ -224,17 +215,10 @@ func (r *ActionRequest) Validate() error {
 	return nil
 }
 
-// Token roles.
-const (
-	TokenAdmin  = "admin"  // reads and acts
-	TokenViewer = "viewer" // reads
-	TokenEnrol  = "enrol"  // registers machines, nothing else
-)
-
 // TokenRequest asks for a new operator or enrolment token.
 type TokenRequest struct {
-	Name string `json:"name"`
-	Role string `json:"role"`
+	Name string    `json:"name"`
+	Role TokenRole `json:"role"`
 }
 
 // Validate checks the request.
@@ -242,18 +226,14 @@ func (r *TokenRequest) Validate() error {
 	if err := ValidateName("token", r.Name); err != nil {
 		return err
 	}
-	switch r.Role {
-	case TokenAdmin, TokenViewer, TokenEnrol:
-		return nil
-	}
-	return fmt.Errorf("role %q: want admin, viewer or enrol", r.Role)
+	return r.Role.Validate()
 }
 
 // TokenInfo describes a token without its secret.
 type TokenInfo struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
-	Role      string    `json:"role"`
+	Role      TokenRole `json:"role"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -285,16 +265,16 @@ func (r *JoinRequest) Validate() error {
 
 // Health is a coordinator's view of itself and the cluster.
 type Health struct {
-	Status        string `json:"status"` // ok, degraded (no leader)
-	NodeID        string `json:"node_id"`
-	RaftState     string `json:"raft_state"`
-	Leader        string `json:"leader,omitempty"` // leader's node id
-	LeaderAPI     string `json:"leader_api,omitempty"`
-	AppliedIndex  uint64 `json:"applied_index"`
-	Voters        int    `json:"voters"`
-	Machines      int    `json:"machines"`
-	Version       string `json:"version"`
-	CAFingerprint string `json:"ca_fingerprint,omitempty"`
+	Status        HealthStatus `json:"status"`
+	NodeID        string       `json:"node_id"`
+	RaftState     string       `json:"raft_state"`
+	Leader        string       `json:"leader,omitempty"` // leader's node id
+	LeaderAPI     string       `json:"leader_api,omitempty"`
+	AppliedIndex  uint64       `json:"applied_index"`
+	Voters        int          `json:"voters"`
+	Machines      int          `json:"machines"`
+	Version       string       `json:"version"`
+	CAFingerprint string       `json:"ca_fingerprint,omitempty"`
 }
 
 // Members lists the Raft peers and the Serf pool.

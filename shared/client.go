@@ -275,7 +275,7 @@ func (c *Client) Events(ctx context.Context, id MachineID) ([]Event, error) {
 }
 
 // Action takes an operator action on a machine.
-func (c *Client) Action(ctx context.Context, id MachineID, action, reason string) (*Machine, error) {
+func (c *Client) Action(ctx context.Context, id MachineID, action Action, reason string) (*Machine, error) {
 	var m Machine
 	return &m, c.Do(ctx, http.MethodPost, MachinePath(PathMachineAction, id, action), &ActionRequest{Reason: reason}, &m)
 }

@@ -65,15 +65,9 @@ func (m *Machine) Admitted() bool { return m.Admission != nil }
 // AgentInfo is what the agent said about itself at its last check-in.
 type AgentInfo struct {
 	Version  string    `json:"version,omitempty"`
-	Mode     string    `json:"mode,omitempty"` // "ram" or "service"
+	Mode     AgentMode `json:"mode,omitempty"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 }
-
-// Agent modes.
-const (
-	ModeRAM     = "ram"
-	ModeService = "service"
-)
 
 // MachineError is the last failure of a machine, with what an operator can do next.
 type MachineError struct {

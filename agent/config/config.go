@@ -38,11 +38,11 @@ const (
 // Config is the agent's resolved configuration. The same struct is the YAML file's
 // schema (field names in snake_case) and one layer of the merge.
 type Config struct {
-	Mode           string   `json:"mode,omitempty"`           // ram or service
-	Servers        []string `json:"servers,omitempty"`        // coordinator API base URLs
-	CAFingerprint  string   `json:"ca_fingerprint,omitempty"` // sha256:<hex> of the cluster CA
-	EnrolToken     string   `json:"enrol_token,omitempty"`    // a secret: prefer enrol_token_file
-	EnrolTokenFile string   `json:"enrol_token_file,omitempty"`
+	Mode           shared.AgentMode `json:"mode,omitempty"`
+	Servers        []string         `json:"servers,omitempty"`        // coordinator API base URLs
+	CAFingerprint  string           `json:"ca_fingerprint,omitempty"` // sha256:<hex> of the cluster CA
+	EnrolToken     string           `json:"enrol_token,omitempty"`    // a secret: prefer enrol_token_file
+	EnrolTokenFile string           `json:"enrol_token_file,omitempty"`
 	// Ticket is the one-time boot ticket from the kernel command line (rivet.ticket=,
 	// put there by the coordinator's iPXE script); never from a file. A secret.
 	Ticket          string            `json:"-"`
@@ -87,7 +87,7 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 func (d Duration) Std() time.Duration { return time.Duration(d) }
 
 // defaults is the lowest layer; metrics listen only in service mode unless asked.
-func defaults(mode string) Config {
+func defaults(mode shared.AgentMode) Config {
 	c := Config{
 		StateDir:     DefaultStateDir,
 		GossipBind:   DefaultGossipBind,
@@ -119,7 +119,9 @@ func merge(base, over Config) Config {
 			*dst = v
 		}
 	}
-	set(&out.Mode, over.Mode)
+	if over.Mode != "" {
+		out.Mode = over.Mode
+	}
 	if len(over.Servers) > 0 {
 		out.Servers = append([]string(nil), over.Servers...)
 	}
@@ -155,8 +157,8 @@ func merge(base, over Config) Config {
 // Validate checks the resolved configuration and says how to fix what is wrong. An
 // empty enrolment token is allowed: a machine token kept in the state dir may do.
 func (c *Config) Validate() error {
-	if c.Mode != shared.ModeRAM && c.Mode != shared.ModeService {
-		return fmt.Errorf("mode %q: want ram or service (--mode)", c.Mode)
+	if err := c.Mode.Validate(); err != nil {
+		return fmt.Errorf("%w (--mode)", err)
 	}
 	if len(c.Servers) == 0 {
 		return fmt.Errorf("no coordinator URL: set --server, servers: in %s, or rivet.url= on the kernel command line", DefaultFile)
@@ -253,7 +255,7 @@ func (c Config) LogValue() slog.Value {
 		token = "file " + c.EnrolTokenFile
 	}
 	return slog.GroupValue(
-		slog.String("mode", c.Mode),
+		slog.String("mode", string(c.Mode)),
 		slog.Any("servers", c.Servers),
 		slog.String("ca_fingerprint", c.CAFingerprint),
 		slog.String("enrol_token", token),

@@ -25,7 +25,7 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs}
 	fs.StringVar(&f.file, "config", DefaultFile, "YAML config file (a missing default file is fine)")
-	fs.StringVar(&f.layer.Mode, "mode", "", "ram or service (default: ram when PID 1, else service)")
+	fs.StringVar((*string)(&f.layer.Mode), "mode", "", "ram or service (default: ram when PID 1, else service)")
 	fs.Var((*listFlag)(&f.layer.Servers), "server", "coordinator API URL, e.g. https://10.0.0.1:7443 (repeat or comma-separate)")
 	fs.StringVar(&f.layer.CAFingerprint, "ca-fingerprint", "", "sha256:<hex> of the cluster CA certificate")
 	fs.StringVar(&f.layer.EnrolToken, "token", "", "enrolment token (prefer --token-file: flags show in ps)")

@@ -30,7 +30,7 @@ type Machine struct {
 	member     *membership.Member
 	nextGossip time.Time
 	joined     bool // has joined the pool at least once
-	mode       string
+	mode       shared.AgentMode
 	rebootDue  bool // set by the reboot executor, read after RunPhase (same goroutine)
 
 	mu      sync.Mutex
@@ -329,5 +329,5 @@ func (m *Machine) journalDir() string {
 	if m.fleet.cfg.JournalDir == "" {
 		return ""
 	}
-	return filepath.Join(m.fleet.cfg.JournalDir, itoa(m.Index)+"-"+m.mode)
+	return filepath.Join(m.fleet.cfg.JournalDir, itoa(m.Index)+"-"+string(m.mode))
 }

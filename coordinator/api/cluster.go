@@ -15,7 +15,7 @@ import (
 func (a *API) health(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
 	h := a.b.Health()
 	status := http.StatusOK
-	if h.Status != "ok" {
+	if h.Status != shared.HealthOK {
 		status = http.StatusServiceUnavailable
 	}
 	writeJSON(w, status, h)

@@ -233,7 +233,7 @@ func (a *API) action(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), state.Action{ID: m.ID, Action: r.PathValue("action"),
+	res, err := a.b.Apply(r.Context(), state.Action{ID: m.ID, Action: shared.Action(r.PathValue("action")),
 		Reason: req.Reason, By: p.Name, Time: now()})
 	if err := applied(res, err); err != nil {
 		return err

@@ -173,7 +173,7 @@ func InternalToken(secret string) string {
 }
 
 // NewToken makes a stored token: the record to replicate and the secret to show once.
-func NewToken(name, role string, now time.Time) (state.Token, string) {
+func NewToken(name string, role shared.TokenRole, now time.Time) (state.Token, string) {
 	id := randomHex(6)
 	secret := randomHex(24)
 	sum := sha256.Sum256([]byte(secret))

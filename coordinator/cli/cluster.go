@@ -106,7 +106,7 @@ func tokensCreate(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "tokens create", "rivet tokens create --name NAME --role admin|viewer|enrol")
 	cf.register(fs)
 	name := fs.String("name", "", "token name, e.g. alice or rack-12-enrol")
-	role := fs.String("role", shared.TokenViewer, "admin (reads and acts), viewer (reads) or enrol (registers machines)")
+	role := fs.String("role", string(shared.TokenViewer), "admin (reads and acts), viewer (reads) or enrol (registers machines)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func tokensCreate(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	t, err := c.CreateToken(ctx, &shared.TokenRequest{Name: *name, Role: *role})
+	t, err := c.CreateToken(ctx, &shared.TokenRequest{Name: *name, Role: shared.TokenRole(*role)})
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func tokensList(ctx context.Context, env *Env, args []string) error {
 	}
 	rows := [][]string{}
 	for _, t := range ts {
-		rows = append(rows, []string{t.ID, t.Name, t.Role, t.CreatedAt.Format("2006-01-02 15:04")})
+		rows = append(rows, []string{t.ID, t.Name, string(t.Role), t.CreatedAt.Format("2006-01-02 15:04")})
 	}
 	table(env.Stdout, []string{"ID", "NAME", "ROLE", "CREATED"}, rows)
 	return nil

@@ -18,14 +18,14 @@ func machinesVerbs() map[string]command {
 		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
 		"import": {summary: "import the expected machines from a YAML or JSON file (all rows or none)", run: machinesImport},
 	}
-	for _, act := range []string{shared.ActionRetry, shared.ActionReplan, shared.ActionRelease, shared.ActionRetire, shared.ActionApprove} {
-		verbs[act] = command{summary: actionSummary(act), run: actionVerb(act)}
+	for _, act := range shared.Actions {
+		verbs[string(act)] = command{summary: actionSummary(act), run: actionVerb(string(act))}
 	}
 	return verbs
 }
 
-func actionSummary(act string) string {
-	return map[string]string{
+func actionSummary(act shared.Action) string {
+	return map[shared.Action]string{
 		shared.ActionRetry:   "re-run a failed machine's failed step",
 		shared.ActionReplan:  "forget a machine's plan and match a role again",
 		shared.ActionRelease: "bring a retired machine back as discovered",
@@ -161,7 +161,7 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 func printMachine(env *Env, m *shared.Machine) {
 	w := env.Stdout
 	fmt.Fprintf(w, "Machine   %s (id from %s)\nState     %s\nRole      %s\nBoot      %s\nAddr      %s\nAgent     %s %s, seen %s\n",
-		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(m.Agent.Mode), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
+		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(string(m.Agent.Mode)), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
 	if len(m.Labels) > 0 {
 		keys := make([]string, 0, len(m.Labels))
 		for k := range m.Labels {
@@ -264,7 +264,7 @@ func actionVerb(act string) func(context.Context, *Env, []string) error {
 		if err != nil {
 			return err
 		}
-		m, err := c.Action(ctx, id, act, *reason)
+		m, err := c.Action(ctx, id, shared.Action(act), *reason)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/rivetmetal/rivet/coordinator/status"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -42,7 +40,7 @@ func rowFromSummary(m shared.MachineSummary) watchRow {
 	return r
 }
 
-func rowFromUpdate(u status.Update) watchRow {
+func rowFromUpdate(u shared.LiveUpdate) watchRow {
 	return watchRow{ID: u.ID, Hostname: u.Hostname, State: u.State, Role: u.Role, Step: u.Step,
 		Percent: u.Percent, Rate: u.Rate, Error: u.Error}
 }
@@ -155,9 +153,9 @@ func (w *watcher) run(ctx context.Context, interval time.Duration) error {
 }
 
 // stream opens the live event stream; the channel closes when it ends or was never there.
-func (w *watcher) stream(ctx context.Context) <-chan status.Batch {
-	out := make(chan status.Batch, 16)
-	resp, err := w.c.Open(ctx, status.Prefix+"events", nil)
+func (w *watcher) stream(ctx context.Context) <-chan shared.LiveBatch {
+	out := make(chan shared.LiveBatch, 16)
+	resp, err := w.c.Open(ctx, shared.PathLiveEvents, nil)
 	if err != nil {
 		close(out)
 		return out
@@ -165,23 +163,14 @@ func (w *watcher) stream(ctx context.Context) <-chan status.Batch {
 	go func() {
 		defer close(out)
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		for sc.Scan() {
-			data, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
-			var b status.Batch
-			if json.Unmarshal([]byte(data), &b) != nil {
-				continue
-			}
+		_ = shared.ReadLiveEvents(resp.Body, func(b shared.LiveBatch) bool {
 			select {
 			case out <- b:
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
-		}
+		})
 	}()
 	return out
 }

@@ -228,7 +228,7 @@ func (p *Progress) observe(m *shared.Machine, now time.Time, say func(*Progress,
 		return
 	}
 	if first && mark(mRegistered) {
-		say(p, "PXE boot done: registered as %s from %s (%s agent)", m.ID, orDash(m.Addr), orDash(m.Agent.Mode))
+		say(p, "PXE boot done: registered as %s from %s (%s agent)", m.ID, orDash(m.Addr), orDash(string(m.Agent.Mode)))
 	}
 	if len(m.Steps) > 0 && m.Steps[0].StartedAt.Before(now) && !m.Steps[0].StartedAt.IsZero() {
 		markAt(mPlanned, m.Steps[0].StartedAt) // planned no later than its first step began
@@ -299,7 +299,7 @@ func (p *Progress) stateChanged(m *shared.Machine, mark func(string) bool, say f
 // before the machine moves on to joining.
 func (p *Progress) installed(mark func(string) bool, say func(*Progress, string, ...any)) {
 	if mark(mInstalled) {
-		say(p, "installed: rebooted from disk, and the agent there checked in (%s mode)", orDash(p.Machine.Agent.Mode))
+		say(p, "installed: rebooted from disk, and the agent there checked in (%s mode)", orDash(string(p.Machine.Agent.Mode)))
 	}
 }
 

@@ -182,7 +182,7 @@ func (c *Config) waitCoordinator(ctx context.Context, pid int) (*shared.Client, 
 		client, err := c.Client()
 		if err == nil {
 			var h *shared.Health
-			if h, err = client.Health(ctx); err == nil && h.Status == "ok" {
+			if h, err = client.Health(ctx); err == nil && h.Status == shared.HealthOK {
 				return client, nil
 			} else if err == nil {
 				err = fmt.Errorf("coordinator is %s", h.Status)

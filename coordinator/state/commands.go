@@ -37,7 +37,7 @@ type Register struct {
 	Basis     string            `json:"basis"`
 	Inventory shared.Inventory  `json:"inventory"`
 	Labels    map[string]string `json:"labels,omitempty"` // the agent's own: stored as facts
-	Mode      string            `json:"mode"`
+	Mode      shared.AgentMode  `json:"mode"`
 	Version   string            `json:"version"`
 	Addr      string            `json:"addr,omitempty"`
 	Time      time.Time         `json:"time"`
@@ -81,7 +81,7 @@ type PutExpected struct {
 // Checkin records that an agent is up; from the installed OS it is the first disk boot.
 type Checkin struct {
 	ID      shared.MachineID `json:"id"`
-	Mode    string           `json:"mode"`
+	Mode    shared.AgentMode `json:"mode"`
 	Version string           `json:"version"`
 	Addr    string           `json:"addr,omitempty"`
 	Time    time.Time        `json:"time"`
@@ -127,7 +127,7 @@ type Gossip struct {
 // Action is an operator's action on a machine.
 type Action struct {
 	ID     shared.MachineID `json:"id"`
-	Action string           `json:"action"`
+	Action shared.Action    `json:"action"`
 	Reason string           `json:"reason,omitempty"`
 	By     string           `json:"by,omitempty"` // the operator token's name
 	Time   time.Time        `json:"time"`

@@ -409,7 +409,7 @@ func (s *Store) transition(index uint64, c Action, m *shared.Machine, to shared.
 		return err
 	}
 	s.event(index, c.Time, m.ID, shared.EventAction, actionText(c))
-	s.setState(index, c.Time, m, to, c.Action)
+	s.setState(index, c.Time, m, to, string(c.Action))
 	return nil
 }
 
@@ -445,7 +445,7 @@ func (s *Store) replan(index uint64, c Action, m *shared.Machine) error {
 }
 
 func actionText(c Action) string {
-	t := "operator action " + c.Action
+	t := "operator action " + string(c.Action)
 	if c.By != "" {
 		t += " by " + c.By
 	}

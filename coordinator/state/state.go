@@ -62,11 +62,11 @@ type Coordinator struct {
 
 // Token is an operator or enrolment token. Only the SHA-256 of its secret is kept.
 type Token struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	Role       string    `json:"role"`
-	SecretHash string    `json:"secret_hash"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         string           `json:"id"`
+	Name       string           `json:"name"`
+	Role       shared.TokenRole `json:"role"`
+	SecretHash string           `json:"secret_hash"`
+	CreatedAt  time.Time        `json:"created_at"`
 	// SessionGen is the generation of the status-page sessions made with this token: a
 	// session cookie names the generation it was issued at, and a logout raises it, which
 	// ends every session of the token on every coordinator.

@@ -21,7 +21,6 @@ import (
 const (
 	defaultPerPage = 10000
 	maxPerPage     = 20000
-	rackLabel      = "rack"
 	failedListed   = 10
 )
 
@@ -45,7 +44,7 @@ type failedRow struct {
 }
 
 type fleetFilter struct {
-	State, Role, Rack string
+	State, Role, Domain string
 }
 
 type fleetPage struct {
@@ -55,7 +54,8 @@ type fleetPage struct {
 	Filter           fleetFilter
 	Filtered         bool
 	States           []shared.State
-	Roles, Racks     []string
+	Roles, Domains   []string
+	FailureDomain    failureDomain
 	Tiles            []tile
 	Grid             template.HTML // the tiles, written by gridHTML
 	Matched          int
@@ -67,25 +67,25 @@ type fleetPage struct {
 
 func (h *Handler) fleet(w http.ResponseWriter, r *http.Request, op operator) {
 	q := r.URL.Query()
-	f := fleetFilter{State: q.Get("state"), Role: q.Get("role"), Rack: q.Get("rack")}
+	f := fleetFilter{State: q.Get("state"), Role: q.Get("role"), Domain: q.Get(h.domain.Param)}
 	per := clampInt(q.Get("per"), defaultPerPage, 1, maxPerPage)
 	pageNo := clampInt(q.Get("page"), 1, 1, 1<<20)
 
 	all := h.store.Machines()
 	counts := map[shared.State]int{}
-	roles, racks := map[string]bool{}, map[string]bool{}
+	roles, domains := map[string]bool{}, map[string]bool{}
 	p := fleetPage{page: h.pageFor(op, "Fleet", "fleet"), Total: len(all), Filter: f, States: shared.States,
-		Filtered: f != fleetFilter{}}
+		Filtered: f != fleetFilter{}, FailureDomain: h.domain}
 	matched := make([]shared.MachineSummary, 0, len(all))
 	for _, m := range all {
 		counts[m.State]++
 		if m.Role != "" {
 			roles[m.Role] = true
 		}
-		if rack := m.Labels[rackLabel]; rack != "" {
-			racks[rack] = true
+		if domain := m.Labels[h.domain.Label]; domain != "" {
+			domains[domain] = true
 		}
-		if f.matches(m) {
+		if f.matches(m, h.domain) {
 			matched = append(matched, m)
 		}
 		if m.State == shared.StateFailed {
@@ -99,7 +99,7 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request, op operator) {
 	for _, st := range shared.States {
 		p.Counts = append(p.Counts, stateCount{State: st, N: counts[st]})
 	}
-	p.Roles, p.Racks = sortedKeys(roles), sortedKeys(racks)
+	p.Roles, p.Domains = sortedKeys(roles), sortedKeys(domains)
 	p.Matched = len(matched)
 	p.Pages = max(1, (len(matched)+per-1)/per)
 	pageNo = min(pageNo, p.Pages)
@@ -111,22 +111,22 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request, op operator) {
 	}
 	p.Grid = gridHTML(p.Tiles)
 	if pageNo > 1 {
-		p.PrevURL = f.url(pageNo-1, per)
+		p.PrevURL = f.url(h.domain, pageNo-1, per)
 	}
 	if pageNo < p.Pages {
-		p.NextURL = f.url(pageNo+1, per)
+		p.NextURL = f.url(h.domain, pageNo+1, per)
 	}
 	h.render(w, http.StatusOK, "fleet", p)
 }
 
-func (f fleetFilter) matches(m shared.MachineSummary) bool {
+func (f fleetFilter) matches(m shared.MachineSummary, d failureDomain) bool {
 	return (f.State == "" || string(m.State) == f.State) && (f.Role == "" || m.Role == f.Role) &&
-		(f.Rack == "" || m.Labels[rackLabel] == f.Rack)
+		(f.Domain == "" || m.Labels[d.Label] == f.Domain)
 }
 
-func (f fleetFilter) url(pageNo, per int) string {
+func (f fleetFilter) url(d failureDomain, pageNo, per int) string {
 	v := url.Values{}
-	for k, val := range map[string]string{"state": f.State, "role": f.Role, "rack": f.Rack} {
+	for k, val := range map[string]string{"state": f.State, "role": f.Role, d.Param: f.Domain} {
 		if val != "" {
 			v.Set(k, val)
 		}

@@ -1,9 +1,7 @@
 package status
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -25,34 +23,10 @@ const (
 	keepAlive    = 15 * time.Second
 )
 
-// Update is one machine's new look, as the pages and `rivet machines watch` read it.
-type Update struct {
-	ID       shared.MachineID `json:"id"`
-	State    shared.State     `json:"state"`
-	Role     string           `json:"role,omitempty"`
-	Rack     string           `json:"rack,omitempty"`
-	Hostname string           `json:"hostname,omitempty"`
-	Step     string           `json:"step,omitempty"`
-	Percent  float64          `json:"pct"` // -1 when unknown
-	Rate     float64          `json:"rate,omitempty"`
-	Title    string           `json:"title"`
-	Width    int              `json:"w"` // tile bar width in twentieths, -1 none
-	Error    string           `json:"error,omitempty"`
-	Gone     bool             `json:"gone,omitempty"`
-}
-
-// Batch is one event of the stream: the machines that changed and the new counts.
-type Batch struct {
-	Counts   map[shared.State]int `json:"counts"`
-	Total    int                  `json:"total"`
-	Machines []Update             `json:"machines"`
-	Reload   bool                 `json:"reload,omitempty"` // too much changed: reload the page
-}
-
 // message is one batch, encoded once for every client that takes all of it.
 type message struct {
 	raw   []byte
-	batch *Batch
+	batch *shared.LiveBatch
 }
 
 type client struct {
@@ -61,8 +35,9 @@ type client struct {
 }
 
 type hub struct {
-	store    *state.Store
-	interval time.Duration
+	store       *state.Store
+	interval    time.Duration
+	domainLabel string // the failure-domain label each update carries the value of
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -72,8 +47,8 @@ type hub struct {
 	closed  bool
 }
 
-func newHub(store *state.Store, interval time.Duration) *hub {
-	return &hub{store: store, interval: interval, clients: map[*client]struct{}{}, quit: make(chan struct{})}
+func newHub(store *state.Store, interval time.Duration, domainLabel string) *hub {
+	return &hub{store: store, interval: interval, domainLabel: domainLabel, clients: map[*client]struct{}{}, quit: make(chan struct{})}
 }
 
 // close ends every stream and refuses new ones.
@@ -132,15 +107,15 @@ func (h *hub) run(ctx context.Context, sub *state.Subscription, done chan struct
 		}
 		last = time.Now()
 		b := h.batch(ids, all)
-		h.broadcast(message{raw: encodeEvent(b), batch: &b})
+		h.broadcast(message{raw: shared.EncodeLiveBatch(b), batch: &b})
 	}
 }
 
 // batch builds the update for the changed machines. A restored snapshot, or more changes
 // than pages would want to patch one by one, asks the pages to reload instead.
-func (h *hub) batch(ids []shared.MachineID, all bool) Batch {
+func (h *hub) batch(ids []shared.MachineID, all bool) shared.LiveBatch {
 	counts := h.store.CountByState()
-	b := Batch{Counts: counts}
+	b := shared.LiveBatch{Counts: counts}
 	for _, n := range counts {
 		b.Total += n
 	}
@@ -148,34 +123,26 @@ func (h *hub) batch(ids []shared.MachineID, all bool) Batch {
 		b.Reload = true
 		return b
 	}
-	b.Machines = make([]Update, 0, len(ids))
+	b.Machines = make([]shared.LiveUpdate, 0, len(ids))
 	for _, id := range ids {
 		m, ok := h.store.Machine(id)
 		if !ok {
-			b.Machines = append(b.Machines, Update{ID: id, Gone: true})
+			b.Machines = append(b.Machines, shared.LiveUpdate{ID: id, Gone: true})
 			continue
 		}
-		b.Machines = append(b.Machines, updateFor(m.Summary()))
+		b.Machines = append(b.Machines, updateFor(m.Summary(), h.domainLabel))
 	}
 	return b
 }
 
-func updateFor(m shared.MachineSummary) Update {
+func updateFor(m shared.MachineSummary, domainLabel string) shared.LiveUpdate {
 	t := tileFor(m)
-	u := Update{ID: m.ID, State: m.State, Role: m.Role, Rack: m.Labels[rackLabel], Hostname: m.Hostname,
+	u := shared.LiveUpdate{ID: m.ID, State: m.State, Role: m.Role, Domain: m.Labels[domainLabel], Hostname: m.Hostname,
 		Step: m.Step, Percent: m.Progress.Percent(), Title: t.Title, Width: t.Width, Error: auth.Redact(m.Error)}
 	if m.Progress != nil {
 		u.Rate = m.Progress.BytesPerSec
 	}
 	return u
-}
-
-func encodeEvent(b Batch) []byte {
-	var buf bytes.Buffer
-	buf.WriteString("event: machines\ndata: ")
-	_ = json.NewEncoder(&buf).Encode(b) // ends with the newline that ends the data line
-	buf.WriteString("\n")
-	return buf.Bytes()
 }
 
 // broadcast hands msg to every client without waiting: a client too slow to take it
@@ -238,7 +205,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, op operator) {
 				return
 			}
 			if c.slow.Load() {
-				_, _ = w.Write(encodeEvent(Batch{Reload: true}))
+				_, _ = w.Write(shared.EncodeLiveBatch(shared.LiveBatch{Reload: true}))
 				return // the page reloads and reconnects with a fresh view
 			}
 		case <-ping.C:
@@ -254,13 +221,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, op operator) {
 }
 
 // narrow encodes the part of a batch about one machine, or nil when it has none.
-func narrow(b *Batch, id shared.MachineID) []byte {
+func narrow(b *shared.LiveBatch, id shared.MachineID) []byte {
 	if b.Reload {
-		return encodeEvent(Batch{Counts: b.Counts, Total: b.Total, Reload: true})
+		return shared.EncodeLiveBatch(shared.LiveBatch{Counts: b.Counts, Total: b.Total, Reload: true})
 	}
 	for _, u := range b.Machines {
 		if u.ID == id {
-			return encodeEvent(Batch{Counts: b.Counts, Total: b.Total, Machines: []Update{u}})
+			return shared.EncodeLiveBatch(shared.LiveBatch{Counts: b.Counts, Total: b.Total, Machines: []shared.LiveUpdate{u}})
 		}
 	}
 	return nil

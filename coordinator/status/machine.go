@@ -26,22 +26,24 @@ type stepRow struct {
 type labelRow struct{ Key, Value string }
 
 type actionButton struct {
-	Action, Label, Help string
-	Danger              bool
+	Action      shared.Action
+	Label, Help string
+	Danger      bool
 }
 
 type machinePage struct {
 	page
-	M        *shared.Machine
-	Labels   []labelRow
-	Rack     string
-	Steps    []stepRow
-	Events   []shared.Event
-	Error    *shared.MachineError
-	NextStep string // what to do about the last error
-	Actions  []actionButton
-	Done     string // the action just carried out
-	Failure  string // why the action just tried failed
+	M             *shared.Machine
+	Labels        []labelRow
+	FailureDomain failureDomain
+	Domain        string // the machine's value of the failure-domain label
+	Steps         []stepRow
+	Events        []shared.Event
+	Error         *shared.MachineError
+	NextStep      string // what to do about the last error
+	Actions       []actionButton
+	Done          string // the action just carried out
+	Failure       string // why the action just tried failed
 }
 
 func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
@@ -51,7 +53,8 @@ func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
 		http.Error(w, "no such machine; see the fleet page", http.StatusNotFound)
 		return
 	}
-	p := machinePage{page: h.pageFor(op, string(m.ID), "fleet"), M: redactMachine(m), Rack: m.Labels[rackLabel],
+	p := machinePage{page: h.pageFor(op, string(m.ID), "fleet"), M: redactMachine(m),
+		FailureDomain: h.domain, Domain: m.Labels[h.domain.Label],
 		Done: r.URL.Query().Get("done"), Failure: r.URL.Query().Get("failed")}
 	for k, v := range m.Labels {
 		p.Labels = append(p.Labels, labelRow{k, v})
@@ -142,14 +145,11 @@ func actionsFor(m *shared.Machine) []actionButton {
 	return out
 }
 
-var knownActions = map[string]bool{shared.ActionRetry: true, shared.ActionReplan: true,
-	shared.ActionRelease: true, shared.ActionRetire: true, shared.ActionApprove: true}
-
 // action carries out an operator's button press: admins only, from our own form.
 func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
-	id, act := shared.MachineID(r.PathValue("id")), r.PathValue("action")
-	if id.Validate() != nil || !knownActions[act] {
+	id, act := shared.MachineID(r.PathValue("id")), shared.Action(r.PathValue("action"))
+	if id.Validate() != nil || !act.Valid() {
 		http.Error(w, "unknown machine or action", http.StatusNotFound)
 		return
 	}
@@ -182,7 +182,7 @@ func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 		}
 		q.Set("failed", msg)
 	default:
-		q.Set("done", act)
+		q.Set("done", string(act))
 		if h.cfg.Kick != nil {
 			h.cfg.Kick()
 		}

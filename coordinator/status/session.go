@@ -15,6 +15,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/state"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 // A session is a signed cookie "v1.<token id>.<generation>.<issued unix>.<nonce>.<hmac>"
@@ -144,7 +145,7 @@ func (h *Handler) sessionOperator(r *http.Request, cookie string) (operator, err
 // sessionPrincipal says who a verified session belongs to, or why it no longer holds.
 func (h *Handler) sessionPrincipal(s session) (auth.Principal, auth.Reason) {
 	t, ok := h.store.Token(s.tokenID)
-	if !ok || (t.Role != string(auth.KindAdmin) && t.Role != string(auth.KindViewer)) {
+	if !ok || (t.Role != shared.TokenAdmin && t.Role != shared.TokenViewer) {
 		return auth.Principal{}, auth.ReasonUnknown
 	}
 	if age := h.cfg.Now().Sub(s.issued); age >= h.cfg.SessionTTL || age < -clockSkew {

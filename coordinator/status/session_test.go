@@ -323,7 +323,7 @@ func TestSessionsLastEightHoursAtMost(t *testing.T) {
 	now := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
 	store := state.New()
 	backend := &fsmBackend{store: store}
-	tok, bearer := auth.NewToken("alice", string(auth.KindAdmin), now)
+	tok, bearer := auth.NewToken("alice", shared.TokenAdmin, now)
 	if res, _ := backend.Apply(context.Background(), state.InitCluster{AdminToken: tok,
 		Cluster: state.Cluster{CACertPEM: "ca", TokenSecret: auth.NewSecret(32)}}); res.Err != nil {
 		t.Fatal(res.Err)

@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,16 +60,20 @@ type Config struct {
 	Throttle *auth.Throttle
 	// Now is the clock sessions are issued and checked with (default time.Now).
 	Now func() time.Time
+	// FailureDomainLabel is the machine label that names a failure domain, as the
+	// planner places managers by it (default planner.DefaultDomainLabel, "rack").
+	FailureDomainLabel string
 }
 
 // Handler serves the pages.
 type Handler struct {
-	cfg   Config
-	store *state.Store
-	log   *slog.Logger
-	mux   *http.ServeMux
-	pages map[string]*template.Template
-	live  *hub
+	cfg    Config
+	store  *state.Store
+	log    *slog.Logger
+	mux    *http.ServeMux
+	pages  map[string]*template.Template
+	live   *hub
+	domain failureDomain
 }
 
 // New builds the handler.
@@ -91,8 +94,8 @@ func New(cfg Config) *Handler {
 		cfg.Now = time.Now
 	}
 	h := &Handler{cfg: cfg, store: cfg.Backend.Store(), log: cfg.Logger.With("component", "status"),
-		mux: http.NewServeMux(), pages: parsePages()}
-	h.live = newHub(h.store, cfg.Coalesce)
+		mux: http.NewServeMux(), pages: parsePages(), domain: newFailureDomain(cfg.FailureDomainLabel)}
+	h.live = newHub(h.store, cfg.Coalesce, h.domain.Label)
 	h.routes()
 	return h
 }
@@ -119,7 +122,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("POST "+Prefix+"machines/{id}/actions/{action}", h.withOperator(h.action))
 	h.mux.HandleFunc("GET "+Prefix+"cluster", h.withOperator(h.cluster))
 	h.mux.HandleFunc("GET "+Prefix+"roles", h.withOperator(h.roles))
-	h.mux.HandleFunc("GET "+Prefix+"events", h.withOperator(h.events))
+	h.mux.HandleFunc("GET "+shared.PathLiveEvents, h.withOperator(h.events))
 }
 
 // Close ends the live event streams (call it before shutting the HTTP server down: open
@@ -163,7 +166,7 @@ func (h *Handler) withOperator(next operatorHandler) http.HandlerFunc {
 			clearCookie(w) // so the browser stops presenting it
 		}
 		if err != nil {
-			if r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/events") {
+			if r.Method == http.MethodGet && r.URL.Path != shared.PathLiveEvents {
 				http.Redirect(w, r, Prefix+"login?next="+template.URLQueryEscaper(r.URL.RequestURI()), http.StatusSeeOther)
 				return
 			}

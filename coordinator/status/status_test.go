@@ -1,7 +1,6 @@
 package status_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -18,15 +17,18 @@ import (
 	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/state"
-	"github.com/rivetmetal/rivet/coordinator/status"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func startCoordinator(t *testing.T) *coordinatortest.InProcess {
+// startCoordinator starts an in-process coordinator; tune, if given, adjusts its config.
+func startCoordinator(t *testing.T, tune ...func(*coordinator.DaemonConfig)) *coordinatortest.InProcess {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
+	for _, f := range tune {
+		f(&dc)
+	}
 	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
 	if err != nil {
 		t.Fatal(err)
@@ -323,28 +325,20 @@ func pageCount(t *testing.T, html string, st shared.State) int {
 }
 
 // openEvents reads the event stream with a bearer token and delivers each batch.
-func openEvents(t *testing.T, c *coordinatortest.InProcess, token string, query ...string) (<-chan status.Batch, func()) {
+func openEvents(t *testing.T, c *coordinatortest.InProcess, token string, query ...string) (<-chan shared.LiveBatch, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := c.Client(token).Open(ctx, "/status/events"+strings.Join(query, ""), nil)
+	resp, err := c.Client(token).Open(ctx, shared.PathLiveEvents+strings.Join(query, ""), nil)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	out := make(chan status.Batch, 64)
+	out := make(chan shared.LiveBatch, 64)
 	go func() {
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				var b status.Batch
-				if json.Unmarshal([]byte(data), &b) == nil {
-					out <- b
-				}
-			}
-		}
-		close(out)
+		defer close(out)
+		// A stream that ends early, or with a malformed batch, shows as the batch a test waits for not coming.
+		_ = shared.ReadLiveEvents(resp.Body, func(b shared.LiveBatch) bool { out <- b; return true })
 	}()
 	return out, cancel
 }

@@ -23,7 +23,7 @@ import (
 // image step streams through it, bootcfg records the next boot with it, the swarm step
 // fetches its join token with it. A kind without an executor is reported by the runner
 // as a failed step, visibly.
-func executors(id shared.MachineID, client *shared.Client, mode, advertise, dockerHost string, ag *agent.Agent, log *slog.Logger) map[shared.StepKind]step.Executor {
+func executors(id shared.MachineID, client *shared.Client, mode shared.AgentMode, advertise, dockerHost string, ag *agent.Agent, log *slog.Logger) map[shared.StepKind]step.Executor {
 	ex := map[shared.StepKind]step.Executor{
 		shared.StepDisk:    &disk.Executor{Logger: log.With("step", "disk")},
 		shared.StepImage:   &image.Executor{Source: client, Logger: log.With("step", "image")},
@@ -63,7 +63,7 @@ func installedFiles(ag *agent.Agent) func() ([]handoff.File, error) {
 
 // mountPrep loads the ext4 driver in the initramfs, where nothing loads modules on
 // demand; an installed OS has modprobe and needs nothing.
-func mountPrep(mode string, log *slog.Logger) func() error {
+func mountPrep(mode shared.AgentMode, log *slog.Logger) func() error {
 	if mode != shared.ModeRAM || !boot.IsPID1() {
 		return nil
 	}
@@ -74,7 +74,7 @@ func mountPrep(mode string, log *slog.Logger) func() error {
 
 // rebootMachine restarts the machine: directly as PID 1 in RAM mode, through systemd
 // on an installed OS (services stop cleanly, filesystems unmount).
-func rebootMachine(mode string) error {
+func rebootMachine(mode shared.AgentMode) error {
 	if mode == shared.ModeRAM && boot.IsPID1() {
 		return boot.Reboot()
 	}
