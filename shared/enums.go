@@ -7,7 +7,7 @@ import (
 )
 
 // The small closed vocabularies of the wire. Each is a string type, so its JSON is the
-// bare value it always was; Valid and Validate reject anything else with the list of
+// bare value it always was; Validate rejects anything else with the list of
 // what is allowed.
 
 // AgentMode is how an agent runs: from RAM after a network boot, or as a service on an
@@ -21,9 +21,6 @@ const (
 
 // AgentModes lists every agent mode.
 var AgentModes = []AgentMode{ModeRAM, ModeService}
-
-// Valid reports whether m is a known mode.
-func (m AgentMode) Valid() bool { return slices.Contains(AgentModes, m) }
 
 // Validate returns an error for an unknown mode.
 func (m AgentMode) Validate() error { return validateEnum("mode", m, AgentModes) }
@@ -39,9 +36,6 @@ const (
 
 // TokenRoles lists every token role.
 var TokenRoles = []TokenRole{TokenAdmin, TokenViewer, TokenEnrol}
-
-// Valid reports whether r is a known role.
-func (r TokenRole) Valid() bool { return slices.Contains(TokenRoles, r) }
 
 // Validate returns an error for an unknown role.
 func (r TokenRole) Validate() error { return validateEnum("role", r, TokenRoles) }
@@ -60,9 +54,6 @@ const (
 // Actions lists every operator action.
 var Actions = []Action{ActionRetry, ActionReplan, ActionRelease, ActionRetire, ActionApprove}
 
-// Valid reports whether a is a known action.
-func (a Action) Valid() bool { return slices.Contains(Actions, a) }
-
 // Validate returns an error for an unknown action.
 func (a Action) Validate() error { return validateEnum("action", a, Actions) }
 
@@ -76,9 +67,6 @@ const (
 
 // HealthStatuses lists every health status.
 var HealthStatuses = []HealthStatus{HealthOK, HealthDegraded}
-
-// Valid reports whether s is a known status.
-func (s HealthStatus) Valid() bool { return slices.Contains(HealthStatuses, s) }
 
 // Validate returns an error for an unknown status.
 func (s HealthStatus) Validate() error { return validateEnum("health status", s, HealthStatuses) }

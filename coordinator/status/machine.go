@@ -149,7 +149,7 @@ func actionsFor(m *shared.Machine) []actionButton {
 func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 	id, act := shared.MachineID(r.PathValue("id")), shared.Action(r.PathValue("action"))
-	if id.Validate() != nil || !act.Valid() {
+	if id.Validate() != nil || act.Validate() != nil {
 		http.Error(w, "unknown machine or action", http.StatusNotFound)
 		return
 	}

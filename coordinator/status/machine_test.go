@@ -25,7 +25,7 @@ func TestApproveIsOfferedOnlyToUnadmittedMachines(t *testing.T) {
 			has(waiting), has(admitted), has(retired))
 	}
 	for _, b := range actionsFor(waiting) {
-		if !b.Action.Valid() {
+		if b.Action.Validate() != nil {
 			t.Fatalf("the %s button posts an action the page handler does not accept", b.Label)
 		}
 	}
