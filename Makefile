@@ -23,7 +23,7 @@ test-unit:
 # One `go test` per package: with several packages go test holds each one's output until
 # it ends (~20 minutes of silence); alone, -v streams. The whole output goes to
 # build/integration.log, the test lines, figures and failure messages (file_test.go:N: lines)
-# to the terminal as they come.
+# to the terminal as they come; on failure the output before each failed test's end too.
 INTEGRATION_PKGS = $(shell go list ./integration/...)
 test-integration: build
 	@mkdir -p build; : >build/integration.log; failed=""; \
@@ -32,7 +32,10 @@ test-integration: build
 			grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|^ +--- FAIL|^ +[A-Za-z0-9_]+_test\.go:[0-9]+: |rivet-figure'; \
 		[ "$${PIPESTATUS[0]}" = 0 ] || failed="$$failed $$pkg"; \
 	done; \
-	if [ -n "$$failed" ]; then echo "FAIL:$$failed (full output: build/integration.log)"; exit 1; fi
+	if [ -n "$$failed" ]; then \
+		echo "=== the output before each failed test's --- FAIL line (multi-line messages included):"; \
+		grep -B 120 -E '^--- FAIL' build/integration.log | tail -n 800; \
+		echo "FAIL:$$failed (full output: build/integration.log)"; exit 1; fi
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
