@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rivetmetal/rivet/coordinator/lab"
+	"github.com/rivetmetal/rivet/internal/netclaim"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -67,6 +68,16 @@ func newLabConfig(t *testing.T, machines int, image string) lab.Config {
 	cfg := lab.Config{Name: "rvt" + hex.EncodeToString(b), Subnet: labTestSubnet, Dir: filepath.Join(t.TempDir(), "lab"),
 		BinDir: bins, Machines: machines, Image: image, KernelCache: filepath.Join(repoRoot(), "build", "kernel"),
 		Out: testWriter{t}}
+	// A test killed before its cleanup leaves the lab's namespace, which holds the subnet:
+	// the claim lets the next run's sweep remove it (lab.Up refuses a held subnet).
+	claim, swept, err := netclaim.New(cfg.Name)
+	for _, line := range swept {
+		t.Logf("netclaim: %s", line)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Claim = claim
 	// The lab's processes run in sessions of their own and outlive the process that
 	// started them; as their subreaper this test collects them when they end instead of
 	// leaving zombies to an init that may not.
@@ -81,6 +92,9 @@ func newLabConfig(t *testing.T, machines int, image string) lab.Config {
 		}
 		if err := lab.Down(ctx, cfg); err != nil {
 			t.Errorf("lab down: %v", err)
+		}
+		if err := claim.Release(); err != nil {
+			t.Errorf("releasing the lab's network claim: %v", err)
 		}
 		reapZombies()
 	})

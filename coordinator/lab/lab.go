@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/rivetmetal/rivet/coordinator/power"
+	"github.com/rivetmetal/rivet/internal/netclaim"
 )
 
 // Config describes a lab. The zero value of every field but Dir and BinDir means the default.
@@ -40,6 +41,10 @@ type Config struct {
 	InstallDebs string
 	Out         io.Writer // progress for the operator
 	Logger      *slog.Logger
+	// Claim, if set, records the lab's namespace and host link before they are made, so
+	// that the next claim's sweep removes them if this process dies first (tests; an
+	// operator's lab outlives `rivet lab up` and has none).
+	Claim *netclaim.Claim
 }
 
 // Defaults.

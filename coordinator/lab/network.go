@@ -2,11 +2,14 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/rivetmetal/rivet/internal/netclaim"
 )
 
 // The lab network: a namespace holding a bridge (the coordinator's address, .1) with one
@@ -40,6 +43,9 @@ func linkExists(ctx context.Context, netns, link string) bool {
 // networkUp creates whatever of the lab network is missing, so a second Up reuses the first.
 func (c *Config) networkUp(ctx context.Context) error {
 	ns, br := c.netns(), c.bridge()
+	if err := c.claimNetwork(ctx); err != nil {
+		return err
+	}
 	if !netnsExists(ns) {
 		if err := ip(ctx, "netns", "add", ns); err != nil {
 			return fmt.Errorf("%w (the lab needs root for network namespaces)", err)
@@ -64,6 +70,30 @@ func (c *Config) networkUp(ctx context.Context) error {
 		if err := ip(ctx, args...); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// claimNetwork records the namespace and host link with c.Claim, and refuses a subnet
+// that another host link already has an address in: the host would then route the lab's
+// API and status traffic to that link's older route, and the lab would look dead.
+func (c *Config) claimNetwork(ctx context.Context) error {
+	if c.Claim != nil {
+		if err := errors.Join(c.Claim.Namespace(c.netns()), c.Claim.Link(c.hostLink())); err != nil {
+			return fmt.Errorf("recording the lab's network: %w", err)
+		}
+	}
+	if linkExists(ctx, "", c.hostLink()) {
+		return nil // this lab's own, from an earlier Up
+	}
+	holder, err := netclaim.SubnetHolder(c.Subnet)
+	if err != nil {
+		return err
+	}
+	if holder != "" {
+		return fmt.Errorf("host link %s already has an address in %s.0/24, so the lab's traffic would go there: "+
+			"take that lab down (`rivet lab down`, with its --name) or remove the link (`ip link del %s`), or give this lab another --subnet",
+			holder, c.Subnet, holder)
 	}
 	return nil
 }

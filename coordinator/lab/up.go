@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -195,8 +196,10 @@ func (c *Config) waitCoordinator(ctx context.Context, pid int) (*shared.Client, 
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	return nil, fmt.Errorf("the lab's coordinator did not become healthy in 90 s: %v; its log:\n%s",
-		lastErr, tail(c.logFile("coordinator"), 3000))
+	// A refusal from a coordinator that runs is most often a route: say which one is taken.
+	route, _ := exec.CommandContext(ctx, "ip", "-4", "route", "get", c.bridgeIP()).CombinedOutput()
+	return nil, fmt.Errorf("the lab's coordinator did not become healthy in 90 s: %v (the host's route to it: %s); its log:\n%s",
+		lastErr, strings.TrimSpace(string(route)), tail(c.logFile("coordinator"), 3000))
 }
 
 // Client returns an API client with the admin token the coordinator wrote.

@@ -170,13 +170,26 @@ func ProcessStart(pid int) string {
 // has. A lab about to put its gateway address on a new veth checks first: with two links
 // holding the same address, the older one takes the traffic.
 func AddressHolder(ip string) (string, error) {
+	return holder(func(addr string) bool { return strings.HasPrefix(addr, ip+"/") })
+}
+
+// SubnetHolder returns the host link that already has an IPv4 address in the /24 whose
+// first three octets are prefix (e.g. "10.232.81"), or "" if none has. A second link in
+// the subnet gets a second route to it, and the older route takes the traffic: a lab
+// whose namespace outlived its test answers the next lab's API calls with a refusal.
+func SubnetHolder(prefix string) (string, error) {
+	return holder(func(addr string) bool { return strings.HasPrefix(addr, prefix+".") })
+}
+
+// holder returns the first host link with an IPv4 address (as "a.b.c.d/n") that match accepts.
+func holder(match func(addr string) bool) (string, error) {
 	out, err := exec.Command("ip", "-o", "-4", "addr", "show").Output()
 	if err != nil {
 		return "", fmt.Errorf("ip addr show: %w", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		// "7: rvtph0c95de    inet 10.232.70.1/24 scope global rvtph0c95de ..."
-		if f := strings.Fields(line); len(f) >= 4 && strings.HasPrefix(f[3], ip+"/") {
+		if f := strings.Fields(line); len(f) >= 4 && match(f[3]) {
 			return strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":"), nil
 		}
 	}

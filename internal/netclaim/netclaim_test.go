@@ -128,3 +128,16 @@ func TestAddressHolderFindsLoopback(t *testing.T) {
 		t.Fatalf("AddressHolder(127.0.0.2) = %q, %v; want none", got, err)
 	}
 }
+
+func TestSubnetHolderFindsLoopbacksSubnet(t *testing.T) {
+	testenv.RequireCommand(t, "ip")
+	if got, err := SubnetHolder("127.0.0"); err != nil || got != "lo" {
+		t.Fatalf("SubnetHolder(127.0.0) = %q, %v; want lo", got, err)
+	}
+	// 127.0.0.1/8 is in 127.0.0.0/24 but not in 127.0.1.0/24, nor is 10.127.0.x.
+	for _, prefix := range []string{"127.0.1", "27.0.0"} {
+		if got, err := SubnetHolder(prefix); err != nil || got != "" {
+			t.Fatalf("SubnetHolder(%s) = %q, %v; want none", prefix, got, err)
+		}
+	}
+}
