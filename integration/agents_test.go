@@ -34,12 +34,13 @@ func startAgent(t *testing.T, a *agentProc, c *coordinatortest.Cluster) {
 		"--state-dir", a.stateDir, "--system-uuid", a.uuid, "--gossip-bind", a.ip+":7946",
 		"--metrics-addr", "off", "--poll-interval", "5s", "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+	if err != nil {
 		t.Fatal(err)
 	}
 	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(a.done) }()
+	go func() { <-exited; logf.Close(); close(a.done) }()
 }
 
 func (a *agentProc) kill() {

@@ -219,13 +219,14 @@ func formVictimSwarm(t *testing.T, ctx context.Context, lab *swarmlab.Lab, clust
 			"--state-dir", v.StateDir, "--system-uuid", v.UUID, "--gossip-bind", n.IP.String()+":7946",
 			"--docker-host", n.DockerHost(), "--metrics-addr", "off", "--poll-interval", "2s", "--log-format", "json")
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			<-exited
 			logf.Close()
 			if t.Failed() {
 				data, _ := os.ReadFile(logPath)
@@ -396,11 +397,14 @@ func runAttacker(t *testing.T, ctx context.Context, netns string, target []byte,
 	if err := os.WriteFile(targetFile, target, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
+	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, exe, "-target", targetFile)
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.Output()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+	if err == nil {
+		err = <-exited
+	}
+	out := stdout.Bytes()
 	if err != nil {
 		t.Fatalf("the attacker failed: %v\n%s", err, stderr.String())
 	}

@@ -347,16 +347,16 @@ func labImageBoot(t *testing.T, dir, firmware, disk string) (time.Duration, stri
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	// qemu dies with the test binary, even when it is killed before its cleanups run.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	// qemu dies with the test binary, even when it is killed before its cleanups run.
+	waited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+	if err != nil {
 		t.Fatalf("qemu: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan error, 1) // the wait below puts the result back for the cleanup
+	go func() { exited <- <-waited }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/power"
+	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // pxeMachine is one bare-metal stand-in: a MAC, a tap on the lab's bridge and a disk that
@@ -92,14 +93,15 @@ func startQemu(t *testing.T, ns, serialLog, label string, args []string) *vmProc
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	v := &vmProc{done: make(chan struct{}), serial: serialLog, started: time.Now()}
 	cmd.Stdout = &stampedLines{w: logf, start: v.started, bol: true}
-	if err := cmd.Start(); err != nil {
+	exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+	if err != nil {
 		t.Fatal(err)
 	}
 	v.cmd = cmd
-	go func() { _ = cmd.Wait(); logf.Close(); close(v.done) }()
+	go func() { <-exited; logf.Close(); close(v.done) }()
 	t.Cleanup(func() {
 		v.stop()
 		keepLog(t, serialLog)

@@ -95,12 +95,13 @@ func TestAgentsFormASwarm(t *testing.T) {
 			"--gossip-bind", n.IP.String()+":7946", "--docker-host", n.DockerHost(), "--metrics-addr", "off",
 			"--poll-interval", "2s", "--label", "rack=r9", "--log-format", "json")
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		waited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+		if err != nil {
 			t.Fatal(err)
 		}
 		agents[i], exited[i] = cmd, make(chan struct{})
-		go func(gone chan struct{}) { _ = cmd.Wait(); logf.Close(); close(gone) }(exited[i])
+		go func(gone chan struct{}) { <-waited; logf.Close(); close(gone) }(exited[i])
 	}
 	stop := func(i int) {
 		if agents[i] != nil && agents[i].Process != nil {

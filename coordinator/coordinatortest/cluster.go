@@ -211,8 +211,9 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "RIVET_TOKEN="+token, "RIVET_CA_FINGERPRINT=")
 	// Its own process group, so a test that dies does not leave it to the terminal.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+	if err != nil {
 		logf.Close()
 		return fmt.Errorf("starting %s: %w", c.opts.Bin, err)
 	}
@@ -221,7 +222,7 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	n.cmd, n.done = cmd, done
 	n.mu.Unlock()
 	go func() {
-		_ = cmd.Wait()
+		<-exited
 		logf.Close()
 		close(done)
 	}()

@@ -43,8 +43,10 @@ func transferListener() (func(net.Addr) (net.PacketConn, error), func(), error) 
 	return listen, func() { ns.Close() }, nil
 }
 
-// inNamespace runs fn on a fresh thread that has entered ns. The thread is never
-// unlocked, so Go discards it afterwards instead of reusing it elsewhere.
+// inNamespace runs fn on a thread locked to a new goroutine that has entered ns. The
+// thread is never unlocked, so Go ends it afterwards instead of reusing it elsewhere. It
+// may be one that forked a child earlier: a Pdeathsig child must be forked from a thread
+// that stays locked for the child's life (testenv.StartTied).
 func inNamespace(ns *os.File, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {

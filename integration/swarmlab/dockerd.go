@@ -155,14 +155,15 @@ func (n *Node) start() error {
 	cmd.Stdout, cmd.Stderr = log, log
 	// Every hop (ip, unshare, sh) exec()s, so this process is dockerd. Pdeathsig stops it
 	// if the test binary dies without running its cleanups (a test timeout).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	exited, err := testenv.StartTied(cmd, syscall.SIGTERM)
+	if err != nil {
 		log.Close()
 		return fmt.Errorf("starting dockerd for %s: %w", n.Name, err)
 	}
 	done := make(chan struct{})
 	go func() {
-		_ = cmd.Wait()
+		<-exited
 		log.Close()
 		close(done)
 	}()
