@@ -157,12 +157,8 @@ func (c *floodCoordinator) scrapeClient(t *testing.T, envFile string) *http.Clie
 	t.Helper()
 	var fp string
 	testenv.Eventually(t, 60*time.Second, "operator.env with the CA fingerprint", testenv.Holds(func() bool {
-		b, _ := os.ReadFile(envFile)
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "RIVET_CA_FINGERPRINT="); ok {
-				fp = v
-			}
-		}
+		creds, _ := shared.ReadOperatorCredentials(envFile)
+		fp = creds.CAFingerprint
 		return fp != "" && c.alive()
 	}, nil))
 	tlsConfig, err := shared.PinnedTLSConfig(fp)

@@ -3,7 +3,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -134,52 +133,30 @@ func (c *clientFlags) client() (*shared.Client, error) {
 	if c.output != "text" && c.output != "json" {
 		return nil, fmt.Errorf("--output %q: want text or json", c.output)
 	}
-	fileVals := map[string]string{}
+	var file shared.OperatorCredentials
 	if c.envFile != "" {
 		var err error
-		if fileVals, err = readEnvFile(c.envFile); err != nil {
+		if file, err = readEnvFile(c.envFile); err != nil {
 			return nil, err
 		}
 	}
-	pick := func(flagVal, key string) string {
-		if flagVal != "" {
-			return flagVal
-		}
-		if v := os.Getenv(key); v != "" {
-			return v
-		}
-		return fileVals[key]
+	pick := func(flagVal, key, fileVal string) string {
+		return firstSet(flagVal, os.Getenv(key), fileVal)
 	}
-	server := pick(c.server, "RIVET_SERVER")
-	var urls []string
-	for _, u := range strings.Split(server, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			urls = append(urls, u)
-		}
-	}
-	return shared.NewClient(shared.ClientConfig{URLs: urls, Token: pick(c.token, "RIVET_TOKEN"),
-		CAFingerprint: pick(c.caFingerprint, "RIVET_CA_FINGERPRINT")})
+	server := pick(c.server, shared.EnvServer, strings.Join(file.Servers, ","))
+	return shared.NewClient(shared.ClientConfig{URLs: shared.SplitServers(server),
+		Token:         pick(c.token, shared.EnvToken, file.Token),
+		CAFingerprint: pick(c.caFingerprint, shared.EnvCAFingerprint, file.CAFingerprint)})
 }
 
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--env-file: %w", err)
+// readEnvFile reads an --env-file: a copy of a coordinator's operator.env, or a file
+// holding some of its keys (the rest come from flags or the environment).
+func readEnvFile(path string) (shared.OperatorCredentials, error) {
+	creds, err := shared.ReadOperatorCredentials(path)
+	if err != nil && !errors.Is(err, shared.ErrCredentialsIncomplete) {
+		return creds, fmt.Errorf("--env-file: %w", err)
 	}
-	defer f.Close()
-	vals := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if ok {
-			vals[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
-		}
-	}
-	return vals, sc.Err()
+	return creds, nil
 }
 
 // newFlags makes a flag set whose --help prints the usage line and the flags.

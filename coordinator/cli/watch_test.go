@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -52,8 +51,7 @@ func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
 		t.Fatal(err)
 	}
 	envFile := filepath.Join(t.TempDir(), "operator.env")
-	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+	if err := c.WriteCredentials(envFile); err != nil {
 		t.Fatal(err)
 	}
 	return f, envFile
