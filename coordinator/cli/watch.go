@@ -72,21 +72,19 @@ type watcher struct {
 }
 
 func machinesWatch(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "machines watch", "rivet machines watch [--state STATE] [--role ROLE] [--min N] [--interval 2s] [--output json]")
-	cf.register(fs)
-	stateFilter := fs.String("state", "", "only machines in this state")
-	roleFilter := fs.String("role", "", "only machines with this role")
-	interval := fs.Duration("interval", 2*time.Second, "how often to poll when the live stream is not available")
-	minMachines := fs.Int("min", 1, "do not call the fleet settled before this many machines are known (e.g. the lab's VM count)")
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "machines watch", "rivet machines watch [--state STATE] [--role ROLE] [--min N] [--interval 2s] [--output json]")
+	stateFilter := v.fs.String("state", "", "only machines in this state")
+	roleFilter := v.fs.String("role", "", "only machines with this role")
+	interval := v.fs.Duration("interval", 2*time.Second, "how often to poll when the live stream is not available")
+	minMachines := v.fs.Int("min", 1, "do not call the fleet settled before this many machines are known (e.g. the lab's VM count)")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
+	c, err := v.client()
 	if err != nil {
 		return err
 	}
-	w := &watcher{env: env, c: c, json: cf.output == "json", rows: map[shared.MachineID]watchRow{}, min: *minMachines,
+	w := &watcher{env: env, c: c, json: v.json(), rows: map[shared.MachineID]watchRow{}, min: *minMachines,
 		unplaced: map[shared.MachineID]bool{},
 		filter: func(r watchRow) bool {
 			return (*stateFilter == "" || string(r.State) == *stateFilter) && (*roleFilter == "" || r.Role == *roleFilter)
