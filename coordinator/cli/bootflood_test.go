@@ -98,17 +98,7 @@ func (l *lineCounter) snapshot() (int, string) {
 
 func startFloodCoordinator(t *testing.T) *floodCoordinator {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvb", 51)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	p := dhcptest.TestPair(t, "rvb", 51)
 	data, boot := t.TempDir(), t.TempDir()
 	for name, size := range map[string]int{"undionly.kpxe": 70000, "snponly.efi": 300000, "vmlinuz": 1 << 20, "initrd.zst": 1 << 20} {
 		if err := os.WriteFile(filepath.Join(boot, name), bytes.Repeat([]byte{0x90}, size), 0o644); err != nil {

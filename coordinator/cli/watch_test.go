@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,24 +82,6 @@ func drive(t *testing.T, f *statustest.Fleet, seen func(string) bool) {
 	}
 }
 
-// syncBuffer collects output written by one goroutine and read by another.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWatchOnATerminal(t *testing.T) {
 	f, envFile := watchFleet(t, 4)
 	ptmx, tty, err := pty.Open()
@@ -112,7 +92,7 @@ func TestWatchOnATerminal(t *testing.T) {
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 30, Cols: 160}); err != nil {
 		t.Fatal(err)
 	}
-	var screen syncBuffer
+	var screen testenv.LogBuffer
 	go func() { _, _ = io.Copy(&screen, ptmx) }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -164,7 +144,7 @@ func TestWatchOnATerminal(t *testing.T) {
 
 func TestWatchStreamsJSONLines(t *testing.T) {
 	f, envFile := watchFleet(t, 3)
-	var out syncBuffer
+	var out testenv.LogBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
