@@ -29,17 +29,8 @@ func TestLoggedOutCookieIsRefusedEverywhere(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// No planning pass: the machine records stay as the test leaves them.
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(),
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: t.TempDir(),
 		Nodes: 3, ExtraArgs: []string{"--plan-settle", "10m"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator logs:\n%s", tail(cluster.Logs(), 8000))
-		}
-	})
 	leader, err := cluster.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
