@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -16,9 +15,7 @@ import (
 
 	"github.com/creack/pty"
 
-	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/cli"
-	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
@@ -28,24 +25,11 @@ import (
 // the CLI.
 func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	ctx := context.Background()
-	f, err := statustest.Register(ctx, c, 1, n, func(i int) map[string]string {
+	c := statustest.Start(t, t.TempDir())
+	f, err := statustest.Planned(context.Background(), c, n, func(i int) map[string]string {
 		return map[string]string{"pool": "sim", "hostname": fmt.Sprintf("node-%d", i)}
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.ApplyRole(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	envFile := filepath.Join(t.TempDir(), "operator.env")
