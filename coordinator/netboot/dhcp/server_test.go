@@ -77,7 +77,7 @@ func expectSilence(t *testing.T, s *Server, c *dhcptest.Client, r dhcptest.Reque
 
 func TestProxyOverTheWire(t *testing.T) {
 	p := dhcptest.TestPair(t, "rvt", 10)
-	b := &booterMap{m: map[string]shared.BootTarget{dhcptest.MAC(66).String(): shared.BootNone}}
+	b := dhcptest.NewBooter(map[string]shared.BootTarget{dhcptest.MAC(66).String(): shared.BootNone})
 	// No Interface: the server finds it from its address, as an operator would configure it.
 	s := newTestServer(t, Config{ServerIP: p.ServerIP, Booter: b,
 		ScriptURL: func(mac net.HardwareAddr) string {
