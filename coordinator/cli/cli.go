@@ -8,8 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -71,10 +72,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "rivet %s — bare metal to Docker Swarm\n\nUsage: rivet COMMAND [flags]\n\nCommands:\n", shared.Version)
 	cmds := commands()
-	for _, n := range sortedNames(cmds) {
+	for _, n := range slices.Sorted(maps.Keys(cmds)) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
 		if cmds[n].verbs != nil {
-			fmt.Fprintf(w, "  %-12s verbs: %s\n", "", strings.Join(sortedNames(cmds[n].verbs()), ", "))
+			fmt.Fprintf(w, "  %-12s verbs: %s\n", "", strings.Join(slices.Sorted(maps.Keys(cmds[n].verbs())), ", "))
 		}
 	}
 	fmt.Fprintf(w, "\nRun `rivet COMMAND --help` for a command's flags or verbs, `rivet COMMAND VERB --help` for a verb's.\n"+
@@ -94,7 +95,7 @@ func runVersion(_ context.Context, env *Env, args []string) error {
 func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs map[string]command) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintf(env.Stdout, "Usage: rivet %s VERB [flags]\n\nVerbs:\n", noun)
-		for _, n := range sortedNames(verbs) {
+		for _, n := range slices.Sorted(maps.Keys(verbs)) {
 			fmt.Fprintf(env.Stdout, "  %-10s %s\n", n, verbs[n].summary)
 		}
 		return nil
@@ -104,15 +105,6 @@ func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs
 		return fmt.Errorf("unknown verb %q for `rivet %s` (see `rivet %s --help`)", args[0], noun, noun)
 	}
 	return v.run(ctx, env, args[1:])
-}
-
-func sortedNames(cmds map[string]command) []string {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // clientFlags are the flags every client command shares.
