@@ -153,7 +153,7 @@ func printMachine(w io.Writer, m *shared.Machine) {
 		nics := inv.PhysicalNICs() // not loopback, bridges or veths
 		fmt.Fprintf(w, "Hardware  %s %s, serial %s; %s, %d cores/%d threads; %s RAM; %d disks, %d NICs, %s firmware\n",
 			orDash(inv.System.Vendor), orDash(inv.System.Product), orDash(inv.System.Serial), orDash(inv.CPU.Model),
-			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
+			inv.CPU.Cores, inv.CPU.Threads, shared.HumanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
 			orDash(inv.System.Firmware))
 		printNICs(w, nics)
 	}

@@ -214,7 +214,7 @@ func (w *watcher) update(r watchRow) {
 		}{time.Now().UTC(), r})
 	case !w.tty:
 		fmt.Fprintf(w.env.Stdout, "%s  %s  %-12s %-8s %s\n", time.Now().Format("15:04:05"), r.ID, r.State,
-			orDash(r.Step), strings.TrimSpace(bar(r.Percent, 0)+" "+rateOf(r.Rate)))
+			orDash(r.Step), strings.TrimSpace(bar(r.Percent, 0)+" "+shared.HumanRate(r.Rate)))
 	}
 }
 
@@ -316,7 +316,7 @@ func (w *watcher) redraw() {
 func tableRows(rows []watchRow) [][]string {
 	out := make([][]string, 0, len(rows))
 	for _, r := range rows {
-		progress, rate := bar(r.Percent, 20), rateOf(r.Rate)
+		progress, rate := bar(r.Percent, 20), shared.HumanRate(r.Rate)
 		if !transitional(r.State) {
 			progress, rate = "", "" // a stopped step's last progress would read as live
 		}
@@ -347,11 +347,4 @@ func bar(pct float64, width int) string {
 	}
 	filled := int(pct / 100 * float64(width))
 	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + fmt.Sprintf("] %3.0f%%", pct)
-}
-
-func rateOf(bytesPerSec float64) string {
-	if bytesPerSec <= 0 {
-		return ""
-	}
-	return humanBytes(int64(bytesPerSec)) + "/s"
 }

@@ -160,7 +160,7 @@ func tileFor(m shared.MachineSummary) tile {
 		b.WriteString(" ")
 		b.WriteString(strconv.Itoa(int(pct)))
 		b.WriteString("%")
-		if r := rateText(m.Progress.BytesPerSec); r != "" {
+		if r := shared.HumanRate(m.Progress.BytesPerSec); r != "" {
 			b.WriteString(" ")
 			b.WriteString(r)
 		}
