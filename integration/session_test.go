@@ -168,13 +168,7 @@ func pageCSRF(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *htt
 func pageGet(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *http.Cookie, path string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, n.URL()+path, nil)
-	req.AddCookie(cookie)
-	resp, err := b.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("Location")
+	return pageSend(t, b, req, cookie)
 }
 
 // pagePost posts a form (csrf added when given) with an optional cookie and headers.
@@ -192,6 +186,12 @@ func pagePost(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *htt
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	return pageSend(t, b, req, cookie)
+}
+
+// pageSend sends req with the cookie, if any, and returns the status and the Location.
+func pageSend(t *testing.T, b *http.Client, req *http.Request, cookie *http.Cookie) (int, string) {
+	t.Helper()
 	if cookie != nil {
 		req.AddCookie(cookie)
 	}
