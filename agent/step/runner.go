@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -50,10 +49,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		cfg.ReportTimeout = 5 * time.Minute
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log := LoggerOr(cfg.Logger)
 	return &Runner{cfg: cfg, log: log.With("machine", cfg.ID)}
 }
 
