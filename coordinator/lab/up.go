@@ -174,7 +174,7 @@ func (c *Config) waitCoordinator(ctx context.Context, pid int) (*shared.Client, 
 	for time.Now().Before(deadline) {
 		// Whether the process lives, not whether it is the lab's: right after the start its
 		// command line may still be ip's, or empty while it execs.
-		if !alive(pid) {
+		if !power.ProcessAlive(pid) {
 			return nil, fmt.Errorf("the lab's coordinator exited; its log:\n%s", tail(c.logFile("coordinator"), 3000))
 		}
 		client, err := c.Client()
