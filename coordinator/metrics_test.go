@@ -74,11 +74,9 @@ func TestMetricsCountStepsAndImages(t *testing.T) {
 
 func scrape(t *testing.T, c *coordinatortest.InProcess) string {
 	t.Helper()
-	resp, err := c.Client("").Open(context.Background(), shared.PathMetrics, nil)
+	text, err := c.Client("").Metrics(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return text
 }

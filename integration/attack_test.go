@@ -406,19 +406,12 @@ func metricValue(t *testing.T, cluster *coordinatortest.Cluster, name string) fl
 	t.Helper()
 	var sum float64
 	for _, n := range cluster.Nodes {
-		resp, err := cluster.Client(n).Open(context.Background(), shared.PathMetrics, nil)
+		text, err := cluster.Client(n).Metrics(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, line := range strings.Split(string(data), "\n") {
-			var v float64
-			if rest, ok := strings.CutPrefix(line, name+" "); ok {
-				fmt.Sscanf(rest, "%g", &v)
-				sum += v
-			}
-		}
+		v, _ := shared.MetricSample(text, name)
+		sum += v
 	}
 	return sum
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -233,17 +232,10 @@ func recordDigests(ctx context.Context, t *testing.T, c *coordinatortest.Cluster
 // scrape reads one sample from a coordinator's /metrics (0 when absent).
 func scrape(ctx context.Context, t *testing.T, c *coordinatortest.Cluster, n *coordinatortest.Node, series string) float64 {
 	t.Helper()
-	resp, err := c.Client(n).Open(ctx, shared.PathMetrics, nil)
+	text, err := c.Client(n).Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	v, _ := shared.MetricSample(text, series)
+	return v
 }
