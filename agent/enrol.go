@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/ctxtime"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -64,7 +65,7 @@ func (a *Agent) enrol(ctx context.Context, inv *shared.Inventory) error {
 		if a.cfg.EnrolToken == "" && a.cfg.Ticket == "" && kept == nil {
 			return fmt.Errorf("every credential was refused: %w", errNoCredentials)
 		}
-		if err := sleep(ctx, wait.next()); err != nil {
+		if err := ctxtime.Sleep(ctx, wait.next()); err != nil {
 			return err
 		}
 	}

@@ -98,10 +98,7 @@ func (a *Agent) gossipFailed(op string, err error) {
 // gossipStopped handles Serf shutting the member down on its own. It does so when it
 // loses a name conflict: another machine gossips with the same machine id.
 func (a *Agent) gossipStopped() {
-	a.mu.Lock()
-	m := a.member
-	a.member = nil
-	a.mu.Unlock()
+	m := a.takeMember()
 	if m == nil {
 		return
 	}
@@ -109,6 +106,16 @@ func (a *Agent) gossipStopped() {
 	id, _ := a.identity()
 	a.gossipFailed("gossip", gossipError("gossip stopped on its own: another machine may be gossiping as "+
 		string(id)+" (duplicate DMI UUID?); give one of them --system-uuid"))
+}
+
+// takeMember detaches the gossip member from the agent and returns it (nil when there
+// is none), for the caller to stop.
+func (a *Agent) takeMember() *membership.Member {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.member
+	a.member = nil
+	return m
 }
 
 // LeaveGossip leaves the gossip pool gracefully. Call it right before the machine
@@ -120,10 +127,7 @@ func (a *Agent) LeaveGossip() { a.stopGossip() }
 // stopGossip leaves the pool on purpose (the service stops, the machine shuts down), so
 // the coordinators record "left" rather than "failed".
 func (a *Agent) stopGossip() {
-	a.mu.Lock()
-	m := a.member
-	a.member = nil
-	a.mu.Unlock()
+	m := a.takeMember()
 	if m == nil {
 		return
 	}

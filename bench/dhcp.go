@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 
@@ -29,21 +27,11 @@ type DHCPOptions struct {
 }
 
 func (o *DHCPOptions) dhcpDefaults() {
-	if o.Requests <= 0 {
-		o.Requests = 20000
-	}
-	if o.Window <= 0 {
-		o.Window = 64
-	}
-	if o.Rounds <= 0 {
-		o.Rounds = 3
-	}
-	if o.LossWait <= 0 {
-		o.LossWait = 200 * time.Millisecond
-	}
-	if o.Dnsmasq == "" {
-		o.Dnsmasq = "dnsmasq"
-	}
+	orDefault(&o.Requests, 20000)
+	orDefault(&o.Window, 64)
+	orDefault(&o.Rounds, 3)
+	orDefault(&o.LossWait, 200*time.Millisecond)
+	orDefault(&o.Dnsmasq, "dnsmasq")
 }
 
 // dhcpServer is one side of the comparison: start serves on the pair, stop ends it.
@@ -96,8 +84,7 @@ func DHCP(ctx context.Context, w io.Writer, opts DHCPOptions) error {
 	}
 	med := [2]dhcptest.LoadResult{}
 	for i := range rounds {
-		slices.SortFunc(rounds[i], func(a, b dhcptest.LoadResult) int { return cmp.Compare(a.PerSecond(), b.PerSecond()) })
-		med[i] = rounds[i][len(rounds[i])/2]
+		med[i] = medianBy(rounds[i], dhcptest.LoadResult.PerSecond)
 	}
 	_, err = fmt.Fprintf(w, "rivet-figure: boot proxydhcp requests=%d window=%d rivet_rps=%.0f dnsmasq_rps=%.0f "+
 		"rivet_lost=%d dnsmasq_lost=%d ratio=%.2fx\n",

@@ -53,33 +53,19 @@ type FleetOptions struct {
 }
 
 func (o *FleetOptions) defaults() {
-	if o.Coordinators <= 0 {
-		o.Coordinators = 3
-	}
-	if o.Machines <= 0 {
-		o.Machines = 200
-	}
+	orDefault(&o.Coordinators, 3)
+	orDefault(&o.Machines, 200)
 	if o.SerfMembers < 0 || o.SerfMembers > o.Machines {
 		o.SerfMembers = o.Machines
 	}
-	if o.Ramp <= 0 {
-		o.Ramp = 30 * time.Second
-	}
-	if o.Poll <= 0 {
-		o.Poll = 15 * time.Second
-	}
-	if o.StepScale <= 0 {
-		o.StepScale = 1
-	}
-	if o.PartitionHold <= 0 {
-		o.PartitionHold = 20 * time.Second
-	}
+	orDefault(&o.Ramp, 30*time.Second)
+	orDefault(&o.Poll, 15*time.Second)
+	orDefault(&o.StepScale, 1)
+	orDefault(&o.PartitionHold, 20*time.Second)
 	if o.Burst > o.Machines {
 		o.Burst = o.Machines
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 20 * time.Minute
-	}
+	orDefault(&o.Timeout, 20*time.Minute)
 	if o.Partition {
 		o.Netns = true
 	}

@@ -74,23 +74,10 @@ func (p *procMeter) totals() (cpu []float64, peak []int64) {
 	return cpu, peak
 }
 
-// clockTicks is USER_HZ, 100 on every Linux this runs on.
-const clockTicks = 100
-
+// procCPUSeconds is the CPU time (user and system) process pid has used.
 func procCPUSeconds(pid int) (float64, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The command name may hold spaces: fields are counted after its closing paren.
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0, false
-	}
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / clockTicks, true
+	ticks, ok := procTicks(pid, 11, 13) // utime, stime
+	return float64(ticks) / clockTicks, ok
 }
 
 func procStatusBytes(pid int, key string) (int64, bool) {

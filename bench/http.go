@@ -2,11 +2,9 @@ package bench
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -35,21 +32,11 @@ type HTTPOptions struct {
 }
 
 func (o *HTTPOptions) httpDefaults() {
-	if o.Clients <= 0 {
-		o.Clients = 200
-	}
-	if o.Rounds <= 0 {
-		o.Rounds = 3
-	}
-	if o.KernelSize <= 0 {
-		o.KernelSize = 8 << 20
-	}
-	if o.InitrdSize <= 0 {
-		o.InitrdSize = 20 << 20
-	}
-	if o.Nginx == "" {
-		o.Nginx = "nginx"
-	}
+	orDefault(&o.Clients, 200)
+	orDefault(&o.Rounds, 3)
+	orDefault(&o.KernelSize, 8<<20)
+	orDefault(&o.InitrdSize, 20<<20)
+	orDefault(&o.Nginx, "nginx")
 }
 
 // httpFiles are the two boot files as served: name, size and digest.
@@ -98,7 +85,7 @@ func HTTP(ctx context.Context, w io.Writer, opts HTTPOptions) error {
 	names := [2]string{"rivet", "nginx"}
 	for i, base := range bases { // both serve the very same bytes
 		for _, f := range files {
-			if err := httpVerify(ctx, client, base+"/"+f.name, f); err != nil {
+			if err := httpGet(ctx, client, base+"/"+f.name, f, true); err != nil {
 				return fmt.Errorf("http bench: %s: %w", names[i], err)
 			}
 		}
@@ -116,8 +103,7 @@ func HTTP(ctx context.Context, w io.Writer, opts HTTPOptions) error {
 	total := float64(opts.Clients) * float64(files[0].size+files[1].size) / 1e6
 	var mbps [2]float64
 	for i := range walls {
-		slices.SortFunc(walls[i], cmp.Compare)
-		mbps[i] = total / walls[i][len(walls[i])/2].Seconds()
+		mbps[i] = total / medianBy(walls[i], time.Duration.Seconds).Seconds()
 	}
 	_, err = fmt.Fprintf(w, "rivet-figure: boot http clients=%d kernel_bytes=%d initrd_bytes=%d rivet_MBps=%.0f nginx_MBps=%.0f ratio=%.2fx\n",
 		opts.Clients, files[0].size, files[1].size, mbps[0], mbps[1], mbps[0]/mbps[1])
@@ -266,25 +252,6 @@ func httpWaitReady(ctx context.Context, url string, exited <-chan error) error {
 	return fmt.Errorf("%s not serving within 10 s", url)
 }
 
-// httpVerify downloads one file and checks its digest.
-func httpVerify(ctx context.Context, c *http.Client, url string, f httpFile) error {
-	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != 200 || n != f.size || !bytes.Equal(h.Sum(nil), f.sum[:]) {
-		return fmt.Errorf("GET %s: %s, %d bytes, digest differs from the file", url, resp.Status, n)
-	}
-	return nil
-}
-
 // httpRound starts every client at once; each fetches the kernel, then the initramfs,
 // as iPXE does. It returns the time until the last byte of the last client arrived.
 func httpRound(ctx context.Context, c *http.Client, base string, files [2]httpFile, clients int) (time.Duration, error) {
@@ -295,7 +262,7 @@ func httpRound(ctx context.Context, c *http.Client, base string, files [2]httpFi
 		wg.Go(func() {
 			<-start
 			for _, f := range files {
-				if err := httpFetch(ctx, c, base+"/"+f.name, f.size); err != nil {
+				if err := httpGet(ctx, c, base+"/"+f.name, f, false); err != nil {
 					errs <- err
 					return
 				}
@@ -313,18 +280,31 @@ func httpRound(ctx context.Context, c *http.Client, base string, files [2]httpFi
 	return wall, nil
 }
 
-func httpFetch(ctx context.Context, c *http.Client, url string, size int64) error {
+// httpGet downloads one file and checks its status and size and, with digest, its
+// SHA-256 (the timed rounds do not hash).
+func httpGet(ctx context.Context, c *http.Client, url string, f httpFile, digest bool) error {
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	if err == nil && (resp.StatusCode != 200 || n != size) {
-		err = errors.New("GET " + url + ": " + resp.Status + ", " + strconv.FormatInt(n, 10) + " bytes")
+	var sink io.Writer = io.Discard
+	h := sha256.New()
+	if digest {
+		sink = h
 	}
-	return err
+	n, err := io.Copy(sink, resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || n != f.size {
+		return fmt.Errorf("GET %s: %s, %d bytes", url, resp.Status, n)
+	}
+	if digest && !bytes.Equal(h.Sum(nil), f.sum[:]) {
+		return fmt.Errorf("GET %s: the digest differs from the file", url)
+	}
+	return nil
 }
 
 func httpFreePort() (int, error) {

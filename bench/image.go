@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/rivetmetal/rivet/agent/step/disk"
@@ -35,15 +34,9 @@ type ImageOptions struct {
 }
 
 func (o *ImageOptions) imageDefaults() {
-	if o.SizeMB <= 0 {
-		o.SizeMB = 1024
-	}
-	if o.Rounds <= 0 {
-		o.Rounds = 3
-	}
-	if o.Dir == "" {
-		o.Dir = os.TempDir()
-	}
+	orDefault(&o.SizeMB, 1024)
+	orDefault(&o.Rounds, 3)
+	orDefault(&o.Dir, os.TempDir())
 }
 
 // imageReference is the command the bench compares against: what an operator would type
@@ -142,7 +135,7 @@ func Image(ctx context.Context, w io.Writer, opts ImageOptions) error {
 			}
 		}
 	}
-	r, ref := imageMedian(rivet), imageMedian(reference)
+	r, ref := medianBy(rivet, time.Duration.Seconds), medianBy(reference, time.Duration.Seconds)
 	mbps := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
 	loopMode := "direct-io"
 	if opts.Buffered {
@@ -186,12 +179,6 @@ func imageCheck(l *disktest.Loop, img *imagetest.Image, side string) error {
 		return fmt.Errorf("image bench: after the %s run the disk hashes to %s, want %s", side, got, img.SHA256)
 	}
 	return nil
-}
-
-func imageMedian(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func imageFileSize(path string) int64 {

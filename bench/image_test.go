@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -26,27 +25,11 @@ func TestImageBenchPrintsFigure(t *testing.T) {
 	for _, tool := range []string{"losetup", "curl", "zstd", "fallocate"} {
 		testenv.RequireCommand(t, tool)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	opts := ImageOptions{SizeMB: 64, Rounds: 1, Dir: t.TempDir(), Buffered: *imageBuffered, PageCache: *imagePageCache,
 		BlockSize: *imageBlock, Writers: *imageWriters, DecoderConcurrency: *imageDecoders}
 	if *imageFull {
 		opts.SizeMB, opts.Rounds = 1024, 3
 	}
-	var out bytes.Buffer
-	if err := Image(ctx, &out, opts); err != nil {
-		t.Fatal(err)
-	}
-	line := regexp.MustCompile(`(?m)^rivet-figure: image size_mb=` + strconv.Itoa(opts.SizeMB) +
-		` rivet_MBps=(\d+) reference_MBps=(\d+) ratio=([\d.]+)x$`)
-	m := line.FindStringSubmatch(out.String())
-	if m == nil {
-		t.Fatalf("output %q does not match %s", out.String(), line)
-	}
-	for _, f := range m[1:] {
-		if v, err := strconv.ParseFloat(f, 64); err != nil || v <= 0 {
-			t.Errorf("figure %q in %q is not a positive number", f, out.String())
-		}
-	}
-	t.Log(out.String())
+	benchFigure(t, 10*time.Minute, func(ctx context.Context, out *bytes.Buffer) error { return Image(ctx, out, opts) },
+		`(?m)^rivet-figure: image size_mb=`+strconv.Itoa(opts.SizeMB)+` rivet_MBps=(\d+) reference_MBps=(\d+) ratio=([\d.]+)x$`)
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
@@ -80,21 +79,11 @@ func Status(ctx context.Context, w io.Writer, opts StatusOptions) (*StatusResult
 }
 
 func (o StatusOptions) withDefaults() StatusOptions {
-	if o.Machines <= 0 {
-		o.Machines = 10000
-	}
-	if o.Renders <= 0 {
-		o.Renders = 40
-	}
-	if o.Clients <= 0 {
-		o.Clients = 100
-	}
-	if o.Reports <= 0 {
-		o.Reports = 5000
-	}
-	if o.Duration <= 0 {
-		o.Duration = 10 * time.Second
-	}
+	orDefault(&o.Machines, 10000)
+	orDefault(&o.Renders, 40)
+	orDefault(&o.Clients, 100)
+	orDefault(&o.Reports, 5000)
+	orDefault(&o.Duration, 10*time.Second)
 	return o
 }
 
@@ -214,15 +203,6 @@ func timeRenders(h http.Handler, token, path string, n int) (p50, p95, cpu time.
 	cpu = (processCPU() - cpuStart) / time.Duration(n)
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	return times[len(times)/2], times[len(times)*95/100], cpu, size, nil
-}
-
-// processCPU is the user and system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // streamRun connects the clients, applies progress reports at opts.Reports per second

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -30,24 +28,12 @@ type TFTPOptions struct {
 }
 
 func (o *TFTPOptions) tftpDefaults() {
-	if o.File == "" {
-		o.File = "/usr/lib/ipxe/undionly.kpxe"
-	}
-	if o.Clients <= 0 {
-		o.Clients = 200
-	}
-	if o.Rounds <= 0 {
-		o.Rounds = 5
-	}
-	if o.BlockSize <= 0 {
-		o.BlockSize = 1468
-	}
-	if o.WindowSize <= 0 {
-		o.WindowSize = 16
-	}
-	if o.TFTPD == "" {
-		o.TFTPD = "in.tftpd"
-	}
+	orDefault(&o.File, "/usr/lib/ipxe/undionly.kpxe")
+	orDefault(&o.Clients, 200)
+	orDefault(&o.Rounds, 5)
+	orDefault(&o.BlockSize, 1468)
+	orDefault(&o.WindowSize, 16)
+	orDefault(&o.TFTPD, "in.tftpd")
 }
 
 // tftpRound is one round: every client fetched the file once.
@@ -96,7 +82,7 @@ func TFTP(ctx context.Context, w io.Writer, opts TFTPOptions) error {
 	defer stopHPA()
 	// Wall time depends on how the machine's CPUs are shared (tftpd-hpa forks a process
 	// per client, Rivet is one process), so CPU time is reported beside it.
-	cpu := [2]func() time.Duration{tftpSelfCPU, func() time.Duration { return tftpSelfCPU() + tftpTreeCPU(hpaPID) }}
+	cpu := [2]func() time.Duration{processCPU, func() time.Duration { return processCPU() + tftpTreeCPU(hpaPID) }}
 	rivet, hpa, err := tftpMeasure(ctx, [2]string{rivetAddr, hpaAddr}, cpu, name, want, opts)
 	if err != nil {
 		return err
@@ -223,8 +209,7 @@ func tftpMeasure(ctx context.Context, addrs [2]string, cpu [2]func() time.Durati
 		}
 	}
 	for i := range sides {
-		slices.SortFunc(rounds[i], func(a, b tftpRound) int { return cmp.Compare(a.wall, b.wall) })
-		sides[i].median = rounds[i][len(rounds[i])/2]
+		sides[i].median = medianBy(rounds[i], func(r tftpRound) time.Duration { return r.wall })
 	}
 	return rivet, hpa, nil
 }
@@ -266,15 +251,6 @@ func tftpRun(ctx context.Context, addr, name string, want []byte, fo tftp.FetchO
 	return tftpRound{wall: wall, resent: resent}, nil
 }
 
-// tftpSelfCPU is the user+system CPU time this process has used.
-func tftpSelfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // tftpTreeCPU is the CPU time of process pid and of the children it has reaped. It first
 // waits (up to 2 s) for pid's children to exit, so a finished round is fully counted.
 func tftpTreeCPU(pid int) time.Duration {
@@ -284,21 +260,6 @@ func tftpTreeCPU(pid int) time.Duration {
 			break
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name: state is field 3; utime, stime, cutime, cstime are
-	// fields 14 to 17, in clock ticks of 1/100 s on Linux.
-	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
-	f := bytes.Fields(rest)
-	if len(f) < 15 {
-		return 0
-	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, _ := strconv.ParseInt(string(v), 10, 64)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	ticks, _ := procTicks(pid, 11, 15) // utime, stime, cutime, cstime
+	return time.Duration(ticks) * time.Second / clockTicks
 }

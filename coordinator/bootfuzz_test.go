@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -30,51 +29,21 @@ import (
 type bootHarness struct {
 	srv    *netboot.Server
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *testenv.LogBuffer
 	pair   *dhcptest.Pair
 	client *net.UDPConn
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-// take returns what was written since the last call.
-func (w *syncBuffer) take() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := w.b.String()
-	w.b.Reset()
-	return s
-}
-
 func startBootHarness(t testing.TB, subnet byte, mode string) *bootHarness {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvf", subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	p := dhcptest.TestPair(t, "rvf", subnet)
 	dir := t.TempDir()
 	for name, size := range map[string]int{"undionly.kpxe": 70000, "snponly.efi": 200, "vmlinuz": 1000} {
 		if err := os.WriteFile(filepath.Join(dir, name), bytes.Repeat([]byte{0x90}, size), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	h := &bootHarness{reg: prometheus.NewRegistry(), logs: &syncBuffer{}, pair: p}
+	h := &bootHarness{reg: prometheus.NewRegistry(), logs: &testenv.LogBuffer{}, pair: p}
 	nb := netboot.Config{Mode: mode, Interface: p.ServerIf, ServerIP: p.ServerIP, HTTPAddr: ":0", BootDir: dir,
 		APIURLs:       func() []string { return []string{"https://" + p.ServerIP.String() + ":7443"} },
 		CAFingerprint: func() string { return "sha256:" + strings.Repeat("ab", 32) },
@@ -87,6 +56,7 @@ func startBootHarness(t testing.TB, subnet byte, mode string) *bootHarness {
 		nb.Pool = dhcp.Pool{Start: net.IPv4(10, 77, subnet, 100), End: net.IPv4(10, 77, subnet, 110)}
 	}
 	(&metrics{reg: h.reg}).wireNetboot(&nb)
+	var err error
 	if h.srv, err = netboot.NewServer(nb); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +132,7 @@ func (h *bootHarness) check(t testing.TB) {
 		t.Fatalf("%d boot series, more than the %d the label sets allow", n, maxBootSeries)
 	}
 	exposition(t, h.reg)
-	for _, line := range strings.Split(strings.TrimSpace(h.logs.take()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(h.logs.Take()), "\n") {
 		if line == "" {
 			continue
 		}

@@ -117,11 +117,10 @@ func (s *Server) initCluster(ctx context.Context, apiAddr string) error {
 	s.dropBootstrapCAKey()
 	fp, _ := ca.Fingerprint()
 	path := filepath.Join(s.cfg.DataDir, "operator.env")
-	env := fmt.Sprintf("# Rivet operator credentials for this cluster. Keep secret.\n"+
-		"RIVET_SERVER=https://%s\nRIVET_CA_FINGERPRINT=%s\nRIVET_TOKEN=%s\nRIVET_ENROL_TOKEN=%s\n",
-		publicAddr(apiAddr, s.cfg.Advertise), fp, adminSecret, enrolSecret)
-	if err := os.WriteFile(path, []byte(env), 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	creds := shared.OperatorCredentials{Servers: []string{"https://" + publicAddr(apiAddr, s.cfg.Advertise)},
+		CAFingerprint: fp, Token: adminSecret, EnrolToken: enrolSecret}
+	if err := shared.WriteOperatorCredentials(path, creds); err != nil {
+		return err
 	}
 	s.log.Info("cluster initialised", "ca_fingerprint", fp, "operator_credentials", path)
 	return nil

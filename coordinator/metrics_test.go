@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
 	"github.com/rivetmetal/rivet/internal/testenv"
@@ -22,21 +20,10 @@ import (
 // then finds both on /metrics with the machine-state gauge.
 func TestMetricsCountStepsAndImages(t *testing.T) {
 	dir := t.TempDir()
-	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
-	c, err := coordinatortest.StartInProcess(context.Background(), dir, slog.New(slog.NewTextHandler(io.Discard, nil)), dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	c := statustest.Start(t, dir)
 	ctx := context.Background()
-	f, err := statustest.Register(ctx, c, 1, 1, func(int) map[string]string { return map[string]string{"pool": "sim"} })
+	f, err := statustest.Planned(ctx, c, 1, func(int) map[string]string { return map[string]string{"pool": "sim"} })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.ApplyRole(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	m := f.Machines[0]
@@ -87,11 +74,9 @@ func TestMetricsCountStepsAndImages(t *testing.T) {
 
 func scrape(t *testing.T, c *coordinatortest.InProcess) string {
 	t.Helper()
-	resp, err := c.Client("").Open(context.Background(), shared.PathMetrics, nil)
+	text, err := c.Client("").Metrics(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return text
 }

@@ -53,28 +53,13 @@ func TestAttackerOnTheBootNetwork(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	bootDir := attackBootDir(t, dir)
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: filepath.Join(dir, "coord"),
 		Nodes: 3, Admit: shared.AdmitExpected,
 		Place: func(i int) (string, string) { return lab.Hosts[i].NetNS, lab.Hosts[i].IP.String() },
 		ExtraArgs: []string{"--plan-settle", "2s", "--boot-mode", "proxy", "--boot-interface", "eth0",
 			"--boot-dir", bootDir, "--boot-http-addr", ":8080"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator logs (tail):\n%s", tail(cluster.Logs(), 6000))
-		}
-	})
 	admin := cluster.Client()
-	roles, err := shared.ParseRoles([]byte(attackRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
-		t.Fatal(err)
-	}
+	applyRoles(ctx, t, admin, attackRole)
 
 	victims := formVictimSwarm(t, ctx, lab, cluster, dir)
 	// Ready is not the end of every write (a check-in that brings news, gossip): the
@@ -425,19 +410,12 @@ func metricValue(t *testing.T, cluster *coordinatortest.Cluster, name string) fl
 	t.Helper()
 	var sum float64
 	for _, n := range cluster.Nodes {
-		resp, err := cluster.Client(n).Open(context.Background(), shared.PathMetrics, nil)
+		text, err := cluster.Client(n).Metrics(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, line := range strings.Split(string(data), "\n") {
-			var v float64
-			if rest, ok := strings.CutPrefix(line, name+" "); ok {
-				fmt.Sscanf(rest, "%g", &v)
-				sum += v
-			}
-		}
+		v, _ := shared.MetricSample(text, name)
+		sum += v
 	}
 	return sum
 }

@@ -84,17 +84,8 @@ func TestCoordinatorPlansAndServesAnImageOntoALoopDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: filepath.Join(dir, "coord"),
 		Nodes: 1, ExtraArgs: []string{"--image-dir", imageDir, "--plan-settle", "1s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator log:\n%s", tail(cluster.Logs(), 4000))
-		}
-	})
 	admin := cluster.Client()
 	role := fmt.Sprintf(`
 name: loop-install
@@ -103,13 +94,7 @@ install_disk: {serial: %s}
 image: {url: /v1/images/os.raw.zst, sha256: "%s", compression: zstd}
 swarm: {role: none}
 `, ids[target.Name].Serial, img.SHA256)
-	roles, err := shared.ParseRoles([]byte(role))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
-		t.Fatal(err)
-	}
+	applyRoles(ctx, t, admin, role)
 	// The operator's label that the role selects on comes with the expected machine.
 	if _, err := admin.ImportExpected(ctx, &shared.ImportRequest{Machines: []shared.ExpectedMachine{
 		coordinatortest.Expected(4242, map[string]string{"pool": "loop"})}}); err != nil {

@@ -23,17 +23,8 @@ import (
 func TestClusterKeepsNoSecretInClear(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(), Nodes: 3,
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: t.TempDir(), Nodes: 3,
 		ExtraArgs: []string{"--plan-settle", "300ms", "--plan-max-wait", "2s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator logs:\n%s", tail(cluster.Logs(), 8000))
-		}
-	})
 	admin := cluster.Client()
 	if _, err := admin.ApplyRoles(ctx, &shared.RoleList{Roles: []shared.Role{fleetsim.Role()}}, false); err != nil {
 		t.Fatal(err)

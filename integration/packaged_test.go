@@ -368,17 +368,16 @@ func (s *packagedService) logs() string {
 // start and for it to answer health, and returns an admin client.
 func (s *packagedService) waitReady(t *testing.T, ctx context.Context) *shared.Client {
 	t.Helper()
-	var creds map[string]string
+	var creds shared.OperatorCredentials
 	testenv.Eventually(t, time.Minute, "the packaged coordinator's operator.env", func() error {
-		data, err := os.ReadFile(filepath.Join(s.dataDir, "operator.env"))
-		if err != nil {
+		var err error
+		if creds, err = shared.ReadOperatorCredentials(filepath.Join(s.dataDir, "operator.env")); err != nil {
 			return fmt.Errorf("%w; log:\n%s", err, tail(s.logs(), 2000))
 		}
-		creds, err = systemd.ParseEnvironmentFile(string(data)) // KEY=value lines, as the CLI reads them
-		return err
+		return nil
 	})
-	admin, err := shared.NewClient(shared.ClientConfig{URLs: []string{creds["RIVET_SERVER"]},
-		CAFingerprint: creds["RIVET_CA_FINGERPRINT"], Token: creds["RIVET_TOKEN"], Timeout: 20 * time.Second})
+	admin, err := shared.NewClient(shared.ClientConfig{URLs: creds.Servers,
+		CAFingerprint: creds.CAFingerprint, Token: creds.Token, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,17 +28,8 @@ func TestLoggedOutCookieIsRefusedEverywhere(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// No planning pass: the machine records stay as the test leaves them.
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(),
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: t.TempDir(),
 		Nodes: 3, ExtraArgs: []string{"--plan-settle", "10m"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator logs:\n%s", tail(cluster.Logs(), 8000))
-		}
-	})
 	leader, err := cluster.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -177,13 +167,7 @@ func pageCSRF(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *htt
 func pageGet(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *http.Cookie, path string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, n.URL()+path, nil)
-	req.AddCookie(cookie)
-	resp, err := b.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("Location")
+	return pageSend(t, b, req, cookie)
 }
 
 // pagePost posts a form (csrf added when given) with an optional cookie and headers.
@@ -201,6 +185,12 @@ func pagePost(t *testing.T, b *http.Client, n *coordinatortest.Node, cookie *htt
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	return pageSend(t, b, req, cookie)
+}
+
+// pageSend sends req with the cookie, if any, and returns the status and the Location.
+func pageSend(t *testing.T, b *http.Client, req *http.Request, cookie *http.Cookie) (int, string) {
+	t.Helper()
 	if cookie != nil {
 		req.AddCookie(cookie)
 	}
@@ -242,17 +232,10 @@ func recordDigests(ctx context.Context, t *testing.T, c *coordinatortest.Cluster
 // scrape reads one sample from a coordinator's /metrics (0 when absent).
 func scrape(ctx context.Context, t *testing.T, c *coordinatortest.Cluster, n *coordinatortest.Node, series string) float64 {
 	t.Helper()
-	resp, err := c.Client(n).Open(ctx, shared.PathMetrics, nil)
+	text, err := c.Client(n).Metrics(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
+	v, _ := shared.MetricSample(text, series)
+	return v
 }

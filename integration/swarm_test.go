@@ -47,20 +47,10 @@ func TestAgentsFormASwarm(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: filepath.Join(dir, "coord"),
 		Nodes: 1, Host: lab.HostIP.String(), ExtraArgs: []string{"--plan-settle", "2s"}, Admit: shared.AdmitExpected})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
 	admin := cluster.Client()
-	roles, err := shared.ParseRoles([]byte(swarmRole))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.ApplyRoles(ctx, roles, false); err != nil {
-		t.Fatal(err)
-	}
+	applyRoles(ctx, t, admin, swarmRole)
 
 	// The operator's list: each host by its system UUID (its only NIC is a veth, which is
 	// no hardware to match), with its rack and pool. The agents say nothing of themselves

@@ -3,8 +3,9 @@ package shared
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -187,15 +188,6 @@ func (d *Disk) stringFields(w string) []stringField {
 	return out
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // Fit makes an inventory that a real machine produced fit the caps, so that a machine
 // with, say, 300 partitions still registers: lists over a cap keep their first entries
 // (disks and NICs in the order the agent found them), strings are cut, and each trim is
@@ -307,7 +299,7 @@ func (inv *Inventory) fitErrors(notes []string) {
 		}
 		inv.Errors[section] = msg
 	}
-	keys := sortedKeys(inv.Errors)
+	keys := slices.Sorted(maps.Keys(inv.Errors))
 	for i, k := range keys {
 		switch {
 		case i >= MaxInventoryErrors || len(k) > MaxDeviceName:

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -240,31 +237,12 @@ func (m *Member) CoordinatorsAlive() int {
 
 // Members lists the pool as this agent sees it, members with unusable tags left out.
 func (m *Member) Members() []shared.SerfMember {
-	var out []shared.SerfMember
-	for _, mem := range m.serf.Members() {
-		t, err := shared.ParseTags(mem.Tags)
-		if err != nil {
-			continue
-		}
-		out = append(out, shared.SerfMember{Name: mem.Name, Status: mem.Status.String(), Tags: t,
-			Addr: net.JoinHostPort(mem.Addr.String(), strconv.Itoa(int(mem.Port)))})
-	}
-	slices.SortFunc(out, func(a, b shared.SerfMember) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-	return out
+	return gossip.Members(m.serf)
 }
 
 // LocalAddr is the advertised gossip host:port.
 func (m *Member) LocalAddr() string {
-	l := m.serf.LocalMember()
-	return net.JoinHostPort(l.Addr.String(), strconv.Itoa(int(l.Port)))
+	return gossip.MemberAddr(m.serf.LocalMember())
 }
 
 // Stopped is closed when gossip stopped, by Shutdown or on its own: Serf shuts a member

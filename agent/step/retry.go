@@ -1,7 +1,6 @@
 package step
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -46,16 +45,4 @@ func (p RetryPolicy) Backoff(attempt int) time.Duration {
 	}
 	d = min(d, p.Max)
 	return d - time.Duration(rand.Float64()*p.Jitter*float64(d))
-}
-
-// sleep waits d or until ctx ends, whichever is first.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/rivetmetal/rivet/internal/ctxtime"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -49,10 +49,7 @@ func NewRunner(cfg RunnerConfig) *Runner {
 		cfg.ReportTimeout = 5 * time.Minute
 	}
 	cfg.Retry = cfg.Retry.withDefaults()
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log := LoggerOr(cfg.Logger)
 	return &Runner{cfg: cfg, log: log.With("machine", cfg.ID)}
 }
 
@@ -158,7 +155,7 @@ func (r *Runner) runStep(ctx context.Context, gen uint64, j *journal, s shared.S
 		}
 		wait := r.cfg.Retry.Backoff(try)
 		log.Warn("step attempt failed; retrying", "attempt", attempt, "err", err, "wait", wait.Round(time.Millisecond))
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
 			return err
 		}
 	}
@@ -229,7 +226,7 @@ func (r *Runner) report(ctx context.Context, rep *shared.StepReport) error {
 				rep.Status, rep.Step, r.cfg.ReportTimeout, err)
 		}
 		r.log.Warn("report not delivered; retrying", "step", rep.Step, "status", rep.Status, "err", err, "wait", d.Round(time.Millisecond))
-		if err := sleep(ctx, d); err != nil {
+		if err := ctxtime.Sleep(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rivetmetal/rivet/agent/step"
 	"github.com/rivetmetal/rivet/agent/step/bootcfg"
+	"github.com/rivetmetal/rivet/internal/ctxtime"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -141,7 +142,7 @@ func (m *Machine) swarmStep(ctx context.Context, s shared.Step, dur time.Duratio
 			return shared.StepFailed, fmt.Errorf("asking the coordinator how to join the swarm: %w", err)
 		}
 		m.fleet.stats.swarmWait()
-		if err := sleep(ctx, wait); err != nil {
+		if err := ctxtime.Sleep(ctx, wait); err != nil {
 			return shared.StepFailed, err
 		}
 	}
@@ -167,15 +168,4 @@ func (m *Machine) swarmStep(ctx context.Context, s shared.Step, dur time.Duratio
 		return shared.StepFailed, fmt.Errorf("reporting the swarm node: %w", err)
 	}
 	return shared.StepSucceeded, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/ctxtime"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -105,7 +106,7 @@ func (f *Fleet) Run(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if sleep(ctx, time.Until(start.Add(f.cfg.PowerOn(m.Index)))) != nil {
+			if ctxtime.Sleep(ctx, time.Until(start.Add(f.cfg.PowerOn(m.Index)))) != nil {
 				return
 			}
 			m.run(ctx)

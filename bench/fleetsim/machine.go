@@ -13,6 +13,7 @@ import (
 	"github.com/rivetmetal/rivet/agent/membership"
 	"github.com/rivetmetal/rivet/agent/step"
 	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
+	"github.com/rivetmetal/rivet/internal/ctxtime"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -125,7 +126,7 @@ func (m *Machine) register(ctx context.Context) error {
 			m.fleet.stats.milestone(MilestoneRegistered)
 			return nil
 		}
-		if err := sleep(ctx, time.Duration(float64(wait)*(0.7+0.6*r.Float64()))); err != nil {
+		if err := ctxtime.Sleep(ctx, time.Duration(float64(wait)*(0.7+0.6*r.Float64()))); err != nil {
 			return err
 		}
 	}
@@ -192,7 +193,7 @@ func (m *Machine) reboot(ctx context.Context) {
 	m.stopGossip(true)
 	r := rand.New(rand.NewPCG(uint64(m.Index), 13))
 	d := m.fleet.cfg.Durations
-	if sleep(ctx, d.draw(r, d.Reboot)) != nil {
+	if ctxtime.Sleep(ctx, d.draw(r, d.Reboot)) != nil {
 		return
 	}
 	m.mode = shared.ModeService

@@ -98,17 +98,7 @@ func (l *lineCounter) snapshot() (int, string) {
 
 func startFloodCoordinator(t *testing.T) *floodCoordinator {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvb", 51)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	p := dhcptest.TestPair(t, "rvb", 51)
 	data, boot := t.TempDir(), t.TempDir()
 	for name, size := range map[string]int{"undionly.kpxe": 70000, "snponly.efi": 300000, "vmlinuz": 1 << 20, "initrd.zst": 1 << 20} {
 		if err := os.WriteFile(filepath.Join(boot, name), bytes.Repeat([]byte{0x90}, size), 0o644); err != nil {
@@ -157,12 +147,8 @@ func (c *floodCoordinator) scrapeClient(t *testing.T, envFile string) *http.Clie
 	t.Helper()
 	var fp string
 	testenv.Eventually(t, 60*time.Second, "operator.env with the CA fingerprint", testenv.Holds(func() bool {
-		b, _ := os.ReadFile(envFile)
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "RIVET_CA_FINGERPRINT="); ok {
-				fp = v
-			}
-		}
+		creds, _ := shared.ReadOperatorCredentials(envFile)
+		fp = creds.CAFingerprint
 		return fp != "" && c.alive()
 	}, nil))
 	tlsConfig, err := shared.PinnedTLSConfig(fp)

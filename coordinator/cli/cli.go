@@ -3,14 +3,14 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -72,10 +72,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "rivet %s — bare metal to Docker Swarm\n\nUsage: rivet COMMAND [flags]\n\nCommands:\n", shared.Version)
 	cmds := commands()
-	for _, n := range sortedNames(cmds) {
+	for _, n := range slices.Sorted(maps.Keys(cmds)) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
 		if cmds[n].verbs != nil {
-			fmt.Fprintf(w, "  %-12s verbs: %s\n", "", strings.Join(sortedNames(cmds[n].verbs()), ", "))
+			fmt.Fprintf(w, "  %-12s verbs: %s\n", "", strings.Join(slices.Sorted(maps.Keys(cmds[n].verbs())), ", "))
 		}
 	}
 	fmt.Fprintf(w, "\nRun `rivet COMMAND --help` for a command's flags or verbs, `rivet COMMAND VERB --help` for a verb's.\n"+
@@ -95,7 +95,7 @@ func runVersion(_ context.Context, env *Env, args []string) error {
 func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs map[string]command) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprintf(env.Stdout, "Usage: rivet %s VERB [flags]\n\nVerbs:\n", noun)
-		for _, n := range sortedNames(verbs) {
+		for _, n := range slices.Sorted(maps.Keys(verbs)) {
 			fmt.Fprintf(env.Stdout, "  %-10s %s\n", n, verbs[n].summary)
 		}
 		return nil
@@ -105,15 +105,6 @@ func subcommand(ctx context.Context, env *Env, noun string, args []string, verbs
 		return fmt.Errorf("unknown verb %q for `rivet %s` (see `rivet %s --help`)", args[0], noun, noun)
 	}
 	return v.run(ctx, env, args[1:])
-}
-
-func sortedNames(cmds map[string]command) []string {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // clientFlags are the flags every client command shares.
@@ -134,52 +125,30 @@ func (c *clientFlags) client() (*shared.Client, error) {
 	if c.output != "text" && c.output != "json" {
 		return nil, fmt.Errorf("--output %q: want text or json", c.output)
 	}
-	fileVals := map[string]string{}
+	var file shared.OperatorCredentials
 	if c.envFile != "" {
 		var err error
-		if fileVals, err = readEnvFile(c.envFile); err != nil {
+		if file, err = readEnvFile(c.envFile); err != nil {
 			return nil, err
 		}
 	}
-	pick := func(flagVal, key string) string {
-		if flagVal != "" {
-			return flagVal
-		}
-		if v := os.Getenv(key); v != "" {
-			return v
-		}
-		return fileVals[key]
+	pick := func(flagVal, key, fileVal string) string {
+		return firstSet(flagVal, os.Getenv(key), fileVal)
 	}
-	server := pick(c.server, "RIVET_SERVER")
-	var urls []string
-	for _, u := range strings.Split(server, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			urls = append(urls, u)
-		}
-	}
-	return shared.NewClient(shared.ClientConfig{URLs: urls, Token: pick(c.token, "RIVET_TOKEN"),
-		CAFingerprint: pick(c.caFingerprint, "RIVET_CA_FINGERPRINT")})
+	server := pick(c.server, shared.EnvServer, strings.Join(file.Servers, ","))
+	return shared.NewClient(shared.ClientConfig{URLs: shared.SplitServers(server),
+		Token:         pick(c.token, shared.EnvToken, file.Token),
+		CAFingerprint: pick(c.caFingerprint, shared.EnvCAFingerprint, file.CAFingerprint)})
 }
 
-func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("--env-file: %w", err)
+// readEnvFile reads an --env-file: a copy of a coordinator's operator.env, or a file
+// holding some of its keys (the rest come from flags or the environment).
+func readEnvFile(path string) (shared.OperatorCredentials, error) {
+	creds, err := shared.ReadOperatorCredentials(path)
+	if err != nil && !errors.Is(err, shared.ErrCredentialsIncomplete) {
+		return creds, fmt.Errorf("--env-file: %w", err)
 	}
-	defer f.Close()
-	vals := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if ok {
-			vals[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"'`)
-		}
-	}
-	return vals, sc.Err()
+	return creds, nil
 }
 
 // newFlags makes a flag set whose --help prints the usage line and the flags.

@@ -189,8 +189,7 @@ func startCoordinator(t *testing.T, dc coordinator.DaemonConfig) (*coordinatorte
 	}
 	t.Cleanup(c.Stop)
 	envFile := filepath.Join(t.TempDir(), "operator.env")
-	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+	if err := c.WriteCredentials(envFile); err != nil {
 		t.Fatal(err)
 	}
 	return c, envFile

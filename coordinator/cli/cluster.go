@@ -3,29 +3,21 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/rivetmetal/rivet/shared"
 )
 
 func runMembers(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "members", "rivet members [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "members", "rivet members [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	m, err := c.Members(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, m)
-	}
+	return call(v, func(c *shared.Client) (*shared.Members, error) { return c.Members(ctx) }, printMembers)
+}
+
+func printMembers(w io.Writer, m *shared.Members) {
 	rows := [][]string{}
 	for _, p := range m.Raft {
 		role := "follower"
@@ -34,8 +26,8 @@ func runMembers(ctx context.Context, env *Env, args []string) error {
 		}
 		rows = append(rows, []string{p.ID, p.Address, orDash(p.APIAddr), p.Suffrage, role})
 	}
-	fmt.Fprintln(env.Stdout, "Coordinators (Raft):")
-	table(env.Stdout, []string{"ID", "RAFT", "API", "SUFFRAGE", "ROLE"}, rows)
+	fmt.Fprintln(w, "Coordinators (Raft):")
+	table(w, []string{"ID", "RAFT", "API", "SUFFRAGE", "ROLE"}, rows)
 	counts := map[string]int{}
 	for _, s := range m.Serf {
 		counts[s.Status]++
@@ -44,53 +36,40 @@ func runMembers(ctx context.Context, env *Env, args []string) error {
 	for st, n := range counts {
 		parts = append(parts, fmt.Sprintf("%d %s", n, st))
 	}
-	fmt.Fprintf(env.Stdout, "\nGossip pool (Serf): %d members %s\n", len(m.Serf), orDash(strings.Join(parts, ", ")))
-	return nil
+	fmt.Fprintf(w, "\nGossip pool (Serf): %d members %s\n", len(m.Serf), orDash(strings.Join(parts, ", ")))
 }
 
 func runHealth(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "health", "rivet health [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "health", "rivet health [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
+	c, err := v.client()
 	if err != nil {
 		return err
 	}
+	// An unhealthy coordinator answers 503 with its health: print it, then fail.
 	h, err := c.Health(ctx)
 	if err != nil && shared.StatusOf(err) != 503 {
 		return err
 	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, h)
+	if perr := output(v, h, func(w io.Writer, h *shared.Health) {
+		fmt.Fprintf(w, "status %s; node %s is %s; leader %s (%s); %d voters; applied index %d; %d machines; version %s\n",
+			h.Status, h.NodeID, h.RaftState, orDash(h.Leader), orDash(h.LeaderAPI), h.Voters, h.AppliedIndex, h.Machines, h.Version)
+	}); perr != nil {
+		return perr
 	}
-	fmt.Fprintf(env.Stdout, "status %s; node %s is %s; leader %s (%s); %d voters; applied index %d; %d machines; version %s\n",
-		h.Status, h.NodeID, h.RaftState, orDash(h.Leader), orDash(h.LeaderAPI), h.Voters, h.AppliedIndex, h.Machines, h.Version)
 	return err
 }
 
 func runDigest(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "digest", "rivet digest [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "digest", "rivet digest [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	d, err := c.Digest(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, d)
-	}
-	fmt.Fprintf(env.Stdout, "%s at index %d\n", d.SHA256, d.Index)
-	return nil
+	return call(v, func(c *shared.Client) (*shared.Digest, error) { return c.Digest(ctx) }, func(w io.Writer, d *shared.Digest) {
+		fmt.Fprintf(w, "%s at index %d\n", d.SHA256, d.Index)
+	})
 }
 
 func tokensVerbs() map[string]command {
@@ -102,72 +81,35 @@ func tokensVerbs() map[string]command {
 }
 
 func tokensCreate(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "tokens create", "rivet tokens create --name NAME --role admin|viewer|enrol")
-	cf.register(fs)
-	name := fs.String("name", "", "token name, e.g. alice or rack-12-enrol")
-	role := fs.String("role", string(shared.TokenViewer), "admin (reads and acts), viewer (reads) or enrol (registers machines)")
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "tokens create", "rivet tokens create --name NAME --role admin|viewer|enrol")
+	name := v.fs.String("name", "", "token name, e.g. alice or rack-12-enrol")
+	role := v.fs.String("role", string(shared.TokenViewer), "admin (reads and acts), viewer (reads) or enrol (registers machines)")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	t, err := c.CreateToken(ctx, &shared.TokenRequest{Name: *name, Role: shared.TokenRole(*role)})
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, t)
-	}
-	fmt.Fprintf(env.Stdout, "token %s (%s, id %s):\n%s\nThis secret is shown only now.\n", t.Name, t.Role, t.ID, t.Secret)
-	return nil
+	req := &shared.TokenRequest{Name: *name, Role: shared.TokenRole(*role)}
+	return call(v, func(c *shared.Client) (*shared.TokenCreated, error) { return c.CreateToken(ctx, req) },
+		func(w io.Writer, t *shared.TokenCreated) {
+			fmt.Fprintf(w, "token %s (%s, id %s):\n%s\nThis secret is shown only now.\n", t.Name, t.Role, t.ID, t.Secret)
+		})
 }
 
 func tokensList(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "tokens ls", "rivet tokens ls [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "tokens ls", "rivet tokens ls [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	ts, err := c.Tokens(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, ts)
-	}
-	rows := [][]string{}
-	for _, t := range ts {
-		rows = append(rows, []string{t.ID, t.Name, string(t.Role), t.CreatedAt.Format("2006-01-02 15:04")})
-	}
-	table(env.Stdout, []string{"ID", "NAME", "ROLE", "CREATED"}, rows)
-	return nil
+	return call(v, func(c *shared.Client) ([]shared.TokenInfo, error) { return c.Tokens(ctx) }, func(w io.Writer, ts []shared.TokenInfo) {
+		rows := [][]string{}
+		for _, t := range ts {
+			rows = append(rows, []string{t.ID, t.Name, string(t.Role), t.CreatedAt.Format("2006-01-02 15:04")})
+		}
+		table(w, []string{"ID", "NAME", "ROLE", "CREATED"}, rows)
+	})
 }
 
 func tokensRemove(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "tokens rm", "rivet tokens rm TOKEN_ID")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: rivet tokens rm TOKEN_ID (see `rivet tokens ls`)")
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteToken(ctx, fs.Arg(0)); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "token %s revoked\n", fs.Arg(0))
-	return nil
+	return remove(newVerb(env, "tokens rm", "rivet tokens rm TOKEN_ID"), args,
+		"usage: rivet tokens rm TOKEN_ID (see `rivet tokens ls`)",
+		func(c *shared.Client, id string) error { return c.DeleteToken(ctx, id) }, "token %s revoked")
 }

@@ -107,9 +107,9 @@ func (j joinFlags) credentials() (token, caFingerprint string, err error) {
 	if j.token != "" && j.tokenFile != "" {
 		return "", "", fmt.Errorf("--token and --token-file: give one")
 	}
-	fileVals := map[string]string{}
+	var file shared.OperatorCredentials
 	if j.envFile != "" {
-		if fileVals, err = readEnvFile(j.envFile); err != nil {
+		if file, err = readEnvFile(j.envFile); err != nil {
 			return "", "", err
 		}
 	}
@@ -118,8 +118,8 @@ func (j joinFlags) credentials() (token, caFingerprint string, err error) {
 			return "", "", err
 		}
 	}
-	return firstSet(j.token, os.Getenv("RIVET_TOKEN"), fileVals["RIVET_TOKEN"]),
-		firstSet(j.caFingerprint, os.Getenv("RIVET_CA_FINGERPRINT"), fileVals["RIVET_CA_FINGERPRINT"]), nil
+	return firstSet(j.token, os.Getenv(shared.EnvToken), file.Token),
+		firstSet(j.caFingerprint, os.Getenv(shared.EnvCAFingerprint), file.CAFingerprint), nil
 }
 
 func readTokenFile(path string) (string, error) {

@@ -35,42 +35,34 @@ func actionSummary(act shared.Action) string {
 }
 
 func machinesList(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "machines ls", "rivet machines ls [--state STATE] [--role ROLE] [--output json]")
-	cf.register(fs)
-	stateFilter := fs.String("state", "", "only machines in this state")
-	roleFilter := fs.String("role", "", "only machines with this role")
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "machines ls", "rivet machines ls [--state STATE] [--role ROLE] [--output json]")
+	stateFilter := v.fs.String("state", "", "only machines in this state")
+	roleFilter := v.fs.String("role", "", "only machines with this role")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	all, err := c.Machines(ctx)
-	if err != nil {
-		return err
-	}
-	var ms []shared.MachineSummary
-	for _, m := range all {
-		if (*stateFilter == "" || string(m.State) == *stateFilter) && (*roleFilter == "" || m.Role == *roleFilter) {
-			ms = append(ms, m)
+	list := func(c *shared.Client) ([]shared.MachineSummary, error) {
+		all, err := c.Machines(ctx)
+		var ms []shared.MachineSummary
+		for _, m := range all {
+			if (*stateFilter == "" || string(m.State) == *stateFilter) && (*roleFilter == "" || m.Role == *roleFilter) {
+				ms = append(ms, m)
+			}
 		}
+		return ms, err
 	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, ms)
-	}
-	var reasons notes
-	rows := make([][]string, 0, len(ms))
-	for _, m := range ms {
-		rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
-			orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
-			orDash(reasons.mark(m.Unmatched))})
-	}
-	table(env.Stdout, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR", "NOTE"}, rows)
-	reasons.print(env.Stdout, "Not planned (see `rivet roles apply -f roles.yaml --dry-run`):")
-	fmt.Fprintf(env.Stdout, "%d machines\n", len(ms))
-	return nil
+	return call(v, list, func(w io.Writer, ms []shared.MachineSummary) {
+		var reasons notes
+		rows := make([][]string, 0, len(ms))
+		for _, m := range ms {
+			rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
+				orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
+				orDash(reasons.mark(m.Unmatched))})
+		}
+		table(w, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR", "NOTE"}, rows)
+		reasons.print(w, "Not planned (see `rivet roles apply -f roles.yaml --dry-run`):")
+		fmt.Fprintf(w, "%d machines\n", len(ms))
+	})
 }
 
 // notes numbers distinct texts for a table's footnotes: a fleet of 200 machines that no
@@ -126,40 +118,24 @@ func machineArg(fs interface{ Args() []string }, cmd string) (shared.MachineID, 
 }
 
 func machinesShow(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "machines show", "rivet machines show MACHINE_ID [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	id, err := machineArg(fs, "machines show")
+	v := newVerb(env, "machines show", "rivet machines show MACHINE_ID [--output json]")
+	c, m, err := v.machine(ctx, args)
 	if err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	m, err := c.Machine(ctx, id)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, m)
-	}
-	printMachine(env, m)
-	evs, err := c.Events(ctx, id)
-	if err == nil {
-		fmt.Fprintln(env.Stdout, "\nTimeline (latest 10):")
-		for _, e := range evs[max(0, len(evs)-10):] {
-			fmt.Fprintf(env.Stdout, "  %s  %-10s %s\n", e.Time.Format("15:04:05"), e.Kind, e.Message)
+	return output(v, m, func(w io.Writer, m *shared.Machine) {
+		printMachine(w, m)
+		evs, err := c.Events(ctx, m.ID)
+		if err == nil {
+			fmt.Fprintln(w, "\nTimeline (latest 10):")
+			for _, e := range evs[max(0, len(evs)-10):] {
+				fmt.Fprintf(w, "  %s  %-10s %s\n", e.Time.Format("15:04:05"), e.Kind, e.Message)
+			}
 		}
-	}
-	return nil
+	})
 }
 
-func printMachine(env *Env, m *shared.Machine) {
-	w := env.Stdout
+func printMachine(w io.Writer, m *shared.Machine) {
 	fmt.Fprintf(w, "Machine   %s (id from %s)\nState     %s\nRole      %s\nBoot      %s\nAddr      %s\nAgent     %s %s, seen %s\n",
 		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(string(m.Agent.Mode)), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
 	if len(m.Labels) > 0 {
@@ -177,7 +153,7 @@ func printMachine(env *Env, m *shared.Machine) {
 		nics := inv.PhysicalNICs() // not loopback, bridges or veths
 		fmt.Fprintf(w, "Hardware  %s %s, serial %s; %s, %d cores/%d threads; %s RAM; %d disks, %d NICs, %s firmware\n",
 			orDash(inv.System.Vendor), orDash(inv.System.Product), orDash(inv.System.Serial), orDash(inv.CPU.Model),
-			inv.CPU.Cores, inv.CPU.Threads, humanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
+			inv.CPU.Cores, inv.CPU.Threads, shared.HumanBytes(int64(inv.Memory.TotalBytes)), len(inv.Disks), len(nics),
 			orDash(inv.System.Firmware))
 		printNICs(w, nics)
 	}
@@ -220,58 +196,33 @@ func printNICs(w io.Writer, nics []shared.NIC) {
 }
 
 func machinesEvents(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "machines events", "rivet machines events MACHINE_ID [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "machines events", "rivet machines events MACHINE_ID [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	id, err := machineArg(fs, "machines events")
+	id, err := v.machineArg()
 	if err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	evs, err := c.Events(ctx, id)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, evs)
-	}
-	for _, e := range evs {
-		fmt.Fprintf(env.Stdout, "%s  %-10s %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, e.Message)
-	}
-	return nil
+	return call(v, func(c *shared.Client) ([]shared.Event, error) { return c.Events(ctx, id) }, func(w io.Writer, evs []shared.Event) {
+		for _, e := range evs {
+			fmt.Fprintf(w, "%s  %-10s %s\n", e.Time.Format("2006-01-02 15:04:05"), e.Kind, e.Message)
+		}
+	})
 }
 
 func actionVerb(act string) func(context.Context, *Env, []string) error {
 	return func(ctx context.Context, env *Env, args []string) error {
-		var cf clientFlags
-		fs := newFlags(env, "machines "+act, "rivet machines "+act+" MACHINE_ID [--reason TEXT]")
-		cf.register(fs)
-		reason := fs.String("reason", "", "why (kept on the machine's timeline)")
-		if err := parse(fs, args); err != nil {
+		v := newVerb(env, "machines "+act, "rivet machines "+act+" MACHINE_ID [--reason TEXT]")
+		reason := v.fs.String("reason", "", "why (kept on the machine's timeline)")
+		if err := v.parse(args); err != nil {
 			return err
 		}
-		id, err := machineArg(fs, "machines "+act)
+		id, err := v.machineArg()
 		if err != nil {
 			return err
 		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		m, err := c.Action(ctx, id, shared.Action(act), *reason)
-		if err != nil {
-			return err
-		}
-		if cf.output == "json" {
-			return printJSON(env.Stdout, m)
-		}
-		fmt.Fprintf(env.Stdout, "%s: %s done, now %s\n", m.ID, act, m.State)
-		return nil
+		return call(v, func(c *shared.Client) (*shared.Machine, error) { return c.Action(ctx, id, shared.Action(act), *reason) },
+			func(w io.Writer, m *shared.Machine) { fmt.Fprintf(w, "%s: %s done, now %s\n", m.ID, act, m.State) })
 	}
 }

@@ -80,26 +80,13 @@ func progressText(p *shared.Progress) string {
 	}
 	pct := p.Percent()
 	if pct < 0 {
-		return humanBytes(p.Done)
+		return shared.HumanBytes(p.Done)
 	}
 	s := fmt.Sprintf("%3.0f%%", pct)
 	if p.BytesPerSec > 0 {
-		s += " " + humanBytes(int64(p.BytesPerSec)) + "/s"
+		s += " " + shared.HumanRate(p.BytesPerSec)
 	}
 	return s
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func ago(t time.Time) string {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -18,106 +19,79 @@ func rolesVerbs() map[string]command {
 }
 
 func rolesApply(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "roles apply", "rivet roles apply -f FILE [--dry-run] [--output json]")
-	cf.register(fs)
-	file := fs.String("f", "", "role file (YAML or JSON; one role, several documents, or {roles: [...]})")
-	dryRun := fs.Bool("dry-run", false, "change nothing; show what the planner would do")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if *file == "" {
-		return fmt.Errorf("-f FILE is required (see packaging/config/roles.example.yaml)")
-	}
-	data, err := os.ReadFile(*file)
-	if err != nil {
+	v := newVerb(env, "roles apply", "rivet roles apply -f FILE [--dry-run] [--output json]")
+	file := v.fs.String("f", "", "role file (YAML or JSON; one role, several documents, or {roles: [...]})")
+	dryRun := v.fs.Bool("dry-run", false, "change nothing; show what the planner would do")
+	if err := v.parse(args); err != nil {
 		return err
 	}
 	// Parse locally first: a mistake is reported with the file's name before any call.
-	list, err := shared.ParseRoles(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", *file, err)
-	}
-	c, err := cf.client()
+	list, err := parseFile(*file, "packaging/config/roles.example.yaml", shared.ParseRoles)
 	if err != nil {
 		return err
 	}
-	res, err := c.ApplyRoles(ctx, list, *dryRun)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, res)
-	}
-	verb := "applied"
-	if res.DryRun {
-		verb = "would apply (dry run, nothing changed)"
-	}
-	fmt.Fprintf(env.Stdout, "%s: created %s; updated %s\n", verb, orDash(strings.Join(res.Created, ", ")),
-		orDash(strings.Join(res.Updated, ", ")))
-	if res.DryRun {
-		printMatches(env, res.Matches)
-	}
-	return nil
+	return call(v, func(c *shared.Client) (*shared.ApplyResult, error) { return c.ApplyRoles(ctx, list, *dryRun) },
+		func(w io.Writer, res *shared.ApplyResult) {
+			verb := "applied"
+			if res.DryRun {
+				verb = "would apply (dry run, nothing changed)"
+			}
+			fmt.Fprintf(w, "%s: created %s; updated %s\n", verb, orDash(strings.Join(res.Created, ", ")),
+				orDash(strings.Join(res.Updated, ", ")))
+			if res.DryRun {
+				printMatches(w, res.Matches)
+			}
+		})
 }
 
-func printMatches(env *Env, matches []shared.RoleMatch) {
+// parseFile reads the file a -f flag names and parses it locally, so that a mistake is
+// reported with the file's name before any call; example is where a sample file is.
+func parseFile[T any](file, example string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	if file == "" {
+		return zero, fmt.Errorf("-f FILE is required (see %s)", example)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return zero, err
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", file, err)
+	}
+	return v, nil
+}
+
+func printMatches(w io.Writer, matches []shared.RoleMatch) {
 	if len(matches) == 0 {
-		fmt.Fprintln(env.Stdout, "no discovered machines to plan")
+		fmt.Fprintln(w, "no discovered machines to plan")
 		return
 	}
 	rows := make([][]string, 0, len(matches))
 	for _, m := range matches {
 		rows = append(rows, []string{string(m.MachineID), orDash(m.Role), orDash(m.Swarm), orDash(m.Problem)})
 	}
-	table(env.Stdout, []string{"MACHINE", "ROLE", "SWARM", "PROBLEM"}, rows)
+	table(w, []string{"MACHINE", "ROLE", "SWARM", "PROBLEM"}, rows)
 }
 
 func rolesList(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "roles ls", "rivet roles ls [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "roles ls", "rivet roles ls [--output json]")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	roles, err := c.Roles(ctx)
-	if err != nil {
-		return err
-	}
-	if cf.output == "json" {
-		return printJSON(env.Stdout, roles)
-	}
-	rows := make([][]string, 0, len(roles))
-	for _, r := range roles {
-		rows = append(rows, []string{r.Name, r.Swarm.Role, r.Image.URL, orDash(r.Description)})
-	}
-	table(env.Stdout, []string{"NAME", "SWARM", "IMAGE", "DESCRIPTION"}, rows)
-	return nil
+	return call(v, func(c *shared.Client) ([]shared.Role, error) { return c.Roles(ctx) }, func(w io.Writer, roles []shared.Role) {
+		rows := make([][]string, 0, len(roles))
+		for _, r := range roles {
+			rows = append(rows, []string{r.Name, r.Swarm.Role, r.Image.URL, orDash(r.Description)})
+		}
+		table(w, []string{"NAME", "SWARM", "IMAGE", "DESCRIPTION"}, rows)
+	})
 }
 
 func rolesRemove(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "roles rm", "rivet roles rm NAME")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: rivet roles rm NAME (see `rivet roles ls`)")
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	if err := c.DeleteRole(ctx, fs.Arg(0)); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "role %s removed (machines already planned keep their plans)\n", fs.Arg(0))
-	return nil
+	return remove(newVerb(env, "roles rm", "rivet roles rm NAME"), args, "usage: rivet roles rm NAME (see `rivet roles ls`)",
+		func(c *shared.Client, name string) error { return c.DeleteRole(ctx, name) },
+		"role %s removed (machines already planned keep their plans)")
 }
 
 func planVerbs() map[string]command {
@@ -127,29 +101,17 @@ func planVerbs() map[string]command {
 }
 
 func planShow(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "plan show", "rivet plan show MACHINE_ID [--output json]")
-	cf.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	id, err := machineArg(fs, "plan show")
+	v := newVerb(env, "plan show", "rivet plan show MACHINE_ID [--output json]")
+	c, m, err := v.machine(ctx, args)
 	if err != nil {
 		return err
 	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	m, err := c.Machine(ctx, id)
-	if err != nil {
-		return err
-	}
+	id := m.ID
 	if m.Plan != nil {
-		if cf.output == "json" {
+		if v.json() {
 			return printJSON(env.Stdout, shared.PlanView{State: m.State, Plan: m.Plan, Steps: m.Steps})
 		}
-		printMachine(env, m)
+		printMachine(env.Stdout, m)
 		return nil
 	}
 	// No plan yet: ask for a dry run with the current roles.
@@ -166,11 +128,7 @@ func planShow(ctx context.Context, env *Env, args []string) error {
 	}
 	for _, mt := range res.Matches {
 		if mt.MachineID == id {
-			if cf.output == "json" {
-				return printJSON(env.Stdout, mt)
-			}
-			printMatches(env, []shared.RoleMatch{mt})
-			return nil
+			return output(v, mt, func(w io.Writer, mt shared.RoleMatch) { printMatches(w, []shared.RoleMatch{mt}) })
 		}
 	}
 	return fmt.Errorf("machine %s is %s and has no plan; the planner only plans discovered machines", id, m.State)

@@ -72,21 +72,19 @@ type watcher struct {
 }
 
 func machinesWatch(ctx context.Context, env *Env, args []string) error {
-	var cf clientFlags
-	fs := newFlags(env, "machines watch", "rivet machines watch [--state STATE] [--role ROLE] [--min N] [--interval 2s] [--output json]")
-	cf.register(fs)
-	stateFilter := fs.String("state", "", "only machines in this state")
-	roleFilter := fs.String("role", "", "only machines with this role")
-	interval := fs.Duration("interval", 2*time.Second, "how often to poll when the live stream is not available")
-	minMachines := fs.Int("min", 1, "do not call the fleet settled before this many machines are known (e.g. the lab's VM count)")
-	if err := parse(fs, args); err != nil {
+	v := newVerb(env, "machines watch", "rivet machines watch [--state STATE] [--role ROLE] [--min N] [--interval 2s] [--output json]")
+	stateFilter := v.fs.String("state", "", "only machines in this state")
+	roleFilter := v.fs.String("role", "", "only machines with this role")
+	interval := v.fs.Duration("interval", 2*time.Second, "how often to poll when the live stream is not available")
+	minMachines := v.fs.Int("min", 1, "do not call the fleet settled before this many machines are known (e.g. the lab's VM count)")
+	if err := v.parse(args); err != nil {
 		return err
 	}
-	c, err := cf.client()
+	c, err := v.client()
 	if err != nil {
 		return err
 	}
-	w := &watcher{env: env, c: c, json: cf.output == "json", rows: map[shared.MachineID]watchRow{}, min: *minMachines,
+	w := &watcher{env: env, c: c, json: v.json(), rows: map[shared.MachineID]watchRow{}, min: *minMachines,
 		unplaced: map[shared.MachineID]bool{},
 		filter: func(r watchRow) bool {
 			return (*stateFilter == "" || string(r.State) == *stateFilter) && (*roleFilter == "" || r.Role == *roleFilter)
@@ -216,7 +214,7 @@ func (w *watcher) update(r watchRow) {
 		}{time.Now().UTC(), r})
 	case !w.tty:
 		fmt.Fprintf(w.env.Stdout, "%s  %s  %-12s %-8s %s\n", time.Now().Format("15:04:05"), r.ID, r.State,
-			orDash(r.Step), strings.TrimSpace(bar(r.Percent, 0)+" "+rateOf(r.Rate)))
+			orDash(r.Step), strings.TrimSpace(bar(r.Percent, 0)+" "+shared.HumanRate(r.Rate)))
 	}
 }
 
@@ -318,7 +316,7 @@ func (w *watcher) redraw() {
 func tableRows(rows []watchRow) [][]string {
 	out := make([][]string, 0, len(rows))
 	for _, r := range rows {
-		progress, rate := bar(r.Percent, 20), rateOf(r.Rate)
+		progress, rate := bar(r.Percent, 20), shared.HumanRate(r.Rate)
 		if !transitional(r.State) {
 			progress, rate = "", "" // a stopped step's last progress would read as live
 		}
@@ -349,11 +347,4 @@ func bar(pct float64, width int) string {
 	}
 	filled := int(pct / 100 * float64(width))
 	return "[" + strings.Repeat("#", filled) + strings.Repeat("-", width-filled) + fmt.Sprintf("] %3.0f%%", pct)
-}
-
-func rateOf(bytesPerSec float64) string {
-	if bytesPerSec <= 0 {
-		return ""
-	}
-	return humanBytes(int64(bytesPerSec)) + "/s"
 }

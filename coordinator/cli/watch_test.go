@@ -2,26 +2,20 @@ package cli_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/creack/pty"
 
-	"github.com/rivetmetal/rivet/coordinator"
 	"github.com/rivetmetal/rivet/coordinator/cli"
-	"github.com/rivetmetal/rivet/coordinator/coordinatortest"
 	"github.com/rivetmetal/rivet/coordinator/status/statustest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
@@ -31,29 +25,15 @@ import (
 // the CLI.
 func watchFleet(t *testing.T, n int) (*statustest.Fleet, string) {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	ctx := context.Background()
-	f, err := statustest.Register(ctx, c, 1, n, func(i int) map[string]string {
+	c := statustest.Start(t, t.TempDir())
+	f, err := statustest.Planned(context.Background(), c, n, func(i int) map[string]string {
 		return map[string]string{"pool": "sim", "hostname": fmt.Sprintf("node-%d", i)}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.ApplyRole(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	envFile := filepath.Join(t.TempDir(), "operator.env")
-	env := "RIVET_SERVER=" + c.URL + "\nRIVET_CA_FINGERPRINT=" + c.Fingerprint + "\nRIVET_TOKEN=" + c.AdminToken + "\n"
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+	if err := c.WriteCredentials(envFile); err != nil {
 		t.Fatal(err)
 	}
 	return f, envFile
@@ -86,24 +66,6 @@ func drive(t *testing.T, f *statustest.Fleet, seen func(string) bool) {
 	}
 }
 
-// syncBuffer collects output written by one goroutine and read by another.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestWatchOnATerminal(t *testing.T) {
 	f, envFile := watchFleet(t, 4)
 	ptmx, tty, err := pty.Open()
@@ -114,7 +76,7 @@ func TestWatchOnATerminal(t *testing.T) {
 	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 30, Cols: 160}); err != nil {
 		t.Fatal(err)
 	}
-	var screen syncBuffer
+	var screen testenv.LogBuffer
 	go func() { _, _ = io.Copy(&screen, ptmx) }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -166,7 +128,7 @@ func TestWatchOnATerminal(t *testing.T) {
 
 func TestWatchStreamsJSONLines(t *testing.T) {
 	f, envFile := watchFleet(t, 3)
-	var out syncBuffer
+	var out testenv.LogBuffer
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

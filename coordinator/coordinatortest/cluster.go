@@ -231,11 +231,11 @@ func (c *Cluster) launch(n *Node, join bool) error {
 
 // readCredentials waits for the first node to write operator.env.
 func (c *Cluster) readCredentials(ctx context.Context, n *Node) error {
-	env, err := readEnv(ctx, filepath.Join(n.DataDir, "operator.env"), 30*time.Second)
+	creds, err := waitCredentials(ctx, filepath.Join(n.DataDir, "operator.env"), 30*time.Second)
 	if err != nil {
 		return err
 	}
-	c.Fingerprint, c.AdminToken, c.EnrolToken = env["RIVET_CA_FINGERPRINT"], env["RIVET_TOKEN"], env["RIVET_ENROL_TOKEN"]
+	c.Fingerprint, c.AdminToken, c.EnrolToken = creds.CAFingerprint, creds.Token, creds.EnrolToken
 	return nil
 }
 

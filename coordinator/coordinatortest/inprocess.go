@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
@@ -67,38 +65,32 @@ func StartInProcess(ctx context.Context, dir string, logger *slog.Logger, dc coo
 		p.Stop()
 		return nil, err
 	}
-	env, err := readEnv(ctx, filepath.Join(dir, "operator.env"), 10*time.Second)
+	creds, err := waitCredentials(ctx, filepath.Join(dir, "operator.env"), 10*time.Second)
 	if err != nil {
 		p.Stop()
 		return nil, err
 	}
-	p.Fingerprint, p.AdminToken, p.EnrolToken = env["RIVET_CA_FINGERPRINT"], env["RIVET_TOKEN"], env["RIVET_ENROL_TOKEN"]
+	p.Fingerprint, p.AdminToken, p.EnrolToken = creds.CAFingerprint, creds.Token, creds.EnrolToken
 	return p, nil
 }
 
-// readEnv waits up to within for the coordinator to write its operator.env with the CA
-// fingerprint, the admin token and the enrolment token, and returns its variables.
-func readEnv(ctx context.Context, path string, within time.Duration) (map[string]string, error) {
-	var vals map[string]string
+// waitCredentials waits up to within for the coordinator to write its operator.env with
+// the CA fingerprint, the admin token and the enrolment token.
+func waitCredentials(ctx context.Context, path string, within time.Duration) (shared.OperatorCredentials, error) {
+	var creds shared.OperatorCredentials
 	err := testenv.Poll(ctx, within, path+" with the CA fingerprint and both tokens", func() error {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		vals = map[string]string{}
-		for _, line := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				vals[k] = v
-			}
-		}
-		for _, k := range []string{"RIVET_CA_FINGERPRINT", "RIVET_TOKEN", "RIVET_ENROL_TOKEN"} {
-			if vals[k] == "" {
-				return fmt.Errorf("no %s yet", k)
-			}
-		}
-		return nil
+		var err error
+		creds, err = shared.ReadOperatorCredentials(path)
+		return err
 	})
-	return vals, err
+	return creds, err
+}
+
+// WriteCredentials writes an operator.env for this coordinator to path, as the CLI's
+// --env-file reads it.
+func (p *InProcess) WriteCredentials(path string) error {
+	return shared.WriteOperatorCredentials(path, shared.OperatorCredentials{Servers: []string{p.URL},
+		CAFingerprint: p.Fingerprint, Token: p.AdminToken, EnrolToken: p.EnrolToken})
 }
 
 // Client returns a client for the coordinator carrying token.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rivetmetal/rivet/coordinator/power"
 )
 
 // The lab's long-lived processes besides the VMs: the coordinator and the router
@@ -72,20 +74,9 @@ func (c *Config) running(name string) int {
 	return pid
 }
 
-// alive reports whether pid exists and has not exited: a zombie has, and only its parent
-// has not collected it yet.
-func alive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
-}
-
 // ours reports whether pid is a live process of this lab (its command line names Dir).
 func (c *Config) ours(pid int) bool {
-	if !alive(pid) {
+	if !power.ProcessAlive(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

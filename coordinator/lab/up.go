@@ -1,14 +1,12 @@
 package lab
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/power"
@@ -177,7 +175,7 @@ func (c *Config) waitCoordinator(ctx context.Context, pid int) (*shared.Client, 
 	for time.Now().Before(deadline) {
 		// Whether the process lives, not whether it is the lab's: right after the start its
 		// command line may still be ip's, or empty while it execs.
-		if !alive(pid) {
+		if !power.ProcessAlive(pid) {
 			return nil, fmt.Errorf("the lab's coordinator exited; its log:\n%s", tail(c.logFile("coordinator"), 3000))
 		}
 		client, err := c.Client()
@@ -204,23 +202,12 @@ func (c *Config) waitCoordinator(ctx context.Context, pid int) (*shared.Client, 
 
 // Client returns an API client with the admin token the coordinator wrote.
 func (c *Config) Client() (*shared.Client, error) {
-	f, err := os.Open(c.OperatorEnv())
+	creds, err := shared.ReadOperatorCredentials(c.OperatorEnv())
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	vals := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok && !strings.HasPrefix(k, "#") {
-			vals[k] = v
-		}
-	}
-	if vals["RIVET_TOKEN"] == "" || vals["RIVET_CA_FINGERPRINT"] == "" {
-		return nil, fmt.Errorf("%s is not complete yet", c.OperatorEnv())
-	}
-	return shared.NewClient(shared.ClientConfig{URLs: []string{c.APIURL()}, Token: vals["RIVET_TOKEN"],
-		CAFingerprint: vals["RIVET_CA_FINGERPRINT"], Timeout: 10 * time.Second})
+	return shared.NewClient(shared.ClientConfig{URLs: []string{c.APIURL()}, Token: creds.Token,
+		CAFingerprint: creds.CAFingerprint, Timeout: 10 * time.Second})
 }
 
 // applyRole applies the lab's default role: every machine installs the lab image on its

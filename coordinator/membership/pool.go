@@ -19,9 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -146,40 +144,13 @@ func (p *Pool) Join(addrs []string) (int, error) {
 
 // LocalAddr is this member's advertised gossip host:port.
 func (p *Pool) LocalAddr() string {
-	return memberAddr(p.serf.LocalMember())
-}
-
-// memberAddr renders a member's gossip host:port.
-func memberAddr(m serf.Member) string {
-	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
+	return gossip.MemberAddr(p.serf.LocalMember())
 }
 
 // Members lists the pool, sorted by name. Members whose tags do not parse are left out
 // (they were logged once when they appeared).
 func (p *Pool) Members() []shared.SerfMember {
-	var out []shared.SerfMember
-	for _, m := range p.serf.Members() {
-		tags, err := shared.ParseTags(m.Tags)
-		if err != nil {
-			continue
-		}
-		out = append(out, shared.SerfMember{
-			Name:   m.Name,
-			Addr:   memberAddr(m),
-			Status: m.Status.String(),
-			Tags:   tags,
-		})
-	}
-	slices.SortFunc(out, func(a, b shared.SerfMember) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
-	return out
+	return gossip.Members(p.serf)
 }
 
 // GossipAddrs returns the gossip host:port of every alive coordinator, this one included:

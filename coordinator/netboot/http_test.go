@@ -11,26 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
 	"github.com/rivetmetal/rivet/internal/testenv"
 	"github.com/rivetmetal/rivet/shared"
 )
-
-type booterMap struct {
-	mu sync.Mutex
-	m  map[string]shared.BootTarget
-}
-
-func (b *booterMap) BootFor(mac net.HardwareAddr) (shared.BootTarget, shared.MachineID) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if t, ok := b.m[mac.String()]; ok {
-		return t, "m-00000000000000aa"
-	}
-	return shared.BootAgent, ""
-}
 
 const testFingerprint = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -55,9 +41,9 @@ func testConfig(t *testing.T) Config {
 		APIURLs:       func() []string { return []string{"https://10.77.0.1:7443", "https://10.77.0.2:7443"} },
 		CAFingerprint: func() string { return testFingerprint },
 		Tickets:       issuer{},
-		Booter: &booterMap{m: map[string]shared.BootTarget{
+		Booter: dhcptest.NewBooter(map[string]shared.BootTarget{
 			macDisk: shared.BootDisk, macNone: shared.BootNone,
-		}},
+		}),
 		Mode: ModeOff, NoTFTP: true, Cmdline: "panic=10",
 	}
 }
@@ -295,15 +281,13 @@ func TestChangedBootDecisionIsAlwaysLogged(t *testing.T) {
 	var logs testenv.LogBuffer
 	cfg := testConfig(t)
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-	booter := &booterMap{m: map[string]shared.BootTarget{}}
+	booter := dhcptest.NewBooter(map[string]shared.BootTarget{})
 	cfg.Booter = booter
 	_, ts := newHTTPServer(t, cfg)
 	fetch := func() { get(t, ts.URL+"/boot.ipxe?mac="+macAgent) }
 	fetch()
 	fetch() // the same answer again: throttled
-	booter.mu.Lock()
-	booter.m[macAgent] = shared.BootDisk
-	booter.mu.Unlock()
+	booter.Set(macAgent, shared.BootDisk)
 	fetch()
 	count := func(target shared.BootTarget) int {
 		return strings.Count(logs.String(), `"target":"`+string(target)+`"`)

@@ -36,7 +36,7 @@ func TestServerBootsAMachine(t *testing.T) {
 		cfg.HTTPAddr = p.ServerIP.String() + ":0"
 		cfg.Mode, cfg.NoTFTP = ModeFull, false
 		cfg.Pool = dhcp.Pool{Start: net.IPv4(10, 77, 20, 100), End: net.IPv4(10, 77, 20, 150), Router: p.ServerIP}
-		cfg.Booter = &booterMap{m: map[string]shared.BootTarget{diskMAC.String(): shared.BootDisk}}
+		cfg.Booter = dhcptest.NewBooter(map[string]shared.BootTarget{diskMAC.String(): shared.BootDisk})
 		cfg.DHCPEvent = func(e dhcp.Event) { evc <- e }
 	})
 	offer := exchange(t, c, dhcptest.Request{XID: 1, Arch: 0, PXE: true})

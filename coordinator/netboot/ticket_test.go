@@ -17,7 +17,6 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp"
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
-	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
 // issuer gives a ticket that names the MAC, so a test sees whose ticket a script
@@ -66,17 +65,7 @@ func TestScriptTicketOnlyForTheExpectedRequester(t *testing.T) {
 // client in the client namespace.
 func bootPair(t *testing.T, subnet byte, mutate func(*Config, *dhcptest.Pair)) (*Server, *dhcptest.Pair, *dhcptest.Client) {
 	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvk", subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	p := dhcptest.TestPair(t, "rvk", subnet)
 	cfg := testConfig(t)
 	cfg.ServerIP, cfg.BootURL, cfg.HTTPAddr, cfg.Interface = p.ServerIP, "", ":0", p.ServerIf
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))

@@ -2,6 +2,8 @@ package planner
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -114,7 +116,7 @@ func mismatches(sel *shared.Selector, m *shared.Machine) []string {
 // facts its agent reported (kind names which, so a reason never mistakes one for the other).
 func labelMismatches(kind string, want, have map[string]string) []string {
 	var fails []string
-	for _, k := range sortedKeys(want) {
+	for _, k := range slices.Sorted(maps.Keys(want)) {
 		if got, ok := have[k]; !ok {
 			fails = append(fails, fmt.Sprintf("%s %s=%s (machine has no %s %s)", kind, k, want[k], k, kind))
 		} else if got != want[k] {
@@ -211,13 +213,4 @@ func orUnknown(s string) string {
 		return "unknown"
 	}
 	return s
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

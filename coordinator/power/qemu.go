@@ -120,16 +120,16 @@ func (m *QEMU) PID() int {
 // isOurs reports whether pid is a live (not zombie) qemu serving this machine's QMP
 // socket: pid files outlive processes, and pids are reused.
 func (m *QEMU) isOurs(pid int) bool {
-	if !processAlive(pid) {
+	if !ProcessAlive(pid) {
 		return false
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return err == nil && bytes.Contains(cmdline, []byte(m.qmpSocket()))
 }
 
-// processAlive reports whether pid exists and is not a zombie (a zombie has exited; only
-// its parent has not collected it yet).
-func processAlive(pid int) bool {
+// ProcessAlive reports whether pid exists and is not a zombie (a zombie has exited; only
+// its parent has not collected it yet). The lab asks it of its other children too.
+func ProcessAlive(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
@@ -278,11 +278,8 @@ func (m *QEMU) Off(ctx context.Context) error {
 		}
 	}
 	m.log.Warn("qemu did not quit over QMP; killing it", "pid", pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("power off %s: kill %d: %w", m.cfg.Name, pid, err)
-	}
-	if !waitGone(ctx, pid, 10*time.Second) {
-		return fmt.Errorf("power off %s: qemu %d still runs after SIGKILL", m.cfg.Name, pid)
+	if err := sigkill(ctx, pid); err != nil {
+		return fmt.Errorf("power off %s: %w", m.cfg.Name, err)
 	}
 	return nil
 }
@@ -296,11 +293,20 @@ func (m *QEMU) Kill(ctx context.Context) error {
 	if pid == 0 {
 		return nil
 	}
+	if err := sigkill(ctx, pid); err != nil {
+		return fmt.Errorf("kill %s: %w", m.cfg.Name, err)
+	}
+	return nil
+}
+
+// sigkill ends process pid with SIGKILL and waits (up to 10 s) until it is gone; one
+// already gone is no error.
+func sigkill(ctx context.Context, pid int) error {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
+		return fmt.Errorf("kill %d: %w", pid, err)
 	}
 	if !waitGone(ctx, pid, 10*time.Second) {
-		return fmt.Errorf("kill %s: qemu %d still runs", m.cfg.Name, pid)
+		return fmt.Errorf("qemu %d still runs after SIGKILL", pid)
 	}
 	return nil
 }
@@ -324,12 +330,12 @@ func (m *QEMU) Cycle(ctx context.Context) error {
 func waitGone(ctx context.Context, pid int, max time.Duration) bool {
 	deadline := time.Now().Add(max)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if !processAlive(pid) {
+		if !ProcessAlive(pid) {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return !processAlive(pid)
+	return !ProcessAlive(pid)
 }
 
 // LabCPU is the lab VMs' CPU model: qemu's default, plus RDRAND, which every server CPU

@@ -95,7 +95,7 @@ func testQEMUPower(t *testing.T, fw string) {
 	if err := again.Off(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(pid) || m.PID() != 0 {
+	if ProcessAlive(pid) || m.PID() != 0 {
 		t.Fatalf("qemu %d still runs after power off", pid)
 	}
 	if err := m.Off(ctx); err != nil {
@@ -123,7 +123,7 @@ func testQEMUPower(t *testing.T, fw string) {
 	if err := m.Off(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(pid) {
+	if ProcessAlive(pid) {
 		t.Fatalf("qemu %d still runs after power off", pid)
 	}
 }
@@ -149,7 +149,7 @@ func TestQEMUKillIsPowerLoss(t *testing.T) {
 	if err := m.Kill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(pid) || m.PID() != 0 {
+	if ProcessAlive(pid) || m.PID() != 0 {
 		t.Fatalf("qemu %d survived Kill", pid)
 	}
 	if err := m.On(ctx); err != nil {

@@ -180,27 +180,28 @@ func TestPeerWithoutCertificateIsRefused(t *testing.T) {
 	acceptNone(t, srv)
 }
 
-func TestPeerFromAnotherCAIsRefused(t *testing.T) {
+// A peer whose certificate is from another CA, or from the cluster CA but for a name
+// that is not a member, is refused at the handshake and never reaches Raft.
+func TestPeersOutsideTheClusterAreRefused(t *testing.T) {
 	ca, other := newTestCA(t), newTestCA(t)
-	srv, ref := listen(t, ca.node(t, "c1"), ca.roots, "c1", "c2")
-	// The intruder trusts the cluster CA (it knows its certificate) and names a member.
-	intruder, _ := listen(t, other.node(t, "c2"), ca.roots, "c1")
-	if err := exchange(t, intruder, srv); err == nil {
-		t.Fatal("a certificate from another CA was accepted")
+	for name, tt := range map[string]struct {
+		cert *tls.Certificate
+		log  string
+	}{
+		// The intruder trusts the cluster CA (it knows its certificate) and names a member.
+		"another CA": {other.node(t, "c2"), "handshake"},
+		"non-member": {ca.node(t, "c9"), "not a member"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv, ref := listen(t, ca.node(t, "c1"), ca.roots, "c1", "c2")
+			intruder, _ := listen(t, tt.cert, ca.roots, "c1")
+			if err := exchange(t, intruder, srv); err == nil {
+				t.Fatalf("a certificate from %s was accepted", name)
+			}
+			ref.waitFor(t, tt.log)
+			acceptNone(t, srv)
+		})
 	}
-	ref.waitFor(t, "handshake")
-	acceptNone(t, srv)
-}
-
-func TestClusterCertificateOfANonMemberIsRefused(t *testing.T) {
-	ca := newTestCA(t)
-	srv, ref := listen(t, ca.node(t, "c1"), ca.roots, "c1", "c2")
-	outsider, _ := listen(t, ca.node(t, "c9"), ca.roots, "c1")
-	if err := exchange(t, outsider, srv); err == nil {
-		t.Fatal("a non-member's certificate was accepted")
-	}
-	ref.waitFor(t, "not a member")
-	acceptNone(t, srv)
 }
 
 func TestDialRefusesAServerThatIsNotAMember(t *testing.T) {

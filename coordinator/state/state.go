@@ -5,11 +5,12 @@
 package state
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"net"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -171,34 +172,23 @@ func (s *Store) Restore(d *Data, applied uint64) {
 	s.subs.notify("") // a restored snapshot may change any machine
 }
 
+// fillNilMaps gives every map a snapshot left nil (an older encoding, an empty
+// section) an empty one, as emptyData has.
 func fillNilMaps(d *Data) {
-	e := emptyData()
-	if d.Coordinators == nil {
-		d.Coordinators = e.Coordinators
-	}
-	if d.Machines == nil {
-		d.Machines = e.Machines
-	}
-	if d.Events == nil {
-		d.Events = e.Events
-	}
-	if d.Roles == nil {
-		d.Roles = e.Roles
-	}
-	if d.Tokens == nil {
-		d.Tokens = e.Tokens
-	}
-	if d.TokenGens == nil {
-		d.TokenGens = e.TokenGens
-	}
-	if d.Expected == nil {
-		d.Expected = e.Expected
-	}
-	if d.Tickets == nil {
-		d.Tickets = e.Tickets
-	}
-	if d.Attempts == nil {
-		d.Attempts = e.Attempts
+	orEmpty(&d.Coordinators)
+	orEmpty(&d.Machines)
+	orEmpty(&d.Events)
+	orEmpty(&d.Roles)
+	orEmpty(&d.Tokens)
+	orEmpty(&d.TokenGens)
+	orEmpty(&d.Expected)
+	orEmpty(&d.Tickets)
+	orEmpty(&d.Attempts)
+}
+
+func orEmpty[K comparable, V any](m *map[K]V) {
+	if *m == nil {
+		*m = map[K]V{}
 	}
 }
 
@@ -220,16 +210,22 @@ func (s *Store) Cluster() Cluster {
 	return s.open.cluster
 }
 
+// sortedValues returns view of every value of m, sorted by key.
+func sortedValues[K comparable, V, T any, O cmp.Ordered](m map[K]V, view func(V) T, key func(T) O) []T {
+	out := make([]T, 0, len(m))
+	for _, v := range m {
+		out = append(out, view(v))
+	}
+	slices.SortFunc(out, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+	return out
+}
+
 // Coordinators returns the known coordinators sorted by id.
 func (s *Store) Coordinators() []Coordinator {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Coordinator, 0, len(s.data.Coordinators))
-	for _, c := range s.data.Coordinators {
-		out = append(out, c)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return sortedValues(s.data.Coordinators, func(c Coordinator) Coordinator { return c },
+		func(c Coordinator) string { return c.ID })
 }
 
 // Coordinator returns one coordinator's record.
@@ -266,24 +262,15 @@ func (s *Store) MachineByMAC(mac net.HardwareAddr) (*shared.Machine, bool) {
 func (s *Store) Machines() []shared.MachineSummary {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]shared.MachineSummary, 0, len(s.data.Machines))
-	for _, m := range s.data.Machines {
-		out = append(out, m.Summary())
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return sortedValues(s.data.Machines, (*shared.Machine).Summary,
+		func(m shared.MachineSummary) shared.MachineID { return m.ID })
 }
 
 // MachinesFull returns deep copies of every machine, sorted by id (for the planner).
 func (s *Store) MachinesFull() []*shared.Machine {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]*shared.Machine, 0, len(s.data.Machines))
-	for _, m := range s.data.Machines {
-		out = append(out, clone(m))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return sortedValues(s.data.Machines, clone, func(m *shared.Machine) shared.MachineID { return m.ID })
 }
 
 // MachineCount is how many machines the store holds.
@@ -315,12 +302,8 @@ func (s *Store) Events(id shared.MachineID) []shared.Event {
 func (s *Store) Roles() []shared.Role {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]shared.Role, 0, len(s.data.Roles))
-	for _, r := range s.data.Roles {
-		out = append(out, *cloneRole(r))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return sortedValues(s.data.Roles, func(r *shared.Role) shared.Role { return *cloneRole(r) },
+		func(r shared.Role) string { return r.Name })
 }
 
 // Role returns one role.
@@ -349,12 +332,7 @@ func (s *Store) Token(id string) (Token, bool) {
 func (s *Store) Tokens() []shared.TokenInfo {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]shared.TokenInfo, 0, len(s.data.Tokens))
-	for _, t := range s.data.Tokens {
-		out = append(out, t.Info())
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return sortedValues(s.data.Tokens, (*Token).Info, func(t shared.TokenInfo) string { return t.Name })
 }
 
 // TokenGen returns the generation of a machine's token, and whether this store knows

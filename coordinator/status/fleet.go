@@ -3,9 +3,10 @@ package status
 import (
 	"html"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,7 +100,7 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request, op operator) {
 	for _, st := range shared.States {
 		p.Counts = append(p.Counts, stateCount{State: st, N: counts[st]})
 	}
-	p.Roles, p.Domains = sortedKeys(roles), sortedKeys(domains)
+	p.Roles, p.Domains = slices.Sorted(maps.Keys(roles)), slices.Sorted(maps.Keys(domains))
 	p.Matched = len(matched)
 	p.Pages = max(1, (len(matched)+per-1)/per)
 	pageNo = min(pageNo, p.Pages)
@@ -159,7 +160,7 @@ func tileFor(m shared.MachineSummary) tile {
 		b.WriteString(" ")
 		b.WriteString(strconv.Itoa(int(pct)))
 		b.WriteString("%")
-		if r := rateText(m.Progress.BytesPerSec); r != "" {
+		if r := shared.HumanRate(m.Progress.BytesPerSec); r != "" {
 			b.WriteString(" ")
 			b.WriteString(r)
 		}
@@ -203,13 +204,4 @@ func clampInt(s string, def, lo, hi int) int {
 		return def
 	}
 	return min(max(n, lo), hi)
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

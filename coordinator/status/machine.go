@@ -95,7 +95,7 @@ func stepRowFor(st shared.Step, s shared.StepState) stepRow {
 	row := stepRow{Name: st.Name, Kind: string(st.Kind), Phase: string(st.Phase), Status: string(s.Status),
 		Attempt: s.Attempt, Percent: -1, Error: auth.Redact(s.Error), Started: s.StartedAt, Finished: s.FinishedAt}
 	if pr := s.Progress; pr != nil {
-		row.Done, row.Total, row.Rate = pr.Done, pr.Total, rateText(pr.BytesPerSec)
+		row.Done, row.Total, row.Rate = pr.Done, pr.Total, shared.HumanRate(pr.BytesPerSec)
 		if pct := pr.Percent(); pct >= 0 {
 			row.Percent = int(pct)
 		}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -271,29 +270,20 @@ func TestSecurityHeaders(t *testing.T) {
 	}
 }
 
-var metricLine = regexp.MustCompile(`(?m)^(\S+) (\S+)$`)
-
 func metricsText(t *testing.T, c *coordinatortest.InProcess) string {
 	t.Helper()
-	resp, err := c.Client("").Open(context.Background(), shared.PathMetrics, nil)
+	text, err := c.Client("").Metrics(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return string(body)
+	return text
 }
 
 // metric reads one sample of the coordinator's /metrics (0 when absent).
 func metric(t *testing.T, c *coordinatortest.InProcess, series string) float64 {
 	t.Helper()
-	for _, m := range metricLine.FindAllStringSubmatch(metricsText(t, c), -1) {
-		if m[1] == series {
-			v, _ := strconv.ParseFloat(m[2], 64)
-			return v
-		}
-	}
-	return 0
+	v, _ := shared.MetricSample(metricsText(t, c), series)
+	return v
 }
 
 // fsmBackend applies commands straight to a store, in order, as Raft would on one node.

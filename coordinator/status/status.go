@@ -221,7 +221,7 @@ func parsePages() map[string]*template.Template {
 var funcs = template.FuncMap{
 	"ago":   ago,
 	"bytes": bytesText,
-	"rate":  rateText,
+	"rate":  shared.HumanRate,
 	"when":  func(t time.Time) string { return when(t) },
 	"dur":   durText,
 }
@@ -261,35 +261,15 @@ func durText(from, to time.Time) string {
 	return to.Sub(from).Round(100 * time.Millisecond).String()
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // bytesText formats the byte counts of the wire types, whatever their integer type.
 func bytesText(v any) string {
 	switch n := v.(type) {
 	case int64:
-		return humanBytes(n)
+		return shared.HumanBytes(n)
 	case uint64:
-		return humanBytes(int64(n))
+		return shared.HumanBytes(int64(n))
 	case int:
-		return humanBytes(int64(n))
+		return shared.HumanBytes(int64(n))
 	}
 	return fmt.Sprint(v)
-}
-
-func rateText(bytesPerSec float64) string {
-	if bytesPerSec <= 0 {
-		return ""
-	}
-	return humanBytes(int64(bytesPerSec)) + "/s"
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -24,17 +23,7 @@ import (
 // startCoordinator starts an in-process coordinator; tune, if given, adjusts its config.
 func startCoordinator(t *testing.T, tune ...func(*coordinator.DaemonConfig)) *coordinatortest.InProcess {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dc := coordinator.DaemonConfig{Plan: coordinator.PlanOptions{Settle: 50 * time.Millisecond, MaxWait: time.Second}}
-	for _, f := range tune {
-		f(&dc)
-	}
-	c, err := coordinatortest.StartInProcess(context.Background(), t.TempDir(), logger, dc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
-	return c
+	return statustest.Start(t, t.TempDir(), tune...)
 }
 
 // browser is an HTTP client with a cookie jar that does not follow redirects.
@@ -348,14 +337,8 @@ func openEvents(t *testing.T, c *coordinatortest.InProcess, token string, query 
 func TestLiveUpdatesAreCoalesced(t *testing.T) {
 	c := startCoordinator(t)
 	ctx := context.Background()
-	f, err := statustest.Register(ctx, c, 1, 1, func(int) map[string]string { return map[string]string{"pool": "sim"} })
+	f, err := statustest.Planned(ctx, c, 1, func(int) map[string]string { return map[string]string{"pool": "sim"} })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.ApplyRole(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.WaitPlanned(ctx, f.Machines, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	m := f.Machines[0]

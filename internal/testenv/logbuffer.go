@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// LogBuffer collects log output written from many goroutines, for tests that grep it
-// (for example to prove that no secret was logged).
+// LogBuffer collects output (logs, a command's stdout) written from many goroutines,
+// for tests that read or grep it while it is written (for example to prove that no
+// secret was logged).
 type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -31,4 +32,13 @@ func (l *LogBuffer) Len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Len()
+}
+
+// Take returns what was written since the last Take and empties the buffer.
+func (l *LogBuffer) Take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	l.b.Reset()
+	return s
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 
 	"golang.org/x/sys/unix"
@@ -31,15 +30,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	if s.Disk == nil {
 		return "", step.Permanent(fmt.Errorf("step %s has no disk payload", s.Name))
 	}
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	d, err := e.Resolver.Resolve(s.Disk.Target)
+	log := step.LoggerOr(e.Logger)
+	d, err := e.Resolver.ResolveUnused(s.Disk.Target)
 	if err != nil {
-		return "", err
-	}
-	if err := e.Resolver.CheckUnused(d); err != nil {
 		return "", err
 	}
 	f, err := OpenExclusive(d, 0)

@@ -11,12 +11,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/rivetmetal/rivet/agent/step"
+	"github.com/rivetmetal/rivet/shared"
 )
 
 // hintInUse is the operator hint for a disk that is in use.
 const hintInUse = "the planned install disk is in use on this machine (mounted, swap, LVM, RAID " +
 	"or the running root): if the role names the wrong disk fix it and re-plan; otherwise " +
 	"boot the machine into the Rivet agent (RAM) so that nothing holds the disk"
+
+// ResolveUnused is Resolve and then CheckUnused: the one disk t names, refused when it
+// is in use. Every step that writes a disk starts with it.
+func (r Resolver) ResolveUnused(t shared.DiskTarget) (*Device, error) {
+	d, err := r.Resolve(t)
+	if err != nil {
+		return nil, err
+	}
+	return d, r.CheckUnused(d)
+}
 
 // CheckUnused refuses a disk that is mounted, used as swap, or held by another block
 // device (LVM, md RAID, dm-crypt) — directly or through one of its partitions. That covers

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -59,15 +58,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	if s.Handoff == nil {
 		return "", step.Permanent(fmt.Errorf("step %s has no handoff payload", s.Name))
 	}
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	d, err := e.Resolver.Resolve(s.Handoff.Target)
+	log := step.LoggerOr(e.Logger)
+	d, err := e.Resolver.ResolveUnused(s.Handoff.Target)
 	if err != nil {
-		return "", err
-	}
-	if err := e.Resolver.CheckUnused(d); err != nil {
 		return "", err
 	}
 	files, err := e.Files()

@@ -18,7 +18,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -56,15 +55,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 		return "", step.Permanent(fmt.Errorf("step %s has no image payload", s.Name))
 	}
 	spec := s.Image.Image
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	d, err := e.Resolver.Resolve(s.Image.Target)
+	log := step.LoggerOr(e.Logger)
+	d, err := e.Resolver.ResolveUnused(s.Image.Target)
 	if err != nil {
-		return "", err
-	}
-	if err := e.Resolver.CheckUnused(d); err != nil {
 		return "", err
 	}
 	direct := !e.Buffered

@@ -7,7 +7,6 @@ package reboot
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"time"
 
@@ -40,10 +39,7 @@ func (e *Executor) Run(_ context.Context, s shared.Step, _ func(shared.Progress)
 	if e.Reboot == nil {
 		return "", step.Permanent(fmt.Errorf("this agent cannot reboot the machine (no reboot function)"))
 	}
-	log := e.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log := step.LoggerOr(e.Logger)
 	delay := e.Delay
 	if delay <= 0 {
 		delay = 3 * time.Second

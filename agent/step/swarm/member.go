@@ -93,15 +93,9 @@ func (e *Executor) checkMember(j *shared.SwarmJoin, info swarm.Info) error {
 // handed the wrong token, or someone changed the node by hand.
 func (e *Executor) member(ctx context.Context, j *shared.SwarmJoin, secrets []string) (swarm.Info, error) {
 	wantManager := j.Role == shared.SwarmManager
-	var info swarm.Info
-	err := poll(ctx, e.cfg.Wait, func() (bool, error) {
-		i, err := e.docker.Info(ctx)
-		if err != nil {
-			return false, dockerErr("reading the node's swarm state", err, secrets)
-		}
-		info = i.Swarm
+	info, err := e.waitInfo(ctx, secrets, func(info swarm.Info) bool {
 		return info.LocalNodeState == swarm.LocalNodeStateActive && info.NodeID != "" &&
-			info.ControlAvailable == wantManager && (!wantManager || info.Cluster != nil), nil
+			info.ControlAvailable == wantManager && (!wantManager || info.Cluster != nil)
 	})
 	if err != nil {
 		if info.LocalNodeState == swarm.LocalNodeStateActive {

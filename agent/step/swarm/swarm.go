@@ -219,9 +219,9 @@ func (e *Executor) waitDocker(ctx context.Context) error {
 	return nil
 }
 
-// settled returns the node's swarm state once it is not pending. A pending node is
-// joining, or restarted and cannot reach a manager; it gets cfg.Wait to settle.
-func (e *Executor) settled(ctx context.Context, secrets []string) (swarm.Info, error) {
+// waitInfo reads the node's swarm state until done says it is what the caller waits
+// for, for at most cfg.Wait; it returns the last state read either way.
+func (e *Executor) waitInfo(ctx context.Context, secrets []string, done func(swarm.Info) bool) (swarm.Info, error) {
 	var info swarm.Info
 	err := poll(ctx, e.cfg.Wait, func() (bool, error) {
 		i, err := e.docker.Info(ctx)
@@ -229,7 +229,16 @@ func (e *Executor) settled(ctx context.Context, secrets []string) (swarm.Info, e
 			return false, dockerErr("reading the node's swarm state", err, secrets)
 		}
 		info = i.Swarm
-		return info.LocalNodeState != swarm.LocalNodeStatePending, nil
+		return done(info), nil
+	})
+	return info, err
+}
+
+// settled returns the node's swarm state once it is not pending. A pending node is
+// joining, or restarted and cannot reach a manager; it gets cfg.Wait to settle.
+func (e *Executor) settled(ctx context.Context, secrets []string) (swarm.Info, error) {
+	info, err := e.waitInfo(ctx, secrets, func(info swarm.Info) bool {
+		return info.LocalNodeState != swarm.LocalNodeStatePending
 	})
 	switch {
 	case err != nil && info.LocalNodeState == swarm.LocalNodeStatePending:

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,21 +12,6 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/netboot/dhcp/dhcptest"
 	"github.com/rivetmetal/rivet/shared"
 )
-
-// booterMap is a fake Booter: pure logic, a map from MAC to decision.
-type booterMap struct {
-	mu sync.Mutex
-	m  map[string]shared.BootTarget
-}
-
-func (b *booterMap) BootFor(mac net.HardwareAddr) (shared.BootTarget, shared.MachineID) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if t, ok := b.m[mac.String()]; ok {
-		return t, "m-0123456789abcdef"
-	}
-	return shared.BootAgent, ""
-}
 
 var testServerIP = net.IPv4(10, 77, 0, 1).To4()
 
@@ -179,7 +163,7 @@ func TestLongScriptURLAlsoInOption67(t *testing.T) {
 // UEFI HTTP boot (option 60 "HTTPClient", arch 16) gets the iPXE binary as a URL in a
 // proxy offer EDK2 accepts: no address, option 60 "HTTPClient", the URL in option 67.
 func TestProxyHTTPBootGetsIPXEURL(t *testing.T) {
-	b := &booterMap{m: map[string]shared.BootTarget{dhcptest.MAC(2).String(): shared.BootNone}}
+	b := dhcptest.NewBooter(map[string]shared.BootTarget{dhcptest.MAC(2).String(): shared.BootNone})
 	s := newTestServer(t, Config{Booter: b, FileURL: func(name string) string { return "http://10.77.0.1:8080/boot/files/" + name }})
 	p, to := ask(t, s, dhcptest.Request{XID: 1, Arch: 16, HTTP: true}, PortServer, nil)
 	if p == nil {
@@ -211,10 +195,10 @@ func TestProxyHTTPBootGetsIPXEURL(t *testing.T) {
 }
 
 func TestProxySilence(t *testing.T) {
-	b := &booterMap{m: map[string]shared.BootTarget{
+	b := dhcptest.NewBooter(map[string]shared.BootTarget{
 		dhcptest.MAC(2).String(): shared.BootNone,
 		dhcptest.MAC(3).String(): shared.BootDisk,
-	}}
+	})
 	var events []Event
 	s := newTestServer(t, Config{Booter: b, OnEvent: func(e Event) { events = append(events, e) }})
 	if p, _ := ask(t, s, dhcptest.Request{XID: 1, Arch: -1}, PortServer, nil); p != nil {
@@ -404,7 +388,7 @@ func u32of(ip net.IP) uint32 {
 }
 
 func TestFullModePXEClient(t *testing.T) {
-	b := &booterMap{m: map[string]shared.BootTarget{dhcptest.MAC(2).String(): shared.BootNone}}
+	b := dhcptest.NewBooter(map[string]shared.BootTarget{dhcptest.MAC(2).String(): shared.BootNone})
 	s := newTestServer(t, Config{Mode: ModeFull, Pool: fullPool, Booter: b})
 	p, _ := ask(t, s, dhcptest.Request{XID: 1, Arch: 7, PXE: true}, PortServer, nil)
 	if p == nil || p.YourIPAddr.IsUnspecified() {

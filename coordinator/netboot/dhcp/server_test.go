@@ -15,23 +15,6 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// netPair creates two network namespaces joined by a veth pair, removed at cleanup.
-func netPair(t *testing.T, subnet byte) *dhcptest.Pair {
-	t.Helper()
-	testenv.RequireRoot(t)
-	testenv.RequireCommand(t, "ip")
-	p, err := dhcptest.NewPair("rvt", subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return p
-}
-
 // serveIn runs s.ListenAndServe inside the pair's server namespace until the test ends.
 func serveIn(t *testing.T, p *dhcptest.Pair, s *Server) {
 	t.Helper()
@@ -93,8 +76,8 @@ func expectSilence(t *testing.T, s *Server, c *dhcptest.Client, r dhcptest.Reque
 }
 
 func TestProxyOverTheWire(t *testing.T) {
-	p := netPair(t, 10)
-	b := &booterMap{m: map[string]shared.BootTarget{dhcptest.MAC(66).String(): shared.BootNone}}
+	p := dhcptest.TestPair(t, "rvt", 10)
+	b := dhcptest.NewBooter(map[string]shared.BootTarget{dhcptest.MAC(66).String(): shared.BootNone})
 	// No Interface: the server finds it from its address, as an operator would configure it.
 	s := newTestServer(t, Config{ServerIP: p.ServerIP, Booter: b,
 		ScriptURL: func(mac net.HardwareAddr) string {
@@ -163,7 +146,7 @@ func TestProxyOverTheWire(t *testing.T) {
 }
 
 func TestFullOverTheWire(t *testing.T) {
-	p := netPair(t, 11)
+	p := dhcptest.TestPair(t, "rvt", 11)
 	pool := Pool{Start: net.IPv4(10, 77, 11, 100), End: net.IPv4(10, 77, 11, 199), Router: p.ServerIP}
 	s := newTestServer(t, Config{Mode: ModeFull, ServerIP: p.ServerIP, Interface: p.ServerIf, Pool: pool})
 	serveIn(t, p, s)
@@ -202,7 +185,7 @@ func (p Pool) contains(ip net.IP) bool {
 }
 
 func TestListenFailsClearlyWhenPortTaken(t *testing.T) {
-	p := netPair(t, 12)
+	p := dhcptest.TestPair(t, "rvt", 12)
 	err := dhcptest.Do(p.ServerNS, func() error {
 		first, err := Listen(p.ServerIf, PortServer)
 		if err != nil {
