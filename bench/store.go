@@ -393,11 +393,12 @@ func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 		peers = append(peers, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[3+i]))
 	}
 	var procs []*exec.Cmd
+	var exits []<-chan error
 	var logs []*os.File
 	stop := func() {
-		for _, p := range procs {
+		for i, p := range procs {
 			_ = p.Process.Kill()
-			_ = p.Wait()
+			<-exits[i]
 		}
 		for _, f := range logs {
 			f.Close()
@@ -426,11 +427,11 @@ func startEtcd(ctx context.Context, opts StoreOptions, dir string, secure bool) 
 			"--initial-cluster-token", "rivet-bench", "--log-level", "error")
 		cmd.Args = append(cmd.Args, tlsArgs...)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
+		if err != nil {
 			return nil, err
 		}
-		procs = append(procs, cmd)
+		procs, exits = append(procs, cmd), append(exits, exited)
 	}
 	var hcs []*http.Client // one per writer, with the transport of Rivet's own client
 	for range opts.Clients {
