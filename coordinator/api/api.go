@@ -323,22 +323,9 @@ func (a *API) resolve(ctx context.Context, bearer string) (auth.Principal, error
 	}
 }
 
-// writeError sends the error envelope. Unknown errors are 500 without detail leaking.
+// writeError sends the error envelope (Answer chooses it).
 func writeError(w http.ResponseWriter, err error) {
-	var apiErr *shared.APIError
-	var maxErr *http.MaxBytesError
-	switch {
-	case errors.As(err, &apiErr):
-	case errors.As(err, &maxErr):
-		apiErr = shared.Errorf(http.StatusRequestEntityTooLarge, shared.CodeTooLarge, "send a smaller body",
-			"body is larger than the limit of %d bytes", maxErr.Limit)
-	default:
-		apiErr = shared.Errorf(http.StatusInternalServerError, shared.CodeInternal,
-			"see the coordinator's log", "internal error: %v", auth.Redact(err.Error()))
-	}
-	if apiErr.Status == 0 {
-		apiErr.Status = http.StatusInternalServerError
-	}
+	apiErr := Answer(err)
 	writeJSON(w, apiErr.Status, shared.ErrorBody{Error: *apiErr})
 }
 
@@ -347,17 +334,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// applied turns an apply outcome into an error for the handler, or nil.
-func applied(res state.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	if res.Err != nil {
-		return res.Err
-	}
-	return nil
 }
 
 // pprof serves Go's profiles to admins (off unless --debug-pprof).

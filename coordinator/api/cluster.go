@@ -80,8 +80,14 @@ func (a *API) internalApply(w http.ResponseWriter, r *http.Request, _ auth.Princ
 		return shared.BadRequest(err)
 	}
 	out, status := a.b.HandleInternalApply(r.Context(), data)
-	if status != http.StatusOK {
-		return shared.Errorf(status, shared.CodeNoLeader, "", "this coordinator cannot apply the command (HTTP %d)", status)
+	switch status {
+	case http.StatusOK:
+	case http.StatusMisdirectedRequest:
+		return shared.Errorf(status, shared.CodeNoLeader, "ask the leader", "this coordinator is not the leader")
+	case http.StatusBadRequest:
+		return shared.Errorf(status, shared.CodeBadRequest, "", "malformed batch of forwarded commands")
+	default:
+		return shared.Errorf(status, shared.CodeInternal, "", "this coordinator cannot apply the batch (HTTP %d)", status)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(out)
@@ -100,7 +106,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, _ auth.Princip
 		return err
 	}
 	rec, secret := auth.NewToken(req.Name, req.Role, now())
-	if err := applied(a.b.Apply(r.Context(), state.PutToken{Token: rec})); err != nil {
+	if _, err := a.b.Apply(r.Context(), state.PutToken{Token: rec}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, shared.TokenCreated{TokenInfo: rec.Info(), Secret: secret})
@@ -108,7 +114,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, _ auth.Princip
 }
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
-	if err := applied(a.b.Apply(r.Context(), state.DeleteToken{ID: r.PathValue("id")})); err != nil {
+	if _, err := a.b.Apply(r.Context(), state.DeleteToken{ID: r.PathValue("id")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

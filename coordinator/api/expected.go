@@ -16,7 +16,7 @@ func (a *API) importExpected(w http.ResponseWriter, r *http.Request, p auth.Prin
 		return err
 	}
 	res, err := a.b.Apply(r.Context(), state.PutExpected{Machines: req.Machines, By: p.Name, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	a.b.Kick()

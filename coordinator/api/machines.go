@@ -46,8 +46,8 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, p auth.Principal)
 		return err
 	}
 	res, err := a.b.Apply(r.Context(), cmd)
-	if err := applied(res, err); err != nil {
-		if shared.CodeOf(err) == shared.CodeIdentityConflict {
+	if err != nil {
+		if state.KindOf(err) == state.KindIdentity {
 			a.metrics.conflicts.Inc()
 			a.log.Warn("identity conflict: registration refused", "machine", ident.ID, "from", cmd.From,
 				"credential", cmd.Credential)
@@ -164,7 +164,7 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 		}
 	}
 	res, err := a.b.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Summary)
@@ -189,7 +189,7 @@ func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 	}
 	res, err := a.b.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
 		Version: req.Version, Addr: req.Addr, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Summary)
@@ -217,7 +217,7 @@ func (a *API) setBoot(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 			"a machine may not silence its own boot")
 	}
 	res, err := a.b.Apply(r.Context(), state.SetBoot{ID: m.ID, Boot: req.Boot, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Machine)
@@ -235,7 +235,7 @@ func (a *API) action(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	}
 	res, err := a.b.Apply(r.Context(), state.Action{ID: m.ID, Action: shared.Action(r.PathValue("action")),
 		Reason: req.Reason, By: p.Name, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	a.b.Kick()

@@ -64,7 +64,7 @@ func (a *API) applyRoles(w http.ResponseWriter, r *http.Request, _ auth.Principa
 		return nil
 	}
 	for _, role := range list.Roles {
-		if err := applied(a.b.Apply(r.Context(), state.PutRole{Role: role, Time: now()})); err != nil {
+		if _, err := a.b.Apply(r.Context(), state.PutRole{Role: role, Time: now()}); err != nil {
 			return err
 		}
 	}
@@ -101,7 +101,7 @@ func (a *API) putRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) 
 		return shared.Errorf(http.StatusBadRequest, shared.CodeBadRequest, "",
 			"PUT %s takes exactly the role named %s", r.URL.Path, r.PathValue("name"))
 	}
-	if err := applied(a.b.Apply(r.Context(), state.PutRole{Role: list.Roles[0], Time: now()})); err != nil {
+	if _, err := a.b.Apply(r.Context(), state.PutRole{Role: list.Roles[0], Time: now()}); err != nil {
 		return err
 	}
 	a.b.Kick()
@@ -110,7 +110,7 @@ func (a *API) putRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) 
 }
 
 func (a *API) deleteRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
-	if err := applied(a.b.Apply(r.Context(), state.DeleteRole{Name: r.PathValue("name")})); err != nil {
+	if _, err := a.b.Apply(r.Context(), state.DeleteRole{Name: r.PathValue("name")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -25,7 +25,7 @@ func (a *API) swarmJoin(w http.ResponseWriter, r *http.Request, p auth.Principal
 		}
 	}
 	res, err := a.b.Apply(r.Context(), state.SwarmJoin{ID: p.MachineID, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	if res.Join == nil {
@@ -44,7 +44,7 @@ func (a *API) swarmReport(w http.ResponseWriter, r *http.Request, p auth.Princip
 		return err
 	}
 	res, err := a.b.Apply(r.Context(), state.SwarmReport{ID: p.MachineID, Report: rep, Time: now(), Rules: state.SwarmRules})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, shared.SwarmReportAnswer{MachineSummary: *res.Summary,

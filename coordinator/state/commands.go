@@ -2,7 +2,6 @@ package state
 
 import (
 	"maps"
-	"net/http"
 	"time"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -202,11 +201,11 @@ type Result struct {
 	// leader to the coordinator that forwarded the command (mutual TLS), which hands it
 	// to the machine that asked.
 	Join *shared.SwarmJoin `json:"join,omitempty"`
-	Err  *shared.APIError  `json:"error,omitempty"`
 	// TokenGen is a registered machine's new token generation, for its new token.
 	TokenGen uint64 `json:"token_gen,omitempty"`
 	// Touched: a refused command still added to this machine's timeline (a conflict).
-	Touched shared.MachineID `json:"touched,omitempty"`
+	// It is the store's note for its watchers; it does not travel.
+	Touched shared.MachineID `json:"-"`
 }
 
 func summaryOf(m *shared.Machine) Result {
@@ -215,13 +214,6 @@ func summaryOf(m *shared.Machine) Result {
 	return Result{Summary: &s}
 }
 
-func failed(status int, code, hint, format string, args ...any) Result {
-	e := shared.Errorf(status, code, hint, format, args...)
-	e.Status = status
-	return Result{Err: e}
-}
-
-func notFound(id shared.MachineID) Result {
-	return failed(http.StatusNotFound, shared.CodeNotFound, "list machines with `rivet machines ls`",
-		"machine %s not found", id)
+func notFound(id shared.MachineID) *Rejected {
+	return reject(KindNotFound, RuleMachineUnknown, string(id), "machine %s not found", id)
 }
