@@ -19,27 +19,10 @@ import (
 // registration survives; a full restart reproduces the state digest; a late fourth
 // coordinator gets the same digest through a snapshot.
 func TestClusterSurvivesLeaderKillAndFullRestart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	// No planning pass during the test: the registered machines match no role, and the
 	// leader would record that (in batches, after --plan-settle of quiet) at a moment that
 	// depends on the test's pace — a real change of state between the digests compared.
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(),
-		Nodes: 3, ExtraArgs: []string{"--raft-trailing-logs", "16", "--plan-settle", "10m"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("coordinator logs:\n%s", tail(cluster.Logs(), 8000))
-		}
-	})
-
-	leader, err := cluster.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cluster, leader := startThree(t, 5*time.Minute, "--raft-trailing-logs", "16", "--plan-settle", "10m")
 	acked, ackedAfterKill := registerRoundRobin(ctx, t, cluster, 500, func() {
 		t.Logf("SIGKILL leader %s", leader.ID)
 		cluster.Kill(leader)
