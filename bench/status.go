@@ -102,7 +102,7 @@ func (o StatusOptions) withDefaults() StatusOptions {
 type readOnly struct{ s *state.Store }
 
 func (r readOnly) Store() *state.Store { return r.s }
-func (r readOnly) Apply(context.Context, any) (state.Result, error) {
+func (r readOnly) Apply(context.Context, state.Command) (state.Result, error) {
 	return state.Result{}, errors.New("the status bench is read-only")
 }
 func (r readOnly) Members() shared.Members { return shared.Members{} }

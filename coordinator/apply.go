@@ -26,8 +26,8 @@ const ForwardMaxBytes = forward.MaxBytes
 // loss of the leader and a restart of every coordinator. Otherwise the error is one of
 // the write path's (state/errors.go): *state.Rejected, state.ErrNotApplied,
 // state.ErrOutcomeUnknown or state.ErrNoLeader.
-func (s *Server) Apply(ctx context.Context, body any) (state.Result, error) {
-	data, err := fsm.Encode(s.sealSecrets(body))
+func (s *Server) Apply(ctx context.Context, cmd state.Command) (state.Result, error) {
+	data, err := fsm.Encode(s.sealSecrets(cmd))
 	if err != nil {
 		return state.Result{}, err
 	}

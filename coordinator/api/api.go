@@ -27,7 +27,7 @@ import (
 // Backend is the coordinator as the API needs it.
 type Backend interface {
 	Store() *state.Store
-	Apply(ctx context.Context, body any) (state.Result, error)
+	Apply(ctx context.Context, cmd state.Command) (state.Result, error)
 	HandleInternalApply(ctx context.Context, data []byte) ([]byte, int)
 	Join(ctx context.Context, req shared.JoinRequest) error
 	Health() shared.Health

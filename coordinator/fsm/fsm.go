@@ -43,9 +43,9 @@ const (
 	TypeSwarmJoin         Type = 21
 )
 
-// typeOf maps a command body to its type byte; Encode uses it.
-func typeOf(body any) (Type, error) {
-	switch body.(type) {
+// typeOf maps a command to its type byte; Encode uses it.
+func typeOf(cmd state.Command) (Type, error) {
+	switch cmd.(type) {
 	case state.InitCluster:
 		return TypeInitCluster, nil
 	case state.PutCoordinator:
@@ -89,16 +89,16 @@ func typeOf(body any) (Type, error) {
 	case state.SwarmJoin:
 		return TypeSwarmJoin, nil
 	}
-	return 0, fmt.Errorf("fsm: no command type for %T", body)
+	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
 
-// Encode turns a command body into a log entry: type byte + JSON.
-func Encode(body any) ([]byte, error) {
-	t, err := typeOf(body)
+// Encode turns a command into a log entry: type byte + JSON.
+func Encode(cmd state.Command) ([]byte, error) {
+	t, err := typeOf(cmd)
 	if err != nil {
 		return nil, err
 	}
-	js, err := json.Marshal(body)
+	js, err := json.Marshal(cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness { return &harness{t: t, fsm: &FSM{Store: state.New()}} }
 
-func (h *harness) apply(body any) Outcome {
+func (h *harness) apply(body state.Command) Outcome {
 	h.t.Helper()
 	data, err := Encode(body)
 	if err != nil {
@@ -36,7 +36,7 @@ func (h *harness) apply(body any) Outcome {
 
 // ok applies body, which must succeed, and returns the machine the tests follow as the
 // store now holds it (agents' commands answer only a summary).
-func (h *harness) ok(body any) *shared.Machine {
+func (h *harness) ok(body state.Command) *shared.Machine {
 	h.t.Helper()
 	out := h.apply(body)
 	if out.Err != nil {

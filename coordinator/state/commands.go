@@ -10,6 +10,34 @@ import (
 // The command bodies. Each is applied by one Apply* method in mutations.go. Bodies are
 // part of the Raft log forever: add fields, never change the meaning of one.
 
+// Command is one change to the replicated state: a value of one of the command types
+// below, and nothing else (the unexported method seals the set, so a caller cannot
+// hand the write path something it cannot encode). coordinator/fsm gives each type its
+// type byte.
+type Command interface{ command() }
+
+func (InitCluster) command()       {}
+func (PutCoordinator) command()    {}
+func (RemoveCoordinator) command() {}
+func (Register) command()          {}
+func (IssueTicket) command()       {}
+func (PutExpected) command()       {}
+func (Checkin) command()           {}
+func (SetPlan) command()           {}
+func (SetPlans) command()          {}
+func (Report) command()            {}
+func (SetBoot) command()           {}
+func (Gossip) command()            {}
+func (Action) command()            {}
+func (PutRole) command()           {}
+func (DeleteRole) command()        {}
+func (PutToken) command()          {}
+func (DeleteToken) command()       {}
+func (EndSessions) command()       {}
+func (SwarmClaim) command()        {}
+func (SwarmJoin) command()         {}
+func (SwarmReport) command()       {}
+
 // InitCluster creates the cluster secrets and the first tokens, once.
 type InitCluster struct {
 	Cluster    Cluster `json:"cluster"`

@@ -305,7 +305,7 @@ type fsmBackend struct {
 
 func (b *fsmBackend) Store() *state.Store     { return b.store }
 func (b *fsmBackend) Members() shared.Members { return shared.Members{} }
-func (b *fsmBackend) Apply(_ context.Context, body any) (state.Result, error) {
+func (b *fsmBackend) Apply(_ context.Context, body state.Command) (state.Result, error) {
 	data, err := fsm.Encode(body)
 	if err != nil {
 		return state.Result{}, err
