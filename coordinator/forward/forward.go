@@ -160,6 +160,16 @@ func (f *Forwarder) applyOnce(ctx context.Context, data []byte) (state.Result, e
 	select {
 	case o := <-p.out:
 		return o.res, o.err
+	case <-f.done:
+		// Closed: the senders answer the batch they are sending, then stop; a command
+		// they did not take was never sent.
+		f.wg.Wait()
+		select {
+		case o := <-p.out:
+			return o.res, o.err
+		default:
+			return state.Result{}, fmt.Errorf("%w: the forwarder is closed", state.ErrNotApplied)
+		}
 	case <-ctx.Done():
 		// The batch may be on its way or applied already: nobody can say now.
 		return state.Result{}, fmt.Errorf("%w: gave up waiting for the leader's answer: %w", state.ErrOutcomeUnknown, ctx.Err())
