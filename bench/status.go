@@ -91,7 +91,7 @@ func (o StatusOptions) withDefaults() StatusOptions {
 type readOnly struct{ s *state.Store }
 
 func (r readOnly) Store() *state.Store { return r.s }
-func (r readOnly) Apply(context.Context, any) (state.Result, error) {
+func (r readOnly) Apply(context.Context, state.Command) (state.Result, error) {
 	return state.Result{}, errors.New("the status bench is read-only")
 }
 func (r readOnly) Members() shared.Members { return shared.Members{} }
@@ -126,10 +126,10 @@ func statusFleet(n int) (*state.Store, string, []shared.MachineID, error) {
 		if err != nil {
 			return nil, "", nil, err
 		}
-		res := b.store.ApplyRegister(state.Register{ID: ident.ID, Basis: ident.Basis, Inventory: inv, Mode: shared.ModeRAM,
+		_, err = b.store.ApplyRegister(state.Register{ID: ident.ID, Basis: ident.Basis, Inventory: inv, Mode: shared.ModeRAM,
 			Version: "bench", Time: b.now, Labels: map[string]string{"pool": "bench", "rack": fmt.Sprintf("r%02d", i%20)}}, b.next())
-		if res.Err != nil {
-			return nil, "", nil, res.Err
+		if err != nil {
+			return nil, "", nil, err
 		}
 		if i%10 == 0 {
 			continue // stays discovered
@@ -154,12 +154,9 @@ func statusFleet(n int) (*state.Store, string, []shared.MachineID, error) {
 // with their RAM steps (installed; the bench has no disk boots, so they stay there).
 func (b *benchPlan) advance(id shared.MachineID, plan *shared.Plan, kind int) error {
 	report := func(step string, st shared.StepStatus, p *shared.Progress, errText string) error {
-		res := b.store.ApplyReport(state.Report{ID: id, Time: b.now, Report: shared.StepReport{Generation: plan.Generation,
+		_, err := b.store.ApplyReport(state.Report{ID: id, Time: b.now, Report: shared.StepReport{Generation: plan.Generation,
 			Step: step, Status: st, Attempt: 1, Progress: p, Error: errText}}, b.next())
-		if res.Err != nil {
-			return res.Err
-		}
-		return nil
+		return err
 	}
 	first, second := plan.Steps[0].Name, plan.Steps[1].Name
 	switch kind {
@@ -249,11 +246,11 @@ func streamRun(ctx context.Context, pages http.Handler, store *state.Store, toke
 			m, _ := store.Machine(id)
 			step := m.Plan.Steps[1].Name
 			done := rand.Int64N(2 << 30)
-			r := store.ApplyReport(state.Report{ID: id, Time: time.Now().UTC(), Report: shared.StepReport{Generation: gens[id],
+			_, err := store.ApplyReport(state.Report{ID: id, Time: time.Now().UTC(), Report: shared.StepReport{Generation: gens[id],
 				Step: step, Status: shared.StepRunning, Attempt: 1,
 				Progress: &shared.Progress{Done: done, Total: 2 << 30, BytesPerSec: 100 << 20}}}, idx)
-			if r.Err != nil {
-				return r.Err
+			if err != nil {
+				return err
 			}
 			applied++
 		}

@@ -78,7 +78,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	}
 	mounts := withMounts(pages.Mounts(), dc.Extra)
 	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
-	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Backend: s, Planner: dryRunner{dc.Plan.Placement},
+	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Store: s.store, Writer: s, Leader: s, Cluster: s, Node: s, Planner: dryRunner{dc.Plan.Placement},
 		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: mounts, Pprof: dc.Pprof,
 		Admission: dc.Admission, Throttle: throttle})))
 	ln, err := net.Listen("tcp", dc.APIAddr)

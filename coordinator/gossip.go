@@ -58,12 +58,12 @@ func (s *Server) publishOwnRecord(ctx context.Context, apiAddr string) error {
 		return nil
 	}
 	for attempt := 0; ; attempt++ {
-		res, err := s.Apply(ctx, state.PutCoordinator{Coordinator: want})
-		if err == nil && res.Err == nil {
+		_, err := s.Apply(ctx, state.PutCoordinator{Coordinator: want})
+		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil || attempt > 20 {
-			return fmt.Errorf("publishing this coordinator's addresses: %v", firstErr(err, res.Err))
+			return fmt.Errorf("publishing this coordinator's addresses: %w", err)
 		}
 		time.Sleep(backoff(attempt))
 	}
@@ -97,14 +97,11 @@ func (s *Server) MachineLost(ctx context.Context, id shared.MachineID, reason st
 }
 
 func (s *Server) applyGossip(ctx context.Context, g state.Gossip) error {
-	res, err := s.Apply(ctx, g)
-	if err != nil {
-		return err
+	_, err := s.Apply(ctx, g)
+	if state.KindOf(err) == state.KindNotFound {
+		return nil // the machine is gone: nothing to hint about
 	}
-	if res.Err != nil && res.Err.Status != 404 {
-		return res.Err
-	}
-	return nil
+	return err
 }
 
 // Nudge tells a machine's agent, through gossip, to fetch its plan now. Best effort:

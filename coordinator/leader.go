@@ -141,7 +141,7 @@ func (s *Server) dropBootstrapCAKey() {
 func (s *Server) Join(ctx context.Context, req shared.JoinRequest) error {
 	if s.raft.State() != raft.Leader {
 		var out struct{}
-		return s.forwarder.postJSON(ctx, shared.PathClusterJoin, req, &out)
+		return s.forwarder.PostJSON(ctx, shared.PathClusterJoin, req, &out)
 	}
 	cfgFuture := s.raft.GetConfiguration()
 	if err := cfgFuture.Error(); err != nil {

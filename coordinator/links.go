@@ -185,16 +185,13 @@ func writeAPIJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // sealSecrets seals the secret fields of a command before it enters the log.
-func (s *Server) sealSecrets(body any) any {
-	switch c := body.(type) {
+func (s *Server) sealSecrets(cmd state.Command) state.Command {
+	switch c := cmd.(type) {
 	case state.InitCluster:
 		c.Cluster = state.SealCluster(s.id.seal, c.Cluster)
 		return c
 	case state.SwarmReport:
 		return state.SealSwarmReport(s.id.seal, c)
-	case *state.SwarmReport:
-		sealed := state.SealSwarmReport(s.id.seal, *c)
-		return &sealed
 	}
-	return body
+	return cmd
 }

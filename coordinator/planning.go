@@ -49,8 +49,8 @@ func (s *Server) PlanFleet(ctx context.Context, opts PlanOptions) {
 		// Chunks keep one log entry well under a megabyte.
 		chunk := state.SetPlans{Plans: batch.Plans[:min(len(batch.Plans), 200)]}
 		batch.Plans = batch.Plans[len(chunk.Plans):]
-		if res, err := s.Apply(ctx, chunk); err != nil || res.Err != nil {
-			s.log.Warn("recording a planning pass failed", "err", firstErr(err, res.Err))
+		if _, err := s.Apply(ctx, chunk); err != nil {
+			s.log.Warn("recording a planning pass failed", "err", err)
 			return
 		}
 		for _, cmd := range chunk.Plans {
@@ -77,13 +77,6 @@ func (s *Server) planCommand(m *shared.Machine, match shared.RoleMatch, roles ma
 	}
 	cmd.Role, cmd.Plan = match.Role, plan
 	return cmd
-}
-
-func firstErr(err error, apiErr *shared.APIError) error {
-	if err != nil {
-		return err
-	}
-	return apiErr
 }
 
 // dryRunner answers the API's dry runs with the same placement options as planning.

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 
+	"github.com/rivetmetal/rivet/coordinator/forward"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
 	"github.com/rivetmetal/rivet/coordinator/pki"
 	"github.com/rivetmetal/rivet/coordinator/raftlink"
@@ -63,7 +64,7 @@ type Server struct {
 	transport *raft.NetworkTransport
 	bolt      *raftboltdb.BoltStore
 	metrics   *metrics
-	forwarder *forwarder
+	forwarder *forward.Forwarder
 	id        *identity                 // CA, node certificate, seal key: identity.go
 	raftNode  atomic.Pointer[raft.Raft] // s.raft, for the link's handshakes that may run before it is set
 	// caKeyDropped: the bootstrap copy of the CA key is gone (the state holds it).
@@ -104,7 +105,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.openRaft(); err != nil {
 		return nil, err
 	}
-	s.forwarder = newForwarder(s)
+	s.forwarder = s.newForwarder()
 	s.store.OnMachineChange(func(shared.MachineID) { s.metrics.machineChanged() })
 	return s, nil
 }
@@ -284,8 +285,9 @@ func (s *Server) Kick() {
 // IsLeader reports whether this coordinator leads.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 
-// Shutdown stops Raft and closes the log.
+// Shutdown stops the forwarder and Raft and closes the log.
 func (s *Server) Shutdown() error {
+	s.forwarder.Close()
 	err := s.raft.Shutdown().Error()
 	_ = s.transport.Close()
 	if cerr := s.bolt.Close(); err == nil {

@@ -20,12 +20,8 @@ const TicketTTL = 15 * time.Minute
 func (s *Server) IssueTicket(ctx context.Context, mac net.HardwareAddr) (string, error) {
 	ticket, hash := auth.NewTicket()
 	now := time.Now().UTC()
-	res, err := s.Apply(ctx, state.IssueTicket{Hash: hash, MAC: mac.String(), Expires: now.Add(TicketTTL), Time: now})
-	if err != nil {
+	if _, err := s.Apply(ctx, state.IssueTicket{Hash: hash, MAC: mac.String(), Expires: now.Add(TicketTTL), Time: now}); err != nil {
 		return "", err
-	}
-	if res.Err != nil {
-		return "", res.Err
 	}
 	s.metrics.ticketsIssued.Inc()
 	return ticket, nil

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -138,9 +139,11 @@ func (c *Client) WithToken(token string) *Client {
 func (c *Client) HTTPClient() *http.Client { return c.http }
 
 // Do sends one request and decodes the answer into out (when out is not nil). A non-2xx
-// answer comes back as *APIError. Connection failures, and a coordinator that has no
-// leader (a minority cut off by a partition: the write was certainly not applied), move
-// on to the next coordinator.
+// answer comes back as *APIError. It moves on to the next coordinator only when the
+// request certainly changed nothing: a read; a request that failed before it was
+// written; an answer no_leader (a minority cut off by a partition) or not_applied. A
+// write whose outcome is unknown (outcome_unknown, or the connection lost after the
+// request went out) is never resent: the caller gets the error and reads first.
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -154,7 +157,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	for i := range c.urls {
 		idx := (start + i) % len(c.urls)
 		err := c.doOnce(ctx, c.urls[idx], method, path, body, in != nil, out)
-		if err == nil || (StatusOf(err) != 0 && CodeOf(err) != CodeNoLeader) || ctx.Err() != nil {
+		if err == nil || !resendable(method, err) || ctx.Err() != nil {
 			c.next.Store(uint32(idx))
 			return err
 		}
@@ -163,12 +166,33 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return fmt.Errorf("no coordinator answered (tried %s): %w", strings.Join(c.urls, ", "), lastErr)
 }
 
+// errUnsent marks a transport failure before the request was written.
+var errUnsent = errors.New("request not sent")
+
+// resendable says whether a failed request may go to the next coordinator.
+func resendable(method string, err error) bool {
+	switch CodeOf(err) {
+	case CodeNoLeader, CodeNotApplied:
+		return true
+	case "":
+		// A transport failure: a read is safe to repeat; a write only if it never left.
+		return method == http.MethodGet || method == http.MethodHead || errors.Is(err, errUnsent)
+	}
+	return false
+}
+
 func (c *Client) doOnce(ctx context.Context, base, method, path string, body []byte, hasBody bool, out any) error {
 	var rd io.Reader
 	if hasBody {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+		if info.Err == nil {
+			wrote.Store(true)
+		}
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, base+path, rd)
 	if err != nil {
 		return err
 	}
@@ -180,6 +204,9 @@ func (c *Client) doOnce(ctx context.Context, base, method, path string, body []b
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if !wrote.Load() {
+			return fmt.Errorf("%w: %w", errUnsent, err)
+		}
 		return err
 	}
 	defer resp.Body.Close()

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -216,5 +217,85 @@ func TestClientsSpreadOverCoordinators(t *testing.T) {
 	}
 	if len(starts) < 2 {
 		t.Fatalf("64 clients all started at coordinator %v", starts)
+	}
+}
+
+// TestClientResendsOnlyWhatCertainlyChangedNothing: the first coordinator fails a
+// request in each way it can; the client asks the second one only when the first
+// certainly applied nothing (no_leader, not_applied, a read whose connection broke).
+// An outcome_unknown answer, or a write whose connection broke after it was sent, comes
+// back to the caller and is not resent.
+func TestClientResendsOnlyWhatCertainlyChangedNothing(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	cert := ca.serverCert(t, x509.ExtKeyUsageServerAuth, ca.cert)
+	answer := func(status int, code string) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(ErrorBody{Error: APIError{Code: code, Message: code}})
+		}
+	}
+	hangUp := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // the whole request arrived
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		method   string
+		first    http.HandlerFunc
+		resent   bool
+		wantCode string
+	}{
+		{"no leader", http.MethodPost, answer(http.StatusServiceUnavailable, CodeNoLeader), true, ""},
+		{"not applied", http.MethodPost, answer(http.StatusServiceUnavailable, CodeNotApplied), true, ""},
+		{"outcome unknown", http.MethodPost, answer(http.StatusServiceUnavailable, CodeOutcomeUnknown), false, CodeOutcomeUnknown},
+		{"rejected", http.MethodPost, answer(http.StatusConflict, CodeConflict), false, CodeConflict},
+		{"write, connection lost after send", http.MethodPost, hangUp, false, ""},
+		{"read, connection lost after send", http.MethodGet, hangUp, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var firstSaw, secondSaw atomic.Int64
+			first := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				firstSaw.Add(1)
+				tc.first(w, r)
+			}))
+			second := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				secondSaw.Add(1)
+				_, _ = io.WriteString(w, "{}")
+			}))
+			for _, srv := range []*httptest.Server{first, second} {
+				srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+				srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+				srv.StartTLS()
+				t.Cleanup(srv.Close)
+			}
+			c, err := NewClient(ClientConfig{URLs: []string{first.URL, second.URL}, CAFingerprint: Fingerprint(ca.cert.Raw)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.next.Store(0) // start at the first
+			var in any
+			if tc.method == http.MethodPost {
+				in = struct{}{}
+			}
+			err = c.Do(context.Background(), tc.method, "/v1/x", in, nil)
+			if firstSaw.Load() != 1 {
+				t.Fatalf("the first coordinator saw %d requests, want 1", firstSaw.Load())
+			}
+			if got := secondSaw.Load() == 1; got != tc.resent {
+				t.Fatalf("resent to the second coordinator: %v, want %v (err %v)", got, tc.resent, err)
+			}
+			if tc.resent && err != nil {
+				t.Fatalf("resent, but the caller got %v", err)
+			}
+			if !tc.resent && err == nil {
+				t.Fatal("not resent, but the caller was told it succeeded")
+			}
+			if tc.wantCode != "" && CodeOf(err) != tc.wantCode {
+				t.Fatalf("error %v, want code %s", err, tc.wantCode)
+			}
+		})
 	}
 }

@@ -39,9 +39,13 @@ const (
 	// CodeRateLimited, with 429: too many progress reports for one step; this one was
 	// dropped, nothing changed, and the next one will be taken.
 	CodeRateLimited = "rate_limited"
-	// CodeOutcomeUnknown, with 503: leadership changed while the write was in flight; it
-	// may or may not have been applied. Read, then retry if it is missing.
+	// CodeOutcomeUnknown, with 503: the write was in flight when leadership changed or
+	// the leader was lost; it may or may not have been applied. Read, then retry only if
+	// it is missing: clients never resend it blindly.
 	CodeOutcomeUnknown = "outcome_unknown"
+	// CodeNotApplied, with 503: the write certainly did not reach the log (the leader
+	// could not be reached before it was sent); nothing changed, sending it again is safe.
+	CodeNotApplied = "not_applied"
 	// CodeIdentityConflict, with 409: a registration claimed a machine id or a MAC that
 	// belongs to another machine without that machine's token. Nothing changed; the
 	// claim is on the owner's timeline for the operator to judge.

@@ -24,17 +24,33 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// Backend is the coordinator as the API needs it.
-type Backend interface {
-	Store() *state.Store
-	Apply(ctx context.Context, body any) (state.Result, error)
-	HandleInternalApply(ctx context.Context, data []byte) ([]byte, int)
-	Join(ctx context.Context, req shared.JoinRequest) error
-	Health() shared.Health
-	Members() shared.Members
-	GossipInfo() shared.GossipInfo
+// The coordinator as the API needs it, one small interface per concern.
+
+// Writer replicates a command (through the leader) and returns its result or its
+// typed error (coordinator/state/errors.go); Kick asks the leader loop to plan now,
+// after a write that changes what planning sees.
+type Writer interface {
+	Apply(ctx context.Context, cmd state.Command) (state.Result, error)
 	Kick()
+}
+
+// Leader is the leader's side of write forwarding: a follower's batch of encoded
+// commands in, the JSON outcomes and an HTTP status out (coordinator/forward).
+type Leader interface {
+	HandleInternalApply(ctx context.Context, data []byte) ([]byte, int)
+}
+
+// Cluster is the coordinators' membership.
+type Cluster interface {
+	Join(ctx context.Context, req shared.JoinRequest) error
+	Members() shared.Members
 	Snapshot() error
+}
+
+// Node is this coordinator's own view: its health and the gossip pool's key.
+type Node interface {
+	Health() shared.Health
+	GossipInfo() shared.GossipInfo
 }
 
 // Planner answers dry runs (`rivet roles apply --dry-run`, `rivet plan show`).
@@ -44,7 +60,11 @@ type Planner interface {
 
 // Config configures the API.
 type Config struct {
-	Backend  Backend
+	Store    *state.Store // this coordinator's replica, which handlers read
+	Writer   Writer
+	Leader   Leader
+	Cluster  Cluster
+	Node     Node
 	Planner  Planner // optional
 	ImageDir string  // OS images served under /v1/images/
 	Logger   *slog.Logger
@@ -77,7 +97,7 @@ type Admission struct {
 // API is the HTTP handler.
 type API struct {
 	cfg      Config
-	b        Backend
+	store    *state.Store
 	log      *slog.Logger
 	mux      *http.ServeMux
 	requests *prometheus.CounterVec
@@ -98,7 +118,7 @@ func New(cfg Config) *API {
 	if cfg.Throttle == nil {
 		cfg.Throttle = auth.NewThrottle(auth.ThrottleConfig{})
 	}
-	a := &API{cfg: cfg, b: cfg.Backend, log: cfg.Logger, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, store: cfg.Store, log: cfg.Logger, mux: http.NewServeMux()}
 	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rivet_api_requests_total", Help: "API requests by route and status code."}, []string{"route", "code"})
 	a.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -286,7 +306,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request, g guard) (auth.P
 // its check through gives a guesser nothing (its failures still count and drain).
 func (a *API) throttle(w http.ResponseWriter, r *http.Request, bearer string) ([]string, error) {
 	id, _ := auth.StoredTokenID(bearer)
-	keys := auth.Keys(a.b.Store(), r.RemoteAddr, id)
+	keys := auth.Keys(a.store, r.RemoteAddr, id)
 	if strings.HasPrefix(bearer, "rvi_") {
 		return keys, nil
 	}
@@ -311,7 +331,7 @@ const behindWait = 3 * time.Second
 func (a *API) resolve(ctx context.Context, bearer string) (auth.Principal, error) {
 	deadline := time.Now().Add(behindWait)
 	for {
-		p, err := auth.Resolve(a.b.Store(), bearer)
+		p, err := auth.Resolve(a.store, bearer)
 		if !errors.Is(err, auth.ErrBehind) || time.Now().After(deadline) {
 			return p, err
 		}
@@ -323,22 +343,9 @@ func (a *API) resolve(ctx context.Context, bearer string) (auth.Principal, error
 	}
 }
 
-// writeError sends the error envelope. Unknown errors are 500 without detail leaking.
+// writeError sends the error envelope (Answer chooses it).
 func writeError(w http.ResponseWriter, err error) {
-	var apiErr *shared.APIError
-	var maxErr *http.MaxBytesError
-	switch {
-	case errors.As(err, &apiErr):
-	case errors.As(err, &maxErr):
-		apiErr = shared.Errorf(http.StatusRequestEntityTooLarge, shared.CodeTooLarge, "send a smaller body",
-			"body is larger than the limit of %d bytes", maxErr.Limit)
-	default:
-		apiErr = shared.Errorf(http.StatusInternalServerError, shared.CodeInternal,
-			"see the coordinator's log", "internal error: %v", auth.Redact(err.Error()))
-	}
-	if apiErr.Status == 0 {
-		apiErr.Status = http.StatusInternalServerError
-	}
+	apiErr := Answer(err)
 	writeJSON(w, apiErr.Status, shared.ErrorBody{Error: *apiErr})
 }
 
@@ -347,17 +354,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// applied turns an apply outcome into an error for the handler, or nil.
-func applied(res state.Result, err error) error {
-	if err != nil {
-		return err
-	}
-	if res.Err != nil {
-		return res.Err
-	}
-	return nil
 }
 
 // pprof serves Go's profiles to admins (off unless --debug-pprof).

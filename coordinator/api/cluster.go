@@ -13,7 +13,7 @@ import (
 )
 
 func (a *API) health(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	h := a.b.Health()
+	h := a.cfg.Node.Health()
 	status := http.StatusOK
 	if h.Status != shared.HealthOK {
 		status = http.StatusServiceUnavailable
@@ -23,12 +23,12 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request, _ auth.Principal) e
 }
 
 func (a *API) members(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	writeJSON(w, http.StatusOK, a.b.Members())
+	writeJSON(w, http.StatusOK, a.cfg.Cluster.Members())
 	return nil
 }
 
 func (a *API) digest(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	d, err := a.b.Store().Digest()
+	d, err := a.store.Digest()
 	if err != nil {
 		return err
 	}
@@ -37,7 +37,7 @@ func (a *API) digest(w http.ResponseWriter, _ *http.Request, _ auth.Principal) e
 }
 
 func (a *API) snapshot(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	if err := a.b.Snapshot(); err != nil {
+	if err := a.cfg.Cluster.Snapshot(); err != nil {
 		return err
 	}
 	return a.digest(w, nil, auth.Principal{})
@@ -47,11 +47,11 @@ func (a *API) snapshot(w http.ResponseWriter, _ *http.Request, _ auth.Principal)
 // unadmitted machine is a record the operator can see and nothing more.
 func (a *API) gossip(w http.ResponseWriter, _ *http.Request, p auth.Principal) error {
 	if p.Kind == auth.KindMachine {
-		if m, ok := a.b.Store().Machine(p.MachineID); !ok || !m.Admitted() {
+		if m, ok := a.store.Machine(p.MachineID); !ok || !m.Admitted() {
 			return notAdmitted(p.MachineID)
 		}
 	}
-	writeJSON(w, http.StatusOK, a.b.GossipInfo())
+	writeJSON(w, http.StatusOK, a.cfg.Node.GossipInfo())
 	return nil
 }
 
@@ -67,7 +67,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, _ auth.Principal) err
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
 		return err
 	}
-	if err := a.b.Join(r.Context(), req); err != nil {
+	if err := a.cfg.Cluster.Join(r.Context(), req); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
@@ -79,9 +79,15 @@ func (a *API) internalApply(w http.ResponseWriter, r *http.Request, _ auth.Princ
 	if err != nil {
 		return shared.BadRequest(err)
 	}
-	out, status := a.b.HandleInternalApply(r.Context(), data)
-	if status != http.StatusOK {
-		return shared.Errorf(status, shared.CodeNoLeader, "", "this coordinator cannot apply the command (HTTP %d)", status)
+	out, status := a.cfg.Leader.HandleInternalApply(r.Context(), data)
+	switch status {
+	case http.StatusOK:
+	case http.StatusMisdirectedRequest:
+		return shared.Errorf(status, shared.CodeNoLeader, "ask the leader", "this coordinator is not the leader")
+	case http.StatusBadRequest:
+		return shared.Errorf(status, shared.CodeBadRequest, "", "malformed batch of forwarded commands")
+	default:
+		return shared.Errorf(status, shared.CodeInternal, "", "this coordinator cannot apply the batch (HTTP %d)", status)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(out)
@@ -89,7 +95,7 @@ func (a *API) internalApply(w http.ResponseWriter, r *http.Request, _ auth.Princ
 }
 
 func (a *API) listTokens(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	writeJSON(w, http.StatusOK, a.b.Store().Tokens())
+	writeJSON(w, http.StatusOK, a.store.Tokens())
 	return nil
 }
 
@@ -100,7 +106,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, _ auth.Princip
 		return err
 	}
 	rec, secret := auth.NewToken(req.Name, req.Role, now())
-	if err := applied(a.b.Apply(r.Context(), state.PutToken{Token: rec})); err != nil {
+	if _, err := a.cfg.Writer.Apply(r.Context(), state.PutToken{Token: rec}); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusCreated, shared.TokenCreated{TokenInfo: rec.Info(), Secret: secret})
@@ -108,7 +114,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, _ auth.Princip
 }
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
-	if err := applied(a.b.Apply(r.Context(), state.DeleteToken{ID: r.PathValue("id")})); err != nil {
+	if _, err := a.cfg.Writer.Apply(r.Context(), state.DeleteToken{ID: r.PathValue("id")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

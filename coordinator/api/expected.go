@@ -15,16 +15,16 @@ func (a *API) importExpected(w http.ResponseWriter, r *http.Request, p auth.Prin
 	if err := shared.Decode(r.Body, shared.MaxBody, &req); err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), state.PutExpected{Machines: req.Machines, By: p.Name, Time: now()})
-	if err := applied(res, err); err != nil {
+	res, err := a.cfg.Writer.Apply(r.Context(), state.PutExpected{Machines: req.Machines, By: p.Name, Time: now()})
+	if err != nil {
 		return err
 	}
-	a.b.Kick()
+	a.cfg.Writer.Kick()
 	writeJSON(w, http.StatusOK, shared.ImportResponse{Message: res.Value})
 	return nil
 }
 
 func (a *API) listExpected(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	writeJSON(w, http.StatusOK, a.b.Store().Expected())
+	writeJSON(w, http.StatusOK, a.store.Expected())
 	return nil
 }

@@ -45,9 +45,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	if err := a.registrationAllowed(p, cmd.From); err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), cmd)
-	if err := applied(res, err); err != nil {
-		if shared.CodeOf(err) == shared.CodeIdentityConflict {
+	res, err := a.cfg.Writer.Apply(r.Context(), cmd)
+	if err != nil {
+		if state.KindOf(err) == state.KindIdentity {
 			a.metrics.conflicts.Inc()
 			a.log.Warn("identity conflict: registration refused", "machine", ident.ID, "from", cmd.From,
 				"credential", cmd.Credential)
@@ -58,10 +58,10 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, p auth.Principal)
 	resp := shared.RegisterResponse{
 		Machine:      *res.Summary,
 		Basis:        ident.Basis,
-		MachineToken: auth.MachineToken(a.b.Store().Cluster().TokenSecret, ident.ID, res.TokenGen),
+		MachineToken: auth.MachineToken(a.store.Cluster().TokenSecret, ident.ID, res.TokenGen),
 	}
 	if res.Summary.Admitted {
-		resp.Gossip = a.b.GossipInfo()
+		resp.Gossip = a.cfg.Node.GossipInfo()
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
@@ -97,7 +97,7 @@ func now() time.Time { return time.Now().UTC() }
 
 func (a *API) listMachines(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
 	q := r.URL.Query()
-	all := a.b.Store().Machines()
+	all := a.store.Machines()
 	out := make([]shared.MachineSummary, 0, len(all))
 	for _, m := range all {
 		if s := q.Get("state"); s != "" && string(m.State) != s {
@@ -117,7 +117,7 @@ func (a *API) machine(r *http.Request) (*shared.Machine, error) {
 	if err := id.Validate(); err != nil {
 		return nil, shared.BadRequest(err)
 	}
-	m, ok := a.b.Store().Machine(id)
+	m, ok := a.store.Machine(id)
 	if !ok {
 		return nil, shared.Errorf(http.StatusNotFound, shared.CodeNotFound,
 			"list machines with `rivet machines ls`", "machine %s not found", id)
@@ -139,7 +139,7 @@ func (a *API) getEvents(w http.ResponseWriter, r *http.Request, _ auth.Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a.b.Store().Events(m.ID))
+	writeJSON(w, http.StatusOK, a.store.Events(m.ID))
 	return nil
 }
 
@@ -158,13 +158,13 @@ func (a *API) report(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 		return err
 	}
 	if rep.Status == shared.StepRunning && rep.Progress != nil {
-		every := progressEvery(a.b.Store().MachineCount())
+		every := progressEvery(a.store.MachineCount())
 		if !a.progress.allow(progressKey{p.MachineID, rep.Step, rep.Attempt}, time.Now(), every) {
 			return throttled(every)
 		}
 	}
-	res, err := a.b.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
-	if err := applied(res, err); err != nil {
+	res, err := a.cfg.Writer.Apply(r.Context(), state.Report{ID: p.MachineID, Report: rep, Time: now()})
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Summary)
@@ -187,9 +187,9 @@ func (a *API) checkin(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 		writeJSON(w, http.StatusOK, m.Summary())
 		return nil
 	}
-	res, err := a.b.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
+	res, err := a.cfg.Writer.Apply(r.Context(), state.Checkin{ID: p.MachineID, Mode: req.Mode,
 		Version: req.Version, Addr: req.Addr, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Summary)
@@ -216,8 +216,8 @@ func (a *API) setBoot(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 		return shared.Errorf(http.StatusForbidden, shared.CodeForbidden, "an operator retires machines",
 			"a machine may not silence its own boot")
 	}
-	res, err := a.b.Apply(r.Context(), state.SetBoot{ID: m.ID, Boot: req.Boot, Time: now()})
-	if err := applied(res, err); err != nil {
+	res, err := a.cfg.Writer.Apply(r.Context(), state.SetBoot{ID: m.ID, Boot: req.Boot, Time: now()})
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res.Machine)
@@ -233,12 +233,12 @@ func (a *API) action(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), state.Action{ID: m.ID, Action: shared.Action(r.PathValue("action")),
+	res, err := a.cfg.Writer.Apply(r.Context(), state.Action{ID: m.ID, Action: shared.Action(r.PathValue("action")),
 		Reason: req.Reason, By: p.Name, Time: now()})
-	if err := applied(res, err); err != nil {
+	if err != nil {
 		return err
 	}
-	a.b.Kick()
+	a.cfg.Writer.Kick()
 	writeJSON(w, http.StatusOK, res.Machine)
 	return nil
 }

@@ -10,12 +10,12 @@ import (
 )
 
 func (a *API) listRoles(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
-	writeJSON(w, http.StatusOK, a.b.Store().Roles())
+	writeJSON(w, http.StatusOK, a.store.Roles())
 	return nil
 }
 
 func (a *API) getRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
-	role, ok := a.b.Store().Role(r.PathValue("name"))
+	role, ok := a.store.Role(r.PathValue("name"))
 	if !ok {
 		return shared.Errorf(http.StatusNotFound, shared.CodeNotFound, "list roles with `rivet roles ls`",
 			"role %s not found", r.PathValue("name"))
@@ -50,7 +50,7 @@ func (a *API) applyRoles(w http.ResponseWriter, r *http.Request, _ auth.Principa
 		return err
 	}
 	res := shared.ApplyResult{DryRun: r.URL.Query().Get("dry_run") == "1"}
-	st := a.b.Store()
+	st := a.store
 	for _, role := range list.Roles {
 		if _, exists := st.Role(role.Name); exists {
 			res.Updated = append(res.Updated, role.Name)
@@ -64,11 +64,11 @@ func (a *API) applyRoles(w http.ResponseWriter, r *http.Request, _ auth.Principa
 		return nil
 	}
 	for _, role := range list.Roles {
-		if err := applied(a.b.Apply(r.Context(), state.PutRole{Role: role, Time: now()})); err != nil {
+		if _, err := a.cfg.Writer.Apply(r.Context(), state.PutRole{Role: role, Time: now()}); err != nil {
 			return err
 		}
 	}
-	a.b.Kick()
+	a.cfg.Writer.Kick()
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }
@@ -79,7 +79,7 @@ func (a *API) dryRun(proposed []shared.Role) []shared.RoleMatch {
 		return nil
 	}
 	byName := map[string]shared.Role{}
-	for _, r := range a.b.Store().Roles() {
+	for _, r := range a.store.Roles() {
 		byName[r.Name] = r
 	}
 	for _, r := range proposed {
@@ -89,7 +89,7 @@ func (a *API) dryRun(proposed []shared.Role) []shared.RoleMatch {
 	for _, r := range byName {
 		roles = append(roles, r)
 	}
-	return a.cfg.Planner.DryRun(roles, a.b.Store().MachinesFull())
+	return a.cfg.Planner.DryRun(roles, a.store.MachinesFull())
 }
 
 func (a *API) putRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
@@ -101,16 +101,16 @@ func (a *API) putRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) 
 		return shared.Errorf(http.StatusBadRequest, shared.CodeBadRequest, "",
 			"PUT %s takes exactly the role named %s", r.URL.Path, r.PathValue("name"))
 	}
-	if err := applied(a.b.Apply(r.Context(), state.PutRole{Role: list.Roles[0], Time: now()})); err != nil {
+	if _, err := a.cfg.Writer.Apply(r.Context(), state.PutRole{Role: list.Roles[0], Time: now()}); err != nil {
 		return err
 	}
-	a.b.Kick()
+	a.cfg.Writer.Kick()
 	writeJSON(w, http.StatusOK, list.Roles[0])
 	return nil
 }
 
 func (a *API) deleteRole(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
-	if err := applied(a.b.Apply(r.Context(), state.DeleteRole{Name: r.PathValue("name")})); err != nil {
+	if _, err := a.cfg.Writer.Apply(r.Context(), state.DeleteRole{Name: r.PathValue("name")}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -19,13 +19,13 @@ func (a *API) swarmJoin(w http.ResponseWriter, r *http.Request, p auth.Principal
 	if err != nil {
 		return err
 	}
-	if cluster, initBy := a.b.Store().SwarmCreation(); cluster == "" && initBy != m.ID {
+	if cluster, initBy := a.store.SwarmCreation(); cluster == "" && initBy != m.ID {
 		if _, _, err := state.SwarmDue(m); err == nil {
 			return state.SwarmPending(initBy)
 		}
 	}
-	res, err := a.b.Apply(r.Context(), state.SwarmJoin{ID: p.MachineID, Time: now()})
-	if err := applied(res, err); err != nil {
+	res, err := a.cfg.Writer.Apply(r.Context(), state.SwarmJoin{ID: p.MachineID, Time: now()})
+	if err != nil {
 		return err
 	}
 	if res.Join == nil {
@@ -43,8 +43,8 @@ func (a *API) swarmReport(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
 		return err
 	}
-	res, err := a.b.Apply(r.Context(), state.SwarmReport{ID: p.MachineID, Report: rep, Time: now(), Rules: state.SwarmRules})
-	if err := applied(res, err); err != nil {
+	res, err := a.cfg.Writer.Apply(r.Context(), state.SwarmReport{ID: p.MachineID, Report: rep, Time: now(), Rules: state.SwarmRules})
+	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, shared.SwarmReportAnswer{MachineSummary: *res.Summary,

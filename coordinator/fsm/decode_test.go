@@ -14,8 +14,8 @@ import (
 )
 
 // commandBodies is one zero value of every command body type Encode knows.
-func commandBodies() []any {
-	return []any{state.InitCluster{}, state.PutCoordinator{}, state.RemoveCoordinator{}, state.Register{},
+func commandBodies() []state.Command {
+	return []state.Command{state.InitCluster{}, state.PutCoordinator{}, state.RemoveCoordinator{}, state.Register{},
 		state.Checkin{}, state.SetPlan{}, state.Report{}, state.SetBoot{}, state.Gossip{}, state.Action{},
 		state.PutRole{}, state.DeleteRole{}, state.PutToken{}, state.DeleteToken{}, state.SwarmClaim{},
 		state.SwarmReport{}, state.SetPlans{}, state.IssueTicket{}, state.PutExpected{}, state.EndSessions{},

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -24,26 +23,26 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness { return &harness{t: t, fsm: &FSM{Store: state.New()}} }
 
-func (h *harness) apply(body any) state.Result {
+func (h *harness) apply(body state.Command) Outcome {
 	h.t.Helper()
 	data, err := Encode(body)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.index++
-	res, _ := h.fsm.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data}).(state.Result)
-	return res
+	out, _ := h.fsm.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data}).(Outcome)
+	return out
 }
 
 // ok applies body, which must succeed, and returns the machine the tests follow as the
 // store now holds it (agents' commands answer only a summary).
-func (h *harness) ok(body any) *shared.Machine {
+func (h *harness) ok(body state.Command) *shared.Machine {
 	h.t.Helper()
-	res := h.apply(body)
-	if res.Err != nil {
-		h.t.Fatalf("%T: %v", body, res.Err)
+	out := h.apply(body)
+	if out.Err != nil {
+		h.t.Fatalf("%T: %v", body, out.Err)
 	}
-	if res.Summary != nil && res.Summary.State != h.machine().State {
+	if res := out.Result; res.Summary != nil && res.Summary.State != h.machine().State {
 		h.t.Fatalf("%T: the summary says %s, the store %s", body, res.Summary.State, h.machine().State)
 	}
 	return h.machine()
@@ -131,8 +130,8 @@ func TestFailedStepThenRetry(t *testing.T) {
 		t.Fatalf("after retry: %s %+v", m.State, m.Steps[0])
 	}
 	res := h.apply(state.Action{ID: id, Action: shared.ActionRetry, Time: t0})
-	if res.Err == nil || res.Err.Status != http.StatusConflict {
-		t.Fatalf("retrying a machine that is not failed: %+v, want 409", res.Err)
+	if state.KindOf(res.Err) != state.KindConflict {
+		t.Fatalf("retrying a machine that is not failed: %+v, want a conflict", res.Err)
 	}
 }
 
@@ -141,8 +140,8 @@ func TestStaleGenerationIsRefused(t *testing.T) {
 	register(h)
 	h.ok(state.SetPlan{ID: id, Role: "worker", Plan: testPlan(1), Time: t0})
 	res := h.apply(state.Report{ID: id, Report: shared.StepReport{Generation: 7, Step: "disk", Status: shared.StepRunning}, Time: t0})
-	if res.Err == nil || res.Err.Status != http.StatusConflict {
-		t.Fatalf("report for another generation: %+v, want 409", res.Err)
+	if state.KindOf(res.Err) != state.KindConflict {
+		t.Fatalf("report for another generation: %+v, want a conflict", res.Err)
 	}
 }
 
@@ -236,15 +235,15 @@ func TestEndSessionsRaisesTheGeneration(t *testing.T) {
 		want string
 	}{{0, "1"}, {0, "1"}, {1, "2"}, {0, "2"}, {5, "6"}} {
 		res := h.apply(state.EndSessions{TokenID: "t1", Gen: step.gen})
-		if res.Err != nil || res.Value != step.want {
-			t.Fatalf("step %d: logout of generation %d gave %q (%v), want generation %s", i, step.gen, res.Value, res.Err, step.want)
+		if res.Err != nil || res.Result.Value != step.want {
+			t.Fatalf("step %d: logout of generation %d gave %q (%v), want generation %s", i, step.gen, res.Result.Value, res.Err, step.want)
 		}
 	}
 	if tok, _ := h.fsm.Store.Token("t1"); tok.SessionGen != 6 || tok.Name != "alice" || tok.SecretHash != "x" {
 		t.Fatalf("token after logouts: %+v", tok)
 	}
-	if res := h.apply(state.EndSessions{TokenID: "nope"}); res.Err == nil || res.Err.Status != http.StatusNotFound {
-		t.Fatalf("logout of an unknown token: %+v, want 404", res.Err)
+	if res := h.apply(state.EndSessions{TokenID: "nope"}); state.KindOf(res.Err) != state.KindNotFound {
+		t.Fatalf("logout of an unknown token: %+v, want not found", res.Err)
 	}
 }
 

@@ -3,7 +3,6 @@ package state
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -30,8 +29,8 @@ const TicketsPerMAC = 4
 
 // ApplyIssueTicket records a ticket and drops expired ones (by the command's time, so
 // every coordinator drops the same).
-func (s *Store) ApplyIssueTicket(c IssueTicket, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyIssueTicket(c IssueTicket, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		var same []string
 		for h, t := range s.data.Tickets {
 			switch {
@@ -54,7 +53,7 @@ func (s *Store) ApplyIssueTicket(c IssueTicket, index uint64) Result {
 			same = same[1:]
 		}
 		s.data.Tickets[c.Hash] = Ticket{MAC: c.MAC, Expires: c.Expires, Issued: c.Time}
-		return Result{}
+		return Result{}, nil
 	})
 }
 
@@ -72,8 +71,8 @@ func (s *Store) TicketMAC(hash string, now time.Time) (string, bool) {
 // ApplyPutExpected stores expected machines (replacing rows with the same key). Every
 // machine that now matches a row is admitted if it was not, and takes the row's labels
 // and host name: the import is the operator's word on them.
-func (s *Store) ApplyPutExpected(c PutExpected, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyPutExpected(c PutExpected, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		imported := map[string]bool{}
 		for i := range c.Machines {
 			e := c.Machines[i]
@@ -104,7 +103,7 @@ func (s *Store) ApplyPutExpected(c PutExpected, index uint64) Result {
 			}
 			s.notifyAfter = append(s.notifyAfter, m.ID)
 		}
-		return Result{Value: fmt.Sprintf("%d rows imported, %d machines admitted", len(c.Machines), admitted)}
+		return Result{Value: fmt.Sprintf("%d rows imported, %d machines admitted", len(c.Machines), admitted)}, nil
 	})
 }
 
@@ -230,7 +229,7 @@ func (s *Store) conflict(index uint64, now time.Time, owner shared.MachineID, ms
 
 // checkCredential applies the identity rules to a registration. It returns the refusal
 // (and records a conflict on the owner's timeline) or nil.
-func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *Result) (ticketMAC string, _ *shared.APIError) {
+func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *Result) (ticketMAC string, _ error) {
 	m, exists := s.data.Machines[c.ID]
 	claimant := describeClaim(c, macs)
 	if c.Credential == CredTicket {
@@ -239,27 +238,22 @@ func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *R
 			delete(s.data.Tickets, c.TicketHash) // spent, whatever happens next
 		}
 		if !ok || !t.Expires.After(c.Time) {
-			return ticketMAC, apiErr(http.StatusUnauthorized, shared.CodeUnauthorized,
-				"network-boot the machine again for a fresh ticket", "the boot ticket is unknown, spent or expired")
+			return ticketMAC, reject(KindUnauthorized, RuleTicket, string(c.ID), "the boot ticket is unknown, spent or expired")
 		}
 		if !slices.Contains(macs, t.MAC) {
-			return ticketMAC, apiErr(http.StatusForbidden, shared.CodeForbidden, "a ticket works only for the machine it was issued to",
+			return ticketMAC, reject(KindForbidden, RuleTicketMAC, string(c.ID),
 				"the boot ticket was issued for MAC %s, which is not one of this machine's NICs", t.MAC)
 		}
 		ticketMAC = t.MAC
 	}
 	if exists {
 		if m.State == shared.StateRetired {
-			return ticketMAC, apiErr(http.StatusForbidden, shared.CodeForbidden,
-				"release it with `rivet machines release "+string(c.ID)+"` to provision it again",
-				"machine %s is retired", c.ID)
+			return ticketMAC, reject(KindForbidden, RuleRetired, string(c.ID), "machine %s is retired", c.ID)
 		}
 		if why := s.mayClaim(c, m, ticketMAC); why != "" {
 			res.Touched = c.ID
 			s.conflict(index, c.Time, c.ID, fmt.Sprintf("identity conflict: %s claimed this machine's id (%s); refused", claimant, why))
-			return ticketMAC, apiErr(http.StatusConflict, shared.CodeIdentityConflict,
-				"if this really is the same machine, network-boot it (its boot target must be the agent), "+
-					"or retire and release the record; the claim is on the machine's timeline",
+			return ticketMAC, reject(KindIdentity, RuleIdentityID, string(c.ID),
 				"machine %s already exists and this registration does not prove it is that machine (%s)", c.ID, why)
 		}
 	}
@@ -271,12 +265,11 @@ func (s *Store) checkCredential(index uint64, c *Register, macs []string, res *R
 		res.Touched = owner
 		s.conflict(index, c.Time, owner, fmt.Sprintf("identity conflict: %s as machine %s claimed this machine's MAC %s; refused",
 			claimant, c.ID, mac))
-		return ticketMAC, apiErr(http.StatusConflict, shared.CodeIdentityConflict,
-			"a MAC belongs to one machine: retire the machine that holds it if the NIC really moved",
+		return ticketMAC, reject(KindIdentity, RuleIdentityMAC, string(owner),
 			"MAC %s belongs to machine %s", mac, owner)
 	}
 	if !exists && c.MaxMachines > 0 && len(s.data.Machines) >= c.MaxMachines {
-		return ticketMAC, apiErr(http.StatusTooManyRequests, shared.CodeLimit, "raise --max-machines, or retire machines you no longer need",
+		return ticketMAC, reject(KindLimit, RuleMaxMachines, string(c.ID),
 			"the cluster holds %d machines, its limit (--max-machines %d)", len(s.data.Machines), c.MaxMachines)
 	}
 	return ticketMAC, nil
@@ -341,10 +334,6 @@ func (s *Store) reindexMACs(m *shared.Machine, macs []string) {
 	}
 	m.MACs = macs
 	s.indexMACs(m.ID, macs)
-}
-
-func apiErr(status int, code, hint, format string, args ...any) *shared.APIError {
-	return failed(status, code, hint, format, args...).Err
 }
 
 // canonicalMAC is the form byMAC and expected rows use.

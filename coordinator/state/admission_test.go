@@ -3,7 +3,6 @@ package state
 import (
 	"encoding/json"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -37,14 +36,14 @@ func (h *harness) ticket(hash, mac string) {
 	h.s.ApplyIssueTicket(IssueTicket{Hash: hash, MAC: mac, Expires: t0.Add(15 * time.Minute), Time: t0}, h.next())
 }
 
-func (h *harness) register(c Register) Result {
+func (h *harness) register(c Register) outcome {
 	if c.Mode == "" {
 		c.Mode = shared.ModeRAM
 	}
 	if c.Time.IsZero() {
 		c.Time = t0.Add(time.Minute)
 	}
-	return h.s.ApplyRegister(c, h.next())
+	return out(h.s.ApplyRegister(c, h.next()))
 }
 
 // record is the machine's record as JSON: what a claim must not change.
@@ -86,20 +85,18 @@ func TestBootTicketIsSingleUseAndBoundToItsMAC(t *testing.T) {
 	h := newHarness(t)
 	inv := box("aaaaaaaa-2222-4333-8444-555555555555", macB)
 	h.ticket("t1", macA)
-	if res := h.register(Register{ID: "m-1", Inventory: inv, Credential: CredTicket, TicketHash: "t1"}); res.Err == nil ||
-		res.Err.Status != http.StatusForbidden {
+	if res := h.register(Register{ID: "m-1", Inventory: inv, Credential: CredTicket, TicketHash: "t1"}); KindOf(res.Err) != KindForbidden {
 		t.Fatalf("ticket for MAC %s used by a machine with only %s: got %v, want 403", macA, macB, res.Err)
 	}
 	if res := h.register(Register{ID: "m-1", Inventory: box("aaaaaaaa-2222-4333-8444-555555555555", macA),
-		Credential: CredTicket, TicketHash: "t1"}); res.Err == nil || res.Err.Status != http.StatusUnauthorized {
+		Credential: CredTicket, TicketHash: "t1"}); KindOf(res.Err) != KindUnauthorized {
 		t.Fatalf("the ticket is spent by its first use, even a refused one: got %v, want 401", res.Err)
 	}
 	if h.s.MachineCount() != 0 {
 		t.Fatal("a refused registration created a machine")
 	}
 	h.s.ApplyIssueTicket(IssueTicket{Hash: "t2", MAC: macB, Expires: t0, Time: t0.Add(-time.Minute)}, h.next())
-	if res := h.register(Register{ID: "m-1", Inventory: inv, Credential: CredTicket, TicketHash: "t2"}); res.Err == nil ||
-		res.Err.Status != http.StatusUnauthorized {
+	if res := h.register(Register{ID: "m-1", Inventory: inv, Credential: CredTicket, TicketHash: "t2"}); KindOf(res.Err) != KindUnauthorized {
 		t.Fatalf("expired ticket: got %v, want 401", res.Err)
 	}
 	h.ticket("t3", macB)
@@ -129,7 +126,7 @@ func TestClaimsOnAnExistingMachineChangeNothingAndAreRecorded(t *testing.T) {
 	for _, tc := range cases {
 		tc.c.ID, tc.c.Inventory, tc.c.From = victimID, attacker, "10.9.9.9"
 		res := h.register(tc.c)
-		if res.Err == nil || res.Err.Code != shared.CodeIdentityConflict {
+		if KindOf(res.Err) != KindIdentity {
 			t.Fatalf("%s: got %v, want 409 identity_conflict", tc.name, res.Err)
 		}
 		if ev := h.lastEvent(victimID); ev.Kind != shared.EventConflict || !strings.Contains(ev.Message, "10.9.9.9") {
@@ -144,7 +141,7 @@ func TestClaimsOnAnExistingMachineChangeNothingAndAreRecorded(t *testing.T) {
 	h.ticket("t-own", macA)
 	res := h.register(Register{ID: victimID, Inventory: box("11111111-2222-4333-8444-555555555555", macA),
 		Credential: CredTicket, TicketHash: "t-own"})
-	if res.Err == nil || res.Err.Code != shared.CodeIdentityConflict {
+	if KindOf(res.Err) != KindIdentity {
 		t.Fatalf("ticket while the boot target is the disk: got %v, want identity_conflict", res.Err)
 	}
 	if after := h.record(victimID); after != before || h.s.data.TokenGens[victimID] != gen {
@@ -200,7 +197,7 @@ func TestAStolenMACIsAConflict(t *testing.T) {
 	h.ticket("t-thief", macA)
 	res := h.register(Register{ID: "m-thief", Inventory: box("99999999-2222-4333-8444-555555555555", macA),
 		Credential: CredTicket, TicketHash: "t-thief", AdmitAuto: true})
-	if res.Err == nil || res.Err.Code != shared.CodeIdentityConflict {
+	if KindOf(res.Err) != KindIdentity {
 		t.Fatalf("a new machine with the victim's MAC: got %v, want identity_conflict", res.Err)
 	}
 	if _, ok := h.s.Machine("m-thief"); ok {
@@ -224,7 +221,7 @@ func TestAdmission(t *testing.T) {
 		t.Fatalf("the agent's label became an operator label: labels %v facts %v", m.Labels, m.Facts)
 	}
 	plan := &shared.Plan{Generation: 1, Steps: []shared.Step{{Name: "swarm", Kind: shared.StepSwarm, Phase: shared.PhaseDisk}}}
-	if r := h.s.ApplySetPlan(SetPlan{ID: "m-1", Role: "r", Plan: plan, Time: t0}, h.next()); r.Err == nil {
+	if r := out(h.s.ApplySetPlan(SetPlan{ID: "m-1", Role: "r", Plan: plan, Time: t0}, h.next())); r.Err == nil {
 		t.Fatal("an unadmitted machine was planned")
 	}
 	// The operator's list admits it and gives it the operator's labels.
@@ -260,7 +257,7 @@ func TestMaxMachines(t *testing.T) {
 		if i == 0 && res.Err != nil {
 			t.Fatal(res.Err)
 		}
-		if i == 1 && (res.Err == nil || res.Err.Code != shared.CodeLimit || !strings.Contains(res.Err.Message, "--max-machines 1")) {
+		if i == 1 && (KindOf(res.Err) != KindLimit || !strings.Contains(res.Err.Error(), "--max-machines 1")) {
 			t.Fatalf("the second machine with --max-machines 1: got %v, want 429 limit naming the flag", res.Err)
 		}
 	}

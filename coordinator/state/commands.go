@@ -2,7 +2,6 @@ package state
 
 import (
 	"maps"
-	"net/http"
 	"time"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -10,6 +9,34 @@ import (
 
 // The command bodies. Each is applied by one Apply* method in mutations.go. Bodies are
 // part of the Raft log forever: add fields, never change the meaning of one.
+
+// Command is one change to the replicated state: a value of one of the command types
+// below, and nothing else (the unexported method seals the set, so a caller cannot
+// hand the write path something it cannot encode). coordinator/fsm gives each type its
+// type byte.
+type Command interface{ command() }
+
+func (InitCluster) command()       {}
+func (PutCoordinator) command()    {}
+func (RemoveCoordinator) command() {}
+func (Register) command()          {}
+func (IssueTicket) command()       {}
+func (PutExpected) command()       {}
+func (Checkin) command()           {}
+func (SetPlan) command()           {}
+func (SetPlans) command()          {}
+func (Report) command()            {}
+func (SetBoot) command()           {}
+func (Gossip) command()            {}
+func (Action) command()            {}
+func (PutRole) command()           {}
+func (DeleteRole) command()        {}
+func (PutToken) command()          {}
+func (DeleteToken) command()       {}
+func (EndSessions) command()       {}
+func (SwarmClaim) command()        {}
+func (SwarmJoin) command()         {}
+func (SwarmReport) command()       {}
 
 // InitCluster creates the cluster secrets and the first tokens, once.
 type InitCluster struct {
@@ -202,11 +229,11 @@ type Result struct {
 	// leader to the coordinator that forwarded the command (mutual TLS), which hands it
 	// to the machine that asked.
 	Join *shared.SwarmJoin `json:"join,omitempty"`
-	Err  *shared.APIError  `json:"error,omitempty"`
 	// TokenGen is a registered machine's new token generation, for its new token.
 	TokenGen uint64 `json:"token_gen,omitempty"`
 	// Touched: a refused command still added to this machine's timeline (a conflict).
-	Touched shared.MachineID `json:"touched,omitempty"`
+	// It is the store's note for its watchers; it does not travel.
+	Touched shared.MachineID `json:"-"`
 }
 
 func summaryOf(m *shared.Machine) Result {
@@ -215,13 +242,6 @@ func summaryOf(m *shared.Machine) Result {
 	return Result{Summary: &s}
 }
 
-func failed(status int, code, hint, format string, args ...any) Result {
-	e := shared.Errorf(status, code, hint, format, args...)
-	e.Status = status
-	return Result{Err: e}
-}
-
-func notFound(id shared.MachineID) Result {
-	return failed(http.StatusNotFound, shared.CodeNotFound, "list machines with `rivet machines ls`",
-		"machine %s not found", id)
+func notFound(id shared.MachineID) *Rejected {
+	return reject(KindNotFound, RuleMachineUnknown, string(id), "machine %s not found", id)
 }

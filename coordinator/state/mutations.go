@@ -3,7 +3,6 @@ package state
 import (
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,10 +14,10 @@ import (
 // of the command; it orders timeline events. None of them reads a clock.
 
 // ApplyInitCluster stores the cluster secrets the first time; later calls change nothing.
-func (s *Store) ApplyInitCluster(c InitCluster, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyInitCluster(c InitCluster, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		if s.data.Cluster.Initialised() {
-			return Result{Value: "already initialised"}
+			return Result{Value: "already initialised"}, nil
 		}
 		s.data.Cluster = c.Cluster
 		s.openSecrets()
@@ -26,23 +25,23 @@ func (s *Store) ApplyInitCluster(c InitCluster, index uint64) Result {
 			tok := t
 			s.data.Tokens[t.ID] = &tok
 		}
-		return Result{Value: "initialised"}
+		return Result{Value: "initialised"}, nil
 	})
 }
 
 // ApplyPutCoordinator records a coordinator's addresses.
-func (s *Store) ApplyPutCoordinator(c PutCoordinator, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyPutCoordinator(c PutCoordinator, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		s.data.Coordinators[c.Coordinator.ID] = c.Coordinator
-		return Result{}
+		return Result{}, nil
 	})
 }
 
 // ApplyRemoveCoordinator forgets a coordinator.
-func (s *Store) ApplyRemoveCoordinator(c RemoveCoordinator, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyRemoveCoordinator(c RemoveCoordinator, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		delete(s.data.Coordinators, c.ID)
-		return Result{}
+		return Result{}, nil
 	})
 }
 
@@ -51,8 +50,8 @@ func (s *Store) ApplyRemoveCoordinator(c RemoveCoordinator, index uint64) Result
 // rules (admission.go) decide first whether the credential may speak for this id and
 // these MACs; a refusal changes nothing but the owner's timeline. An accepted
 // registration rotates the machine's token, so an earlier boot's token stops working.
-func (s *Store) ApplyRegister(c Register, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplyRegister(c Register, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		macs := physicalMACs(&c.Inventory)
 		legacy := c.Credential == "" // written before admission existed: its old meaning
 		var res Result
@@ -60,14 +59,13 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 			m := s.data.Machines[c.ID]
 			res = summaryOf(m)
 			res.TokenGen = s.data.TokenGens[c.ID]
-			return res
+			return res, nil
 		}
 		var bootMAC string
 		if !legacy {
-			var err *shared.APIError
+			var err error
 			if bootMAC, err = s.checkCredential(index, &c, macs, &res); err != nil {
-				res.Err = err
-				return res
+				return res, err
 			}
 		}
 		m, exists := s.data.Machines[c.ID]
@@ -105,7 +103,7 @@ func (s *Store) ApplyRegister(c Register, index uint64) Result {
 		}
 		res = summaryOf(m)
 		res.TokenGen = s.data.TokenGens[c.ID]
-		return res
+		return res, nil
 	})
 }
 
@@ -145,11 +143,11 @@ func physicalMACs(inv *shared.Inventory) []string {
 
 // ApplyCheckin records the agent's mode and version. A service-mode check-in from a
 // machine whose boot target is the disk is its first disk boot: it is now installed.
-func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplyCheckin(c Checkin, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		m.Agent = shared.AgentInfo{Version: c.Version, Mode: c.Mode, LastSeen: c.Time}
 		if c.Addr != "" {
@@ -165,7 +163,7 @@ func (s *Store) ApplyCheckin(c Checkin, index uint64) Result {
 			s.finishIfDone(index, c.Time, m)
 		}
 		m.UpdatedAt = c.Time
-		return summaryOf(m)
+		return summaryOf(m), nil
 	})
 }
 
@@ -183,18 +181,18 @@ func handoffHostname(p *shared.Plan) string {
 }
 
 // ApplySetPlan stores the planner's verdict for a discovered machine.
-func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplySetPlan(c SetPlan, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		if m.State != shared.StateDiscovered {
-			return failed(http.StatusConflict, shared.CodeConflict, "re-plan it with `rivet machines replan`",
+			return Result{}, reject(KindConflict, RulePlanOnlyDiscovered, string(c.ID),
 				"machine %s is %s, only discovered machines are planned", c.ID, m.State)
 		}
 		if c.Plan != nil && !m.Admitted() {
-			return failed(http.StatusForbidden, shared.CodeForbidden, "approve it first",
+			return Result{}, reject(KindForbidden, RulePlanNotAdmitted, string(c.ID),
 				"machine %s is not admitted; it gets no plan", c.ID)
 		}
 		if c.Plan == nil {
@@ -203,7 +201,7 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 				s.event(index, c.Time, c.ID, shared.EventPlan, "not planned: "+c.Unmatched)
 				m.UpdatedAt = c.Time
 			}
-			return Result{Machine: clone(m)}
+			return Result{Machine: clone(m)}, nil
 		}
 		s.designateInitiator(index, c.Time, m.ID, c.Plan)
 		m.Role, m.Plan, m.Unmatched = c.Role, c.Plan, ""
@@ -222,47 +220,47 @@ func (s *Store) ApplySetPlan(c SetPlan, index uint64) Result {
 			s.finishIfDone(index, c.Time, m)
 		}
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return Result{Machine: clone(m)}, nil
 	})
 }
 
 // ApplySetPlans applies a batch of verdicts; each succeeds or fails on its own. The
 // result's Value counts the plans applied.
-func (s *Store) ApplySetPlans(c SetPlans, index uint64) Result {
+func (s *Store) ApplySetPlans(c SetPlans, index uint64) (Result, error) {
 	applied := 0
 	for _, p := range c.Plans {
-		if res := s.ApplySetPlan(p, index); res.Err == nil && p.Plan != nil {
+		if _, err := s.ApplySetPlan(p, index); err == nil && p.Plan != nil {
 			applied++
 		}
 	}
-	return Result{Value: fmt.Sprint(applied)}
+	return Result{Value: fmt.Sprint(applied)}, nil
 }
 
 // ApplyReport records a step's progress or result and moves the machine along.
-func (s *Store) ApplyReport(c Report, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplyReport(c Report, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		r := c.Report
 		if m.Plan == nil || m.Plan.Generation != r.Generation {
-			return failed(http.StatusConflict, shared.CodeConflict, "fetch the current plan and start again",
+			return Result{}, reject(KindConflict, RuleReportGeneration, string(c.ID),
 				"report for plan generation %d, but the machine's plan is %s", r.Generation, planGen(m))
 		}
 		idx := stepIndex(m.Plan, r.Step)
 		if idx < 0 {
-			return failed(http.StatusBadRequest, shared.CodeBadRequest, "", "plan has no step %q", r.Step)
+			return Result{}, reject(KindInvalid, RuleReportStep, string(c.ID), "plan has no step %q", r.Step)
 		}
 		if m.State == shared.StateRetired || m.State == shared.StateFailed && r.Status == shared.StepRunning && m.Steps[idx].Status == shared.StepFailed {
-			return failed(http.StatusConflict, shared.CodeConflict, "retry it with `rivet machines retry`",
+			return Result{}, reject(KindConflict, RuleReportFinished, string(c.ID),
 				"machine %s is %s", c.ID, m.State)
 		}
 		s.returnIfLost(index, c.Time, m, "agent reported")
 		st := &m.Steps[idx]
 		s.recordStep(index, c.Time, m, st, m.Plan.Steps[idx], r)
 		m.UpdatedAt = c.Time
-		return summaryOf(m)
+		return summaryOf(m), nil
 	})
 }
 
@@ -319,28 +317,28 @@ func (s *Store) finishIfDone(index uint64, now timeT, m *shared.Machine) {
 }
 
 // ApplySetBoot records the next network-boot answer.
-func (s *Store) ApplySetBoot(c SetBoot, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplySetBoot(c SetBoot, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		if m.Boot != c.Boot {
 			m.Boot = c.Boot
 			s.event(index, c.Time, c.ID, shared.EventState, "next network boot: "+string(c.Boot))
 			m.UpdatedAt = c.Time
 		}
-		return Result{Machine: clone(m)}
+		return Result{Machine: clone(m)}, nil
 	})
 }
 
 // ApplyGossip marks a machine lost when gossip says it failed, and returns it to the
 // state it was in when gossip sees it again. Lost is a hint, never a reason to re-plan.
-func (s *Store) ApplyGossip(c Gossip, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplyGossip(c Gossip, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		switch {
 		case c.Alive:
@@ -350,7 +348,7 @@ func (s *Store) ApplyGossip(c Gossip, index uint64) Result {
 			s.setState(index, c.Time, m, shared.StateLost, "gossip: "+c.Reason)
 		}
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return Result{Machine: clone(m)}, nil
 	})
 }
 
@@ -368,11 +366,11 @@ func (s *Store) returnIfLost(index uint64, now timeT, m *shared.Machine, why str
 }
 
 // ApplyAction carries out an operator action: retry, replan, release or retire.
-func (s *Store) ApplyAction(c Action, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplyAction(c Action, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		var err error
 		switch c.Action {
@@ -397,10 +395,10 @@ func (s *Store) ApplyAction(c Action, index uint64) Result {
 			err = fmt.Errorf("unknown action %q: want retry, replan, release, retire or approve", c.Action)
 		}
 		if err != nil {
-			return failed(http.StatusConflict, shared.CodeConflict, "see the machine's state with `rivet machines show`", "%s %s: %v", c.Action, c.ID, err)
+			return Result{}, reject(KindConflict, RuleAction, string(c.ID), "%s %s: %v", c.Action, c.ID, err)
 		}
 		m.UpdatedAt = c.Time
-		return Result{Machine: clone(m)}
+		return Result{Machine: clone(m)}, nil
 	})
 }
 
@@ -456,28 +454,28 @@ func actionText(c Action) string {
 }
 
 // ApplyPutRole creates or replaces a role.
-func (s *Store) ApplyPutRole(c PutRole, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyPutRole(c PutRole, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		r := c.Role
 		_, existed := s.data.Roles[r.Name]
 		s.data.Roles[r.Name] = &r
 		s.forgetStaleReasons()
 		if existed {
-			return Result{Value: "updated"}
+			return Result{Value: "updated"}, nil
 		}
-		return Result{Value: "created"}
+		return Result{Value: "created"}, nil
 	})
 }
 
 // ApplyDeleteRole removes a role; machines already planned keep their plans.
-func (s *Store) ApplyDeleteRole(c DeleteRole, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyDeleteRole(c DeleteRole, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		if _, ok := s.data.Roles[c.Name]; !ok {
-			return failed(http.StatusNotFound, shared.CodeNotFound, "list roles with `rivet roles ls`", "role %s not found", c.Name)
+			return Result{}, reject(KindNotFound, RuleRoleUnknown, c.Name, "role %s not found", c.Name)
 		}
 		delete(s.data.Roles, c.Name)
 		s.forgetStaleReasons()
-		return Result{}
+		return Result{}, nil
 	})
 }
 
@@ -494,38 +492,38 @@ func (s *Store) forgetStaleReasons() {
 }
 
 // ApplyPutToken stores a new token.
-func (s *Store) ApplyPutToken(c PutToken, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyPutToken(c PutToken, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		for _, t := range s.data.Tokens {
 			if t.Name == c.Token.Name {
-				return failed(http.StatusConflict, shared.CodeConflict, "pick another name or delete the old token",
+				return Result{}, reject(KindConflict, RuleTokenNameTaken, c.Token.Name,
 					"a token named %s exists", c.Token.Name)
 			}
 		}
 		t := c.Token
 		s.data.Tokens[t.ID] = &t
-		return Result{}
+		return Result{}, nil
 	})
 }
 
 // ApplyDeleteToken revokes a token.
-func (s *Store) ApplyDeleteToken(c DeleteToken, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyDeleteToken(c DeleteToken, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		if _, ok := s.data.Tokens[c.ID]; !ok {
-			return failed(http.StatusNotFound, shared.CodeNotFound, "list tokens with `rivet tokens ls`", "token %s not found", c.ID)
+			return Result{}, reject(KindNotFound, RuleTokenUnknown, c.ID, "token %s not found", c.ID)
 		}
 		delete(s.data.Tokens, c.ID)
-		return Result{}
+		return Result{}, nil
 	})
 }
 
 // ApplyEndSessions raises a token's session generation past c.Gen. The result's Value
 // is the generation now current.
-func (s *Store) ApplyEndSessions(c EndSessions, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplyEndSessions(c EndSessions, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		t, ok := s.data.Tokens[c.TokenID]
 		if !ok {
-			return failed(http.StatusNotFound, shared.CodeNotFound, "list tokens with `rivet tokens ls`", "token %s not found", c.TokenID)
+			return Result{}, reject(KindNotFound, RuleTokenUnknown, c.TokenID, "token %s not found", c.TokenID)
 		}
 		if t.SessionGen <= c.Gen {
 			next := *t // token records are replaced whole, never changed in place (see frozen)
@@ -533,7 +531,7 @@ func (s *Store) ApplyEndSessions(c EndSessions, index uint64) Result {
 			s.data.Tokens[c.TokenID] = &next
 			t = &next
 		}
-		return Result{Value: strconv.FormatUint(t.SessionGen, 10)}
+		return Result{Value: strconv.FormatUint(t.SessionGen, 10)}, nil
 	})
 }
 

@@ -18,13 +18,13 @@ func TestLateProgressDoesNotReopenAFinishedStep(t *testing.T) {
 		{Name: "disk", Kind: shared.StepDisk, Phase: shared.PhaseRAM, Disk: &shared.DiskStep{Target: shared.DiskTarget{Serial: "S1"}}},
 		{Name: "image", Kind: shared.StepImage, Phase: shared.PhaseRAM, Image: &shared.ImageStep{Target: shared.DiskTarget{Serial: "S1"}}},
 	}}
-	if res := s.ApplySetPlan(SetPlan{ID: id, Role: "r", Plan: plan, Time: now}, 2); res.Err != nil {
+	if res := out(s.ApplySetPlan(SetPlan{ID: id, Role: "r", Plan: plan, Time: now}, 2)); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	report := func(index uint64, status shared.StepStatus, attempt int, progress *shared.Progress) *shared.Machine {
 		t.Helper()
-		res := s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk",
-			Status: status, Attempt: attempt, Progress: progress}}, index)
+		res := out(s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "disk",
+			Status: status, Attempt: attempt, Progress: progress}}, index))
 		if res.Err != nil {
 			t.Fatal(res.Err)
 		}

@@ -61,7 +61,7 @@ func TestSwarmTokensAreSealed(t *testing.T) {
 	s.data.Machines["m1"] = &shared.Machine{ID: "m1"}
 	s.ApplySwarmClaim(SwarmClaim{ID: "m1"}, 1)
 	rep := SwarmReport{ID: "m1", Report: shared.SwarmReport{NodeID: "n", ClusterID: "c", ManagerToken: "mgr-secret", WorkerToken: "wkr-secret"}}
-	if res := s.ApplySwarmReport(SealSwarmReport(key, rep), 2); res.Err != nil {
+	if res := out(s.ApplySwarmReport(SealSwarmReport(key, rep), 2)); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	if sw := s.Swarm(); sw.ManagerToken != "mgr-secret" || sw.WorkerToken != "wkr-secret" {

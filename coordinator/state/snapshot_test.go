@@ -42,8 +42,8 @@ func TestSnapshotFromFrozenCopy(t *testing.T) {
 	for i, id := range managers {
 		s.ApplyReport(Report{ID: id, Time: now, Report: shared.StepReport{Generation: 2, Step: "swarm", Status: shared.StepRunning, Attempt: 1}}, uint64(150+i))
 	}
-	if res := s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", ClusterID: "c",
-		Addr: "10.0.1.0:2377", ManagerToken: "m", WorkerToken: "w"}, Time: now, Rules: SwarmRules}, 200); res.Err != nil {
+	if res := out(s.ApplySwarmReport(SwarmReport{ID: ids[0], Report: shared.SwarmReport{NodeID: "n0", ClusterID: "c",
+		Addr: "10.0.1.0:2377", ManagerToken: "m", WorkerToken: "w"}, Time: now, Rules: SwarmRules}, 200)); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 

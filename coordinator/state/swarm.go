@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"slices"
 
 	"github.com/rivetmetal/rivet/shared"
@@ -75,11 +74,10 @@ func (s *Store) SwarmCreation() (clusterID string, initBy shared.MachineID) {
 // has one, every step before it succeeded or was skipped, the machine is installed or
 // joining, and the step is running (the agent reports each attempt running before it
 // runs it). Otherwise it says why not.
-func SwarmDue(m *shared.Machine) (*shared.SwarmStep, *shared.StepState, *shared.APIError) {
-	notDue := func(format string, args ...any) (*shared.SwarmStep, *shared.StepState, *shared.APIError) {
-		return nil, nil, failed(http.StatusConflict, shared.CodeConflict,
-			"the agent asks when it runs its swarm step; see the machine's steps with `rivet machines show`",
-			"machine %s has no swarm step due: "+format, append([]any{m.ID}, args...)...).Err
+func SwarmDue(m *shared.Machine) (*shared.SwarmStep, *shared.StepState, error) {
+	notDue := func(format string, args ...any) (*shared.SwarmStep, *shared.StepState, error) {
+		return nil, nil, reject(KindConflict, RuleSwarmNotDue, string(m.ID),
+			"machine %s has no swarm step due: "+format, append([]any{m.ID}, args...)...)
 	}
 	if m.State != shared.StateInstalled && m.State != shared.StateJoining {
 		return notDue("it is %s, not installed or joining", m.State)
@@ -140,28 +138,28 @@ func (s *Store) plansInit(id shared.MachineID) bool {
 // while there is no swarm, else the swarm's id, managers and the token for its role,
 // the token once per step attempt (a second ask in the same attempt gets the answer
 // without it).
-func (s *Store) ApplySwarmJoin(c SwarmJoin, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplySwarmJoin(c SwarmJoin, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		step, st, err := SwarmDue(m)
 		if err != nil {
-			return Result{Err: err}
+			return Result{}, err
 		}
 		sw := &s.data.Swarm
 		if sw.ClusterID == "" {
 			if step.Role == shared.SwarmManager && step.Init && sw.InitBy == m.ID {
-				return Result{Join: &shared.SwarmJoin{Role: shared.SwarmManager, Init: true}}
+				return Result{Join: &shared.SwarmJoin{Role: shared.SwarmManager, Init: true}}, nil
 			}
-			return Result{Err: SwarmPending(sw.InitBy)}
+			return Result{}, SwarmPending(sw.InitBy)
 		}
 		join := &shared.SwarmJoin{Role: step.Role, ClusterID: sw.ClusterID,
 			RemoteAddrs: slices.Sorted(maps.Values(s.liveManagers()))}
 		attempt := TokenIssue{Generation: m.Plan.Generation, Attempt: st.Attempt}
 		if prev, ok := sw.Issued[m.ID]; ok && prev == attempt {
-			return Result{Join: join} // the token went out for this attempt already
+			return Result{Join: join}, nil // the token went out for this attempt already
 		}
 		if sw.Issued == nil {
 			sw.Issued = map[shared.MachineID]TokenIssue{}
@@ -173,46 +171,42 @@ func (s *Store) ApplySwarmJoin(c SwarmJoin, index uint64) Result {
 			sw.ManagerTokenOut = true
 		}
 		s.event(index, c.Time, m.ID, shared.EventStep, fmt.Sprintf("swarm %s join token handed out (attempt %d)", step.Role, st.Attempt))
-		return Result{Join: join}
+		return Result{Join: join}, nil
 	})
 }
 
-// SwarmPending is the answer while the swarm does not exist yet.
-func SwarmPending(initBy shared.MachineID) *shared.APIError {
-	hint := "retry shortly: manager " + string(initBy) + " is creating the swarm"
-	if initBy == "" {
-		hint = "no manager is designated to create the swarm (its creator was released or retired before " +
-			"creating it): re-plan one manager with `rivet machines replan`"
-	}
-	return shared.Errorf(http.StatusConflict, shared.CodeSwarmPending, hint, "the swarm does not exist yet")
+// SwarmPending is the answer while the swarm does not exist yet; its Subject is the
+// manager designated to create it, "" when there is none.
+func SwarmPending(initBy shared.MachineID) *Rejected {
+	return reject(KindPending, RuleSwarmPending, string(initBy), "the swarm does not exist yet")
 }
 
 // ApplySwarmReport records a node's swarm identity: its node id; a manager's cluster
 // id and address; the creator's tokens; a rotated manager token. Everything is checked
 // before anything changes.
-func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
-	return s.mutate(index, c.ID, func() Result {
+func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) (Result, error) {
+	return s.mutate(index, c.ID, func() (Result, error) {
 		m, ok := s.data.Machines[c.ID]
 		if !ok {
-			return notFound(c.ID)
+			return Result{}, notFound(c.ID)
 		}
 		if c.Rules < SwarmRules {
 			return s.replayUncheckedSwarmReport(index, c, m)
 		}
-		step, _, apiErr := SwarmDue(m)
-		if apiErr != nil {
-			return Result{Err: apiErr}
+		step, _, err := SwarmDue(m)
+		if err != nil {
+			return Result{}, err
 		}
 		r := c.Report
-		if res, refused := s.checkSwarmReport(m, step, &r); refused {
-			return res
+		if err := s.checkSwarmReport(m, step, &r); err != nil {
+			return Result{}, err
 		}
 		rotate := s.recordSwarmReport(index, c.Time, m, step, &r)
 		res := summaryOf(m)
 		if rotate {
 			res.Value = RotateManagerToken
 		}
-		return res
+		return res, nil
 	})
 }
 
@@ -220,45 +214,43 @@ func (s *Store) ApplySwarmReport(c SwarmReport, index uint64) Result {
 // should rotate the manager join token now.
 const RotateManagerToken = "rotate-manager-token"
 
-func forbidden(format string, args ...any) (Result, bool) {
-	return failed(http.StatusForbidden, shared.CodeForbidden, "a machine reports only its own part in the swarm",
-		format, args...), true
+func forbidden(id shared.MachineID, format string, args ...any) error {
+	return reject(KindForbidden, RuleSwarmOwnPart, string(id), format, args...)
 }
 
 // checkSwarmReport refuses a report the machine has no right to make.
-func (s *Store) checkSwarmReport(m *shared.Machine, step *shared.SwarmStep, r *shared.SwarmReport) (Result, bool) {
+func (s *Store) checkSwarmReport(m *shared.Machine, step *shared.SwarmStep, r *shared.SwarmReport) error {
 	sw := &s.data.Swarm
 	manager := step.Role == shared.SwarmManager
 	switch {
 	case sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID:
-		return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
-			"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID), true
+		return reject(KindConflict, RuleSwarmOther, string(m.ID),
+			"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID)
 	case !manager && (r.Addr != "" || r.ManagerToken != "" || r.Rotated):
-		return forbidden("machine %s is a planned worker: it reports its node id (and the swarm's id) only", m.ID)
+		return forbidden(m.ID, "machine %s is a planned worker: it reports its node id (and the swarm's id) only", m.ID)
 	case r.Rotated && (sw.RotateBy != m.ID || sw.ClusterID == ""):
-		return forbidden("machine %s was not asked to rotate the manager token", m.ID)
+		return forbidden(m.ID, "machine %s was not asked to rotate the manager token", m.ID)
 	case r.ManagerToken != "" && !r.Rotated && (sw.InitBy != m.ID || !step.Init || r.ClusterID == ""):
-		return forbidden("only the manager designated to create the swarm (%s) reports its id and tokens", orNobody(sw.InitBy))
+		return forbidden(m.ID, "only the manager designated to create the swarm (%s) reports its id and tokens", orNobody(sw.InitBy))
 	case r.Addr != "" && r.ClusterID == "":
-		return failed(http.StatusBadRequest, shared.CodeBadRequest, "", "a manager address comes with the swarm's cluster id"), true
+		return reject(KindInvalid, RuleSwarmAddrNoID, string(m.ID), "a manager address comes with the swarm's cluster id")
 	case manager && sw.ClusterID == "" && r.ManagerToken == "" && (r.ClusterID != "" || r.Addr != ""):
-		return failed(http.StatusConflict, shared.CodeSwarmPending, "retry once the first manager has created the swarm",
-			"the swarm does not exist yet"), true
+		return reject(KindPending, RuleSwarmReportEarly, string(m.ID), "the swarm does not exist yet")
 	}
 	if r.Addr == "" {
-		return Result{}, false
+		return nil
 	}
 	if m.Addr == "" {
-		return forbidden("machine %s has no recorded address, so it reports no manager address", m.ID)
+		return forbidden(m.ID, "machine %s has no recorded address, so it reports no manager address", m.ID)
 	}
 	if want := net.JoinHostPort(m.Addr, shared.SwarmPort); r.Addr != want {
-		return forbidden("machine %s may report only its own address %s as a manager address, not %s", m.ID, want, r.Addr)
+		return forbidden(m.ID, "machine %s may report only its own address %s as a manager address, not %s", m.ID, want, r.Addr)
 	}
 	if n := len(s.liveManagers()); sw.Managers[m.ID] == "" && n >= shared.MaxSwarmManagers {
-		return failed(http.StatusConflict, shared.CodeConflict, "a swarm needs 3 or 5 managers: demote or retire some",
-			"the swarm has %d manager addresses, the limit is %d", n, shared.MaxSwarmManagers), true
+		return reject(KindConflict, RuleSwarmManagerLimit, string(m.ID),
+			"the swarm has %d manager addresses, the limit is %d", n, shared.MaxSwarmManagers)
 	}
-	return Result{}, false
+	return nil
 }
 
 // liveManagers is the manager addresses of machines still in service and planned as
@@ -339,15 +331,15 @@ func (s *Store) plannedManagersJoined() bool {
 // replayUncheckedSwarmReport applies a report logged before the rules existed exactly as
 // it was applied then, so that an old log replays to the state it was acknowledged with.
 // Nothing writes such entries any more (the API sets Rules).
-func (s *Store) replayUncheckedSwarmReport(index uint64, c SwarmReport, m *shared.Machine) Result {
+func (s *Store) replayUncheckedSwarmReport(index uint64, c SwarmReport, m *shared.Machine) (Result, error) {
 	r, sw := c.Report, &s.data.Swarm
 	if sw.ClusterID != "" && r.ClusterID != "" && r.ClusterID != sw.ClusterID {
-		return failed(http.StatusConflict, shared.CodeConflict, "make the node leave its swarm, or retire the machine",
+		return Result{}, reject(KindConflict, RuleSwarmOther, string(c.ID),
 			"node is in swarm %s, this site's swarm is %s", r.ClusterID, sw.ClusterID)
 	}
 	if r.ManagerToken != "" {
 		if sw.InitBy != c.ID {
-			return failed(http.StatusForbidden, shared.CodeForbidden, "", "only the manager that created the swarm reports its tokens")
+			return Result{}, reject(KindForbidden, RuleSwarmCreatorOnly, string(c.ID), "only the manager that created the swarm reports its tokens")
 		}
 		sw.ClusterID, sw.ManagerToken, sw.WorkerToken = r.ClusterID, r.ManagerToken, r.WorkerToken
 		s.openSecrets()
@@ -361,16 +353,16 @@ func (s *Store) replayUncheckedSwarmReport(index uint64, c SwarmReport, m *share
 		s.event(index, c.Time, c.ID, shared.EventStep, "swarm node "+r.NodeID)
 		m.UpdatedAt = c.Time
 	}
-	return summaryOf(m)
+	return summaryOf(m), nil
 }
 
 // ApplySwarmClaim replays the old first-asker-wins claim as it was applied; nothing
 // proposes it any more (see SwarmClaim).
-func (s *Store) ApplySwarmClaim(c SwarmClaim, index uint64) Result {
-	return s.mutate(index, "", func() Result {
+func (s *Store) ApplySwarmClaim(c SwarmClaim, index uint64) (Result, error) {
+	return s.mutate(index, "", func() (Result, error) {
 		if s.data.Swarm.InitBy == "" {
 			s.data.Swarm.InitBy = c.ID
 		}
-		return Result{Value: string(s.data.Swarm.InitBy)}
+		return Result{Value: string(s.data.Swarm.InitBy)}, nil
 	})
 }

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -44,24 +43,24 @@ func (f *swarmFixture) add(id shared.MachineID, role string, init bool, addr str
 	f.running(id, 1)
 }
 
-func (f *swarmFixture) plan(id shared.MachineID, role string, init bool) Result {
+func (f *swarmFixture) plan(id shared.MachineID, role string, init bool) outcome {
 	f.t.Helper()
 	plan := &shared.Plan{MachineID: id, Role: "swarm", Generation: 2, Steps: []shared.Step{{Name: "swarm",
 		Kind: shared.StepSwarm, Phase: shared.PhaseDisk, Swarm: &shared.SwarmStep{Role: role, Init: init}}}}
-	return f.s.ApplySetPlan(SetPlan{ID: id, Role: "swarm", Plan: plan, Time: f.now}, f.next())
+	return out(f.s.ApplySetPlan(SetPlan{ID: id, Role: "swarm", Plan: plan, Time: f.now}, f.next()))
 }
 
 func (f *swarmFixture) running(id shared.MachineID, attempt int) {
 	f.t.Helper()
-	res := f.s.ApplyReport(Report{ID: id, Time: f.now, Report: shared.StepReport{Generation: 2, Step: "swarm",
-		Status: shared.StepRunning, Attempt: attempt}}, f.next())
+	res := out(f.s.ApplyReport(Report{ID: id, Time: f.now, Report: shared.StepReport{Generation: 2, Step: "swarm",
+		Status: shared.StepRunning, Attempt: attempt}}, f.next()))
 	if res.Err != nil {
 		f.t.Fatal(res.Err)
 	}
 }
 
-func (f *swarmFixture) join(id shared.MachineID) Result {
-	return f.s.ApplySwarmJoin(SwarmJoin{ID: id, Time: f.now}, f.next())
+func (f *swarmFixture) join(id shared.MachineID) outcome {
+	return out(f.s.ApplySwarmJoin(SwarmJoin{ID: id, Time: f.now}, f.next()))
 }
 
 func (f *swarmFixture) mustJoin(id shared.MachineID) *shared.SwarmJoin {
@@ -73,11 +72,11 @@ func (f *swarmFixture) mustJoin(id shared.MachineID) *shared.SwarmJoin {
 	return res.Join
 }
 
-func (f *swarmFixture) report(id shared.MachineID, r shared.SwarmReport) Result {
-	return f.s.ApplySwarmReport(SwarmReport{ID: id, Report: r, Time: f.now, Rules: SwarmRules}, f.next())
+func (f *swarmFixture) report(id shared.MachineID, r shared.SwarmReport) outcome {
+	return out(f.s.ApplySwarmReport(SwarmReport{ID: id, Report: r, Time: f.now, Rules: SwarmRules}, f.next()))
 }
 
-func (f *swarmFixture) mustReport(id shared.MachineID, r shared.SwarmReport) Result {
+func (f *swarmFixture) mustReport(id shared.MachineID, r shared.SwarmReport) outcome {
 	f.t.Helper()
 	res := f.report(id, r)
 	if res.Err != nil {
@@ -97,12 +96,12 @@ func (f *swarmFixture) digest() string {
 
 // refused applies a command that must be refused with status, and checks that it
 // changed nothing at all in the replicated state.
-func (f *swarmFixture) refused(what string, status int, apply func() Result) *shared.APIError {
+func (f *swarmFixture) refused(what string, kind Kind, apply func() outcome) error {
 	f.t.Helper()
 	before := f.digest()
 	res := apply()
-	if res.Err == nil || res.Err.Status != status {
-		f.t.Fatalf("%s: got %+v, want a %d refusal", what, res, status)
+	if KindOf(res.Err) != kind {
+		f.t.Fatalf("%s: got %+v, want a %s refusal", what, res, kind)
 	}
 	if res.Join != nil {
 		f.t.Fatalf("%s: a refusal carries a join answer", what)
@@ -131,11 +130,11 @@ func TestOnlyTheDesignatedManagerIsToldToInit(t *testing.T) {
 	// mgr2 and the worker ask first: neither is told to init, however often it asks.
 	for _, id := range []shared.MachineID{mgr2, worker, mgr2} {
 		res := f.join(id)
-		if res.Err == nil || res.Err.Code != shared.CodeSwarmPending || res.Join != nil {
+		if KindOf(res.Err) != KindPending || res.Join != nil {
 			t.Fatalf("%s asked before the swarm exists: %+v, want pending", id, res)
 		}
-		if !strings.Contains(res.Err.Hint, string(mgr1)) {
-			t.Errorf("pending hint %q does not name the creator", res.Err.Hint)
+		if r, _ := res.Err.(*Rejected); r == nil || r.Subject != string(mgr1) {
+			t.Errorf("pending refusal %+v does not name the creator", res.Err)
 		}
 	}
 	// A later plan that also says init is not a second creator.
@@ -146,7 +145,7 @@ func TestOnlyTheDesignatedManagerIsToldToInit(t *testing.T) {
 	if m, _ := f.s.Machine(late); m.Plan.Steps[0].Swarm.Init {
 		t.Fatal("a second plan kept init while the designated creator is planned")
 	}
-	if res := f.join(late); res.Err == nil || res.Err.Code != shared.CodeSwarmPending {
+	if res := f.join(late); KindOf(res.Err) != KindPending {
 		t.Fatalf("a second init plan: %+v, want pending", res)
 	}
 	if sw := f.s.Swarm(); sw.InitBy != mgr1 {
@@ -162,11 +161,11 @@ func TestOnlyTheDesignatedManagerIsToldToInit(t *testing.T) {
 
 func TestOnlyTheInitiatorReportsANewSwarm(t *testing.T) {
 	f := newSwarmFixture(t)
-	f.refused("mgr2 reports a swarm of its own", http.StatusForbidden, func() Result {
+	f.refused("mgr2 reports a swarm of its own", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "evil", ClusterID: "evil", Addr: "10.0.0.2:2377",
 			ManagerToken: "SWMTKN-1-evil", WorkerToken: "SWMTKN-1-evil"})
 	})
-	f.refused("the worker reports a swarm", http.StatusForbidden, func() Result {
+	f.refused("the worker reports a swarm", KindForbidden, func() outcome {
 		return f.report(worker, shared.SwarmReport{NodeID: "evil", ClusterID: "evil", ManagerToken: "a", WorkerToken: "b"})
 	})
 	f.createSwarm()
@@ -177,7 +176,7 @@ func TestOnlyTheInitiatorReportsANewSwarm(t *testing.T) {
 	if sw := f.s.Swarm(); sw.ManagerToken != "SWMTKN-1-mgr-first" || sw.WorkerToken != "SWMTKN-1-wrk" {
 		t.Fatal("a repeated creator report replaced the tokens")
 	}
-	f.refused("the creator names another swarm", http.StatusConflict, func() Result {
+	f.refused("the creator names another swarm", KindConflict, func() outcome {
 		return f.report(mgr1, shared.SwarmReport{NodeID: "n1", ClusterID: "c2"})
 	})
 }
@@ -221,10 +220,10 @@ func TestNothingForAStepThatIsNotDue(t *testing.T) {
 	f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"})
 	f.s.ApplyReport(Report{ID: mgr2, Time: f.now, Report: shared.StepReport{Generation: 2, Step: "swarm",
 		Status: shared.StepSucceeded, Attempt: 1}}, f.next())
-	f.refused("a report after the step succeeded", http.StatusConflict, func() Result {
+	f.refused("a report after the step succeeded", KindConflict, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2-again", ClusterID: "c1", Addr: "10.0.0.2:2377"})
 	})
-	f.refused("a token fetch after the step succeeded", http.StatusConflict, func() Result { return f.join(mgr2) })
+	f.refused("a token fetch after the step succeeded", KindConflict, func() outcome { return f.join(mgr2) })
 
 	// A machine still installing: its earlier steps are not done.
 	inst := shared.MachineID("m-00000000000000c1")
@@ -233,17 +232,17 @@ func TestNothingForAStepThatIsNotDue(t *testing.T) {
 		{Name: "disk", Kind: shared.StepDisk, Phase: shared.PhaseRAM, Disk: &shared.DiskStep{Target: shared.DiskTarget{Serial: "S"}}},
 		{Name: "swarm", Kind: shared.StepSwarm, Phase: shared.PhaseDisk, Swarm: &shared.SwarmStep{Role: shared.SwarmManager}}}}
 	f.s.ApplySetPlan(SetPlan{ID: inst, Role: "swarm", Plan: plan, Time: f.now}, f.next())
-	f.refused("a report from a machine that has not installed", http.StatusConflict, func() Result {
+	f.refused("a report from a machine that has not installed", KindConflict, func() outcome {
 		return f.report(inst, shared.SwarmReport{NodeID: "x", ClusterID: "c1", Addr: "10.0.0.20:2377"})
 	})
-	f.refused("a token fetch from a machine that has not installed", http.StatusConflict, func() Result { return f.join(inst) })
+	f.refused("a token fetch from a machine that has not installed", KindConflict, func() outcome { return f.join(inst) })
 
 	// A planned step that has not started (no running report for an attempt).
 	fresh := shared.MachineID("m-00000000000000c2")
 	f.s.ApplyRegister(Register{ID: fresh, Mode: shared.ModeService, Addr: "10.0.0.21", Time: f.now}, f.next())
 	f.plan(fresh, shared.SwarmWorker, false)
-	f.refused("a token fetch before the step runs", http.StatusConflict, func() Result { return f.join(fresh) })
-	f.refused("a report from an unplanned machine", http.StatusNotFound, func() Result {
+	f.refused("a token fetch before the step runs", KindConflict, func() outcome { return f.join(fresh) })
+	f.refused("a report from an unplanned machine", KindNotFound, func() outcome {
 		return f.report("m-00000000000000ff", shared.SwarmReport{NodeID: "x"})
 	})
 }
@@ -251,16 +250,16 @@ func TestNothingForAStepThatIsNotDue(t *testing.T) {
 func TestManagerAddressRules(t *testing.T) {
 	f := newSwarmFixture(t)
 	f.createSwarm()
-	f.refused("a manager reports another machine's address", http.StatusForbidden, func() Result {
+	f.refused("a manager reports another machine's address", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.1:2377"})
 	})
-	f.refused("a manager reports a foreign address", http.StatusForbidden, func() Result {
+	f.refused("a manager reports a foreign address", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "192.0.2.66:2377"})
 	})
-	f.refused("a manager reports its own address on another port", http.StatusForbidden, func() Result {
+	f.refused("a manager reports its own address on another port", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2378"})
 	})
-	f.refused("a worker reports its own address as a manager's", http.StatusForbidden, func() Result {
+	f.refused("a worker reports its own address as a manager's", KindForbidden, func() outcome {
 		return f.report(worker, shared.SwarmReport{NodeID: "w", ClusterID: "c1", Addr: "10.0.0.9:2377"})
 	})
 	f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"})
@@ -275,7 +274,7 @@ func TestManagerAddressRules(t *testing.T) {
 			t.Fatalf("manager %d of %d refused: %v", i+4, shared.MaxSwarmManagers, res.Err)
 		}
 		if i == shared.MaxSwarmManagers-3 {
-			if res.Err == nil || !strings.Contains(res.Err.Message, "the limit is 7") {
+			if res.Err == nil || !strings.Contains(res.Err.Error(), "the limit is 7") {
 				t.Fatalf("manager %d was accepted, over the limit of %d: %+v", i+4, shared.MaxSwarmManagers, res.Err)
 			}
 		}
@@ -286,7 +285,7 @@ func TestManagerAddressRules(t *testing.T) {
 	// A manager already listed may report again (its address unchanged).
 	f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"})
 	// A retired manager's address is neither kept nor counted: the refused one now fits.
-	if res := f.s.ApplyAction(Action{ID: "m-00000000000000d0", Action: shared.ActionRetire, Time: f.now}, f.next()); res.Err != nil {
+	if res := out(f.s.ApplyAction(Action{ID: "m-00000000000000d0", Action: shared.ActionRetire, Time: f.now}, f.next())); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 	f.mustReport("m-00000000000000d4", shared.SwarmReport{NodeID: "x", ClusterID: "c1", Addr: "10.0.1.5:2377"})
@@ -307,17 +306,17 @@ func TestManagerTokenRotatedAfterThePlannedManagersJoined(t *testing.T) {
 	if res := f.mustReport(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", Addr: "10.0.0.2:2377"}); res.Value == RotateManagerToken {
 		t.Fatal("told to rotate before every planned manager joined")
 	}
-	f.refused("a rotation nobody asked for", http.StatusForbidden, func() Result {
+	f.refused("a rotation nobody asked for", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", ManagerToken: "SWMTKN-1-evil", Rotated: true})
 	})
 	res := f.mustReport(mgr3, shared.SwarmReport{NodeID: "n3", ClusterID: "c1", Addr: "10.0.0.3:2377"})
 	if res.Value != RotateManagerToken {
 		t.Fatalf("the manager completing the set was not told to rotate: %+v", res)
 	}
-	f.refused("a rotation from a manager not asked", http.StatusForbidden, func() Result {
+	f.refused("a rotation from a manager not asked", KindForbidden, func() outcome {
 		return f.report(mgr2, shared.SwarmReport{NodeID: "n2", ClusterID: "c1", ManagerToken: "SWMTKN-1-evil", Rotated: true})
 	})
-	f.refused("a worker's rotation", http.StatusForbidden, func() Result {
+	f.refused("a worker's rotation", KindForbidden, func() outcome {
 		return f.report(worker, shared.SwarmReport{NodeID: "w", ManagerToken: "SWMTKN-1-evil", Rotated: true})
 	})
 	f.mustReport(mgr3, shared.SwarmReport{NodeID: "n3", ClusterID: "c1", Addr: "10.0.0.3:2377",
@@ -327,7 +326,7 @@ func TestManagerTokenRotatedAfterThePlannedManagersJoined(t *testing.T) {
 		t.Fatalf("after the rotation: manager token replaced %v, out %v, rotate by %q",
 			sw.ManagerToken == "SWMTKN-1-mgr-rotated", sw.ManagerTokenOut, sw.RotateBy)
 	}
-	f.refused("a second rotation report", http.StatusForbidden, func() Result {
+	f.refused("a second rotation report", KindForbidden, func() outcome {
 		return f.report(mgr3, shared.SwarmReport{NodeID: "n3", ClusterID: "c1", ManagerToken: "SWMTKN-1-again", Rotated: true})
 	})
 	// With nothing handed out since, a manager re-reporting is not told to rotate again.
@@ -343,11 +342,11 @@ func TestOldSwarmEntriesReplayAsApplied(t *testing.T) {
 	s := New()
 	now := time.Unix(1_700_000_000, 0).UTC()
 	s.ApplyRegister(Register{ID: mgr2, Mode: shared.ModeService, Time: now}, 1)
-	if res := s.ApplySwarmClaim(SwarmClaim{ID: mgr2}, 2); res.Value != string(mgr2) {
+	if res := out(s.ApplySwarmClaim(SwarmClaim{ID: mgr2}, 2)); res.Value != string(mgr2) {
 		t.Fatalf("old claim: %+v", res)
 	}
-	res := s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Report: shared.SwarmReport{NodeID: "n2", ClusterID: "old",
-		Addr: "192.0.2.1:2377", ManagerToken: "SWMTKN-1-old-m", WorkerToken: "SWMTKN-1-old-w"}}, 3)
+	res := out(s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Report: shared.SwarmReport{NodeID: "n2", ClusterID: "old",
+		Addr: "192.0.2.1:2377", ManagerToken: "SWMTKN-1-old-m", WorkerToken: "SWMTKN-1-old-w"}}, 3))
 	if res.Err != nil {
 		t.Fatalf("an old report replays as applied then: %v", res.Err)
 	}
@@ -355,8 +354,8 @@ func TestOldSwarmEntriesReplayAsApplied(t *testing.T) {
 		t.Fatalf("old entries replayed to %+v", sw.ManagerAddrs)
 	}
 	// The same report under the current rules is refused: the step is not due.
-	res = s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Rules: SwarmRules, Report: shared.SwarmReport{NodeID: "n2"}}, 4)
-	if res.Err == nil || res.Err.Status != http.StatusConflict {
+	res = out(s.ApplySwarmReport(SwarmReport{ID: mgr2, Time: now, Rules: SwarmRules, Report: shared.SwarmReport{NodeID: "n2"}}, 4))
+	if KindOf(res.Err) != KindConflict {
 		t.Fatalf("a current report from a machine with no due step: %+v", res.Err)
 	}
 }

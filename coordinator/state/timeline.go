@@ -11,9 +11,9 @@ type timeT = time.Time
 
 // mutate runs fn under the write lock, records the applied index, and tells the watcher
 // which machine changed (outside the lock, so it may read the store).
-func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Result {
+func (s *Store) mutate(index uint64, id shared.MachineID, fn func() (Result, error)) (Result, error) {
 	s.mu.Lock()
-	res := fn()
+	res, err := fn()
 	if index > s.applied {
 		s.applied = index
 	}
@@ -27,7 +27,7 @@ func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Resu
 		}
 		s.subs.notify(changed)
 	}
-	if id != "" && res.Err == nil {
+	if id != "" && err == nil {
 		if watch != nil {
 			watch(id)
 		}
@@ -36,7 +36,7 @@ func (s *Store) mutate(index uint64, id shared.MachineID, fn func() Result) Resu
 	if res.Touched != "" {
 		s.subs.notify(res.Touched)
 	}
-	return res
+	return res, err
 }
 
 // event appends to a machine's timeline, dropping the oldest beyond the cap.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rivetmetal/rivet/coordinator/api"
 	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"
@@ -169,16 +170,15 @@ func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	if reason == "" {
 		reason = "from the status page"
 	}
-	res, err := h.cfg.Backend.Apply(r.Context(), state.Action{ID: id, Action: act, Reason: reason, By: op.Name,
+	_, err := h.cfg.Backend.Apply(r.Context(), state.Action{ID: id, Action: act, Reason: reason, By: op.Name,
 		Time: time.Now().UTC()})
 	q := url.Values{}
 	switch {
 	case err != nil:
-		q.Set("failed", err.Error())
-	case res.Err != nil:
-		msg := res.Err.Message
-		if res.Err.Hint != "" {
-			msg += " (" + res.Err.Hint + ")"
+		ans := api.Answer(err) // the same words and hint as the API's
+		msg := ans.Message
+		if ans.Hint != "" {
+			msg += " (" + ans.Hint + ")"
 		}
 		q.Set("failed", msg)
 	default:

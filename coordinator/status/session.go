@@ -273,14 +273,12 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request, op operator) {
 // until this coordinator has applied it (a follower's write returns once the leader has
 // committed it), so the old cookie is refused here at once.
 func (h *Handler) endSessions(ctx context.Context, s session) error {
-	res, err := h.cfg.Backend.Apply(ctx, state.EndSessions{TokenID: s.tokenID, Gen: s.gen})
+	_, err := h.cfg.Backend.Apply(ctx, state.EndSessions{TokenID: s.tokenID, Gen: s.gen})
 	switch {
+	case state.KindOf(err) == state.KindNotFound:
+		return nil // the token is gone: none of its sessions works anywhere
 	case err != nil:
 		return err
-	case res.Err != nil && res.Err.Status == http.StatusNotFound:
-		return nil // the token is gone: none of its sessions works anywhere
-	case res.Err != nil:
-		return res.Err
 	}
 	deadline := time.Now().Add(logoutWait)
 	for {

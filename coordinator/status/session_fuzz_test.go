@@ -16,7 +16,7 @@ type storeOnly struct{ store *state.Store }
 
 func (b storeOnly) Store() *state.Store     { return b.store }
 func (b storeOnly) Members() shared.Members { return shared.Members{} }
-func (b storeOnly) Apply(context.Context, any) (state.Result, error) {
+func (b storeOnly) Apply(context.Context, state.Command) (state.Result, error) {
 	return state.Result{}, nil
 }
 

@@ -295,7 +295,7 @@ type fsmBackend struct {
 
 func (b *fsmBackend) Store() *state.Store     { return b.store }
 func (b *fsmBackend) Members() shared.Members { return shared.Members{} }
-func (b *fsmBackend) Apply(_ context.Context, body any) (state.Result, error) {
+func (b *fsmBackend) Apply(_ context.Context, body state.Command) (state.Result, error) {
 	data, err := fsm.Encode(body)
 	if err != nil {
 		return state.Result{}, err
@@ -303,7 +303,8 @@ func (b *fsmBackend) Apply(_ context.Context, body any) (state.Result, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.index++
-	return fsm.Apply(b.store, data, b.index), nil
+	out := fsm.Apply(b.store, data, b.index)
+	return out.Result, out.Err
 }
 
 // TestSessionsLastEightHoursAtMost: with the pages' clock moved on (no sleeping), a
@@ -314,9 +315,9 @@ func TestSessionsLastEightHoursAtMost(t *testing.T) {
 	store := state.New()
 	backend := &fsmBackend{store: store}
 	tok, bearer := auth.NewToken("alice", shared.TokenAdmin, now)
-	if res, _ := backend.Apply(context.Background(), state.InitCluster{AdminToken: tok,
-		Cluster: state.Cluster{CACertPEM: "ca", TokenSecret: auth.NewSecret(32)}}); res.Err != nil {
-		t.Fatal(res.Err)
+	if _, err := backend.Apply(context.Background(), state.InitCluster{AdminToken: tok,
+		Cluster: state.Cluster{CACertPEM: "ca", TokenSecret: auth.NewSecret(32)}}); err != nil {
+		t.Fatal(err)
 	}
 	throttle := auth.NewThrottle(auth.ThrottleConfig{})
 	h := status.New(status.Config{Backend: backend, SessionTTL: 24 * time.Hour, Throttle: throttle,

@@ -37,7 +37,7 @@ var files embed.FS
 // Backend is the coordinator as the pages need it.
 type Backend interface {
 	Store() *state.Store
-	Apply(ctx context.Context, body any) (state.Result, error)
+	Apply(ctx context.Context, cmd state.Command) (state.Result, error)
 	Members() shared.Members
 }
 
