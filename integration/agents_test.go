@@ -65,12 +65,7 @@ func TestTwentyAgentsRegisterGossipAndComeBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: filepath.Join(dir, "coord"),
-		Nodes: 1, Host: lab.HostIP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Stop)
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: filepath.Join(dir, "coord"), Nodes: 1, Host: lab.HostIP})
 	const n = 20
 	agents := make([]*agentProc, n)
 	t.Cleanup(func() {

@@ -14,30 +14,18 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// startThree starts three real coordinators for a test of at most within, dumps their
-// logs if the test fails, and returns the test's context, the cluster and its leader.
+// startThree starts three real coordinators for a test of at most within and returns
+// the test's context, the cluster and its leader.
 func startThree(t *testing.T, within time.Duration, args ...string) (context.Context, *coordinatortest.Cluster, *coordinatortest.Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	t.Cleanup(cancel)
-	var leader *coordinatortest.Node
-	cluster, err := coordinatortest.Start(ctx, coordinatortest.Options{Bin: bin("rivet"), Dir: t.TempDir(),
-		Nodes: 3, ExtraArgs: args})
-	if err == nil {
-		t.Cleanup(cluster.Stop)
-		t.Cleanup(func() { logsIfFailed(t, cluster) })
-		leader, err = cluster.Leader(ctx)
-	}
+	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: t.TempDir(), Nodes: 3, ExtraArgs: args})
+	leader, err := cluster.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ctx, cluster, leader
-}
-
-func logsIfFailed(t *testing.T, cluster *coordinatortest.Cluster) {
-	if t.Failed() {
-		t.Logf("coordinator logs:\n%s", tail(cluster.Logs(), 8000))
-	}
 }
 
 // TestNoWriteAppliedTwiceWhenTheLeaderDiesMidForward: three real coordinators; writes go
