@@ -1,6 +1,7 @@
 // Package power switches machines on and off and chooses what they boot from. The lab
-// drives qemu VMs through QMP (QEMU); IPMI and Redfish drivers for metal come later
-// behind the same Driver interface, so the automation above it does not change.
+// drives qemu VMs through QMP (QEMU); metal machines are driven through their BMC over
+// IPMI 2.0 (IPMI), and Redfish comes later, all behind the same Driver interface, so the
+// automation above it does not change.
 package power
 
 import (
