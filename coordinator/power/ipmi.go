@@ -31,7 +31,8 @@ type IPMIConfig struct {
 	// refused command) are not retried.
 	Attempts int
 	// CipherSuite is the RMCP+ cipher suite to open sessions with; 0 lets the driver
-	// ask the BMC and pick the best one it offers. OpenIPMI's ipmi_sim wants 3.
+	// ask the BMC and try the suites it offers, best first. Against OpenIPMI's ipmi_sim
+	// that works but is slow (suite 17 and its kin fail before 3 succeeds): give it 3.
 	CipherSuite int
 	// UEFI asks for a UEFI boot in the one-time boot flags instead of a legacy (BIOS) one.
 	UEFI bool

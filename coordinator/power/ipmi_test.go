@@ -305,6 +305,9 @@ func TestIPMIDriverAgainstIPMISim(t *testing.T) {
 	if !errors.Is(err, ErrBMCAuth) {
 		t.Errorf("error is not ErrBMCAuth: %v", err)
 	}
+	if strings.Contains(badLogs.String(), "retrying") {
+		t.Errorf("a refused login was retried: %s", badLogs.String())
+	}
 	for what, s := range map[string]string{"error": err.Error(), "good driver's logs": logs.String(), "bad driver's logs": badLogs.String()} {
 		if s == "" {
 			t.Errorf("%s: nothing to search for the password", what)
