@@ -20,6 +20,9 @@ type ExpectedMachine struct {
 	UUID     string            `json:"uuid,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
+	// BMC is how Rivet powers the machine; without one it cannot (power in the lab's
+	// VMs, a host adopted in service mode).
+	BMC *BMC `json:"bmc,omitempty"`
 	// MachineID is set by the coordinator once a registration matched the row; a second
 	// machine claiming the same row is an identity conflict, not a second admission.
 	MachineID MachineID `json:"machine_id,omitempty"`
@@ -111,6 +114,11 @@ func (e *ExpectedMachine) Validate() error {
 	}
 	if err := ValidateLabels(e.Labels); err != nil {
 		return err
+	}
+	if e.BMC != nil {
+		if err := e.BMC.Validate(); err != nil {
+			return err
+		}
 	}
 	if e.MachineID != "" {
 		return fmt.Errorf("machine_id is set by the coordinator, not in an import")

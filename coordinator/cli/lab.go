@@ -156,7 +156,7 @@ func labPower(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := vm.Status(ctx)
+	st, err := vm.Guest(ctx)
 	if err != nil {
 		return err
 	}

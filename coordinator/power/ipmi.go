@@ -139,10 +139,17 @@ func NewIPMI(cfg IPMIConfig) (*IPMI, error) {
 }
 
 // Status reports whether the machine's power is on.
-func (m *IPMI) Status(ctx context.Context) (on bool, err error) {
+func (m *IPMI) Status(ctx context.Context) (State, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.status(ctx)
+	on, err := m.status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if on {
+		return StateOn, nil
+	}
+	return StateOff, nil
 }
 
 func (m *IPMI) status(ctx context.Context) (bool, error) {

@@ -199,25 +199,18 @@ func (s *ipmiSim) driver(t *testing.T, password string, logs *testenv.LogBuffer)
 	return d
 }
 
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
-
 // checkPower asks Rivet's driver and ipmitool and wants both to say want.
 func checkPower(t *testing.T, sim *ipmiSim, d *IPMI, want string) {
 	t.Helper()
-	on, err := d.Status(t.Context())
+	st, err := d.Status(t.Context())
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if got := onOff(on); got != want {
+	if got := string(st); got != want {
 		t.Fatalf("Rivet's driver says power %s, want %s", got, want)
 	}
 	if got := sim.powerPerIPMITool(t); got != want {
-		t.Fatalf("ipmitool says power %s, want %s (Rivet's driver says %s)", got, want, onOff(on))
+		t.Fatalf("ipmitool says power %s, want %s (Rivet's driver says %s)", got, want, st)
 	}
 	t.Logf("power %s per Rivet's driver and per ipmitool", want)
 }
@@ -274,11 +267,11 @@ func TestIPMIDriverAgainstIPMISim(t *testing.T) {
 	}
 	// ipmi_sim powers down at once and up again a second later.
 	testenv.Eventually(t, 20*time.Second, "power on again after the cycle", func() error {
-		on, err := d.Status(ctx)
+		st, err := d.Status(ctx)
 		if err != nil {
 			return err
 		}
-		if !on {
+		if st != StateOn {
 			return testenv.ErrNotYet
 		}
 		return nil

@@ -139,8 +139,16 @@ func ProcessAlive(pid int) bool {
 	return i > 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }
 
-// Status reports the guest's state over QMP; a machine that is off says "off".
-func (m *QEMU) Status(ctx context.Context) (Status, error) {
+// Status reports whether the VM's process runs: qemu's power is on while it does.
+func (m *QEMU) Status(context.Context) (State, error) {
+	if m.PID() == 0 {
+		return StateOff, nil
+	}
+	return StateOn, nil
+}
+
+// Guest reports the guest's state over QMP; a machine that is off says "off".
+func (m *QEMU) Guest(ctx context.Context) (Status, error) {
 	if m.PID() == 0 {
 		return Status{Status: "off"}, nil
 	}
@@ -253,7 +261,7 @@ func (m *QEMU) waitRunning(ctx context.Context, exited <-chan struct{}) error {
 		if _, err := os.Stat(m.qmpSocket()); err != nil {
 			continue
 		}
-		st, err := m.Status(ctx)
+		st, err := m.Guest(ctx)
 		if err == nil && st.Running {
 			return nil
 		}

@@ -52,7 +52,7 @@ func testQEMUPower(t *testing.T, fw string) {
 		}
 	})
 
-	if st, err := m.Status(ctx); err != nil || st.Status != "off" {
+	if st, err := m.Guest(ctx); err != nil || st.Status != "off" {
 		t.Fatalf("before power on: status %+v, %v; want off", st, err)
 	}
 	if err := m.On(ctx); err != nil {
@@ -62,7 +62,7 @@ func testQEMUPower(t *testing.T, fw string) {
 	if pid == 0 {
 		t.Fatal("powered on, but no qemu process found")
 	}
-	st, err := m.Status(ctx)
+	st, err := m.Guest(ctx)
 	if err != nil || !st.Running || st.Status != "running" {
 		t.Fatalf("after power on: status %+v, %v; want running", st, err)
 	}
@@ -155,7 +155,7 @@ func TestQEMUKillIsPowerLoss(t *testing.T) {
 	if err := m.On(ctx); err != nil {
 		t.Fatalf("power on after a power loss: %v", err)
 	}
-	if st, err := m.Status(ctx); err != nil || !st.Running {
+	if st, err := m.Guest(ctx); err != nil || !st.Running {
 		t.Fatalf("after power loss and on: %+v, %v", st, err)
 	}
 	if err := m.Off(ctx); err != nil {
