@@ -53,7 +53,8 @@ func (b BMC) String() string {
 }
 
 // Validate checks the row's BMC as the coordinator receives it: a known driver, an
-// address that driver can use, a user, and a resolved password.
+// address that driver can use, a user, and a resolved password. An error is a
+// *FieldError naming the BMC's field (driver, address, user, password, tls_sha256).
 func (b *BMC) Validate() error {
 	switch b.Driver {
 	case BMCIPMI:
@@ -62,27 +63,30 @@ func (b *BMC) Validate() error {
 			host = h
 		}
 		if host == "" || strings.ContainsAny(host, "/ \t\n") {
-			return fmt.Errorf("bmc address %q: want host or host:port of the BMC's IPMI LAN interface", b.Address)
+			return fieldErrorf("address", "bmc address %q: want host or host:port of the BMC's IPMI LAN interface", b.Address)
 		}
 	case BMCRedfish:
 		u, err := url.Parse(b.Address)
 		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-			return fmt.Errorf("bmc address %q: want https://host[:port] of the Redfish service", b.Address)
+			return fieldErrorf("address", "bmc address %q: want https://host[:port] of the Redfish service", b.Address)
 		}
 	default:
-		return fmt.Errorf("bmc driver %q: want ipmi or redfish", b.Driver)
+		return fieldErrorf("driver", "bmc driver %q: want ipmi or redfish", b.Driver)
 	}
-	if b.User == "" || len(b.User) > 64 {
-		return fmt.Errorf("bmc user: want the BMC account's name (at most 64 bytes)")
+	if b.User == "" || len(b.User) > 64 || strings.ContainsAny(b.User, "\x00\n\r") {
+		return fieldErrorf("user", "bmc user: want the BMC account's name (at most 64 bytes)")
 	}
 	if b.PasswordFile != "" || b.PasswordEnv != "" {
-		return fmt.Errorf("bmc password_file/password_env are read by the CLI and must not reach the coordinator")
+		return fieldErrorf("password_file", "bmc password_file/password_env are read by the CLI and must not reach the coordinator")
 	}
-	if b.Password == "" || len(b.Password) > 128 {
-		return fmt.Errorf("bmc password: give password_file or password_env (at most 128 bytes)")
+	if b.Password == "" || len(b.Password) > MaxBMCPassword {
+		return fieldErrorf("password", "bmc password: give password_file or password_env (at most %d bytes)", MaxBMCPassword)
 	}
 	if b.TLSSHA256 != "" && (b.Driver != BMCRedfish || len(b.TLSSHA256) != 64 || strings.Trim(strings.ToLower(b.TLSSHA256), "0123456789abcdef") != "") {
-		return fmt.Errorf("bmc tls_sha256: want 64 hex digits, for a redfish BMC only")
+		return fieldErrorf("tls_sha256", "bmc tls_sha256: want 64 hex digits, for a redfish BMC only")
 	}
 	return nil
 }
+
+// MaxBMCPassword bounds a BMC password (IPMI 2.0 allows 20 bytes; Redfish BMCs more).
+const MaxBMCPassword = 128

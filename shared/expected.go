@@ -1,12 +1,13 @@
 package shared
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
-
-	"sigs.k8s.io/yaml"
 )
 
 // ExpectedMachine is one row of the operator's list of machines that should appear: the
@@ -20,6 +21,9 @@ type ExpectedMachine struct {
 	UUID     string            `json:"uuid,omitempty"`
 	Hostname string            `json:"hostname,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
+	// Address is the machine's static address with its prefix length (10.0.4.21/24), if
+	// the operator gives one: validated and stored, shown with the machine.
+	Address string `json:"address,omitempty"`
 	// BMC is how Rivet powers the machine; without one it cannot (power in the lab's
 	// VMs, a host adopted in service mode).
 	BMC *BMC `json:"bmc,omitempty"`
@@ -79,51 +83,114 @@ func ExpectedKeys(m *Machine) []string {
 	return keys
 }
 
-// Validate checks a row and puts its MACs in canonical form (lower case, colons).
+// FieldError is a bad value in one field of an import row. Field is the row's JSON/YAML
+// name ("macs", "bmc.address", "labels.rack"); a CSV file names its column instead.
+type FieldError struct {
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+func fieldErrorf(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// FieldOf is the field an error names, or "".
+func FieldOf(err error) string {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return fe.Field
+	}
+	return ""
+}
+
+// Validate checks a row and puts its MACs, UUID and address in canonical form. An error
+// is a *FieldError naming the bad field.
 func (e *ExpectedMachine) Validate() error {
 	if len(e.MACs) == 0 && e.Serial == "" && e.UUID == "" {
-		return fmt.Errorf("give at least one MAC, a serial or a UUID to match the machine by")
+		return fieldErrorf("macs", "give at least one MAC, a serial or a UUID to match the machine by")
 	}
 	if e.UUID != "" {
 		u := normalizeUUID(e.UUID)
 		if u == "" || bogusUUID(u) {
-			return fmt.Errorf("uuid %q: want a DMI system UUID that is not a firmware placeholder", e.UUID)
+			return fieldErrorf("uuid", "uuid %q: want a DMI system UUID that is not a firmware placeholder", e.UUID)
 		}
 		e.UUID = u
 	}
 	if len(e.MACs) > MaxExpectedMACs {
-		return fmt.Errorf("at most %d MACs", MaxExpectedMACs)
+		return fieldErrorf("macs", "at most %d MACs", MaxExpectedMACs)
 	}
 	for i, m := range e.MACs {
 		hw, err := net.ParseMAC(m)
 		if err != nil || len(hw) != 6 {
-			return fmt.Errorf("mac %q: want six bytes such as 52:54:00:12:34:56", m)
+			return fieldErrorf("macs", "mac %q: want six bytes such as 52:54:00:12:34:56", m)
 		}
 		e.MACs[i] = hw.String()
 	}
 	if len(e.Serial) > 128 || strings.ContainsAny(e.Serial, "\x00\n\r\t") {
-		return fmt.Errorf("serial: at most 128 printable bytes")
+		return fieldErrorf("serial", "serial: at most 128 printable bytes")
 	}
 	if e.Serial != "" && bogusSerial(e.Serial) {
-		return fmt.Errorf("serial %q is a vendor placeholder that many machines share: match by MAC", e.Serial)
+		return fieldErrorf("serial", "serial %q is a vendor placeholder that many machines share: match by MAC", e.Serial)
 	}
 	if e.Hostname != "" {
 		if err := ValidateName("hostname", e.Hostname); err != nil {
-			return err
+			return &FieldError{Field: "hostname", Err: err}
 		}
 	}
-	if err := ValidateLabels(e.Labels); err != nil {
-		return err
+	if len(e.Labels) > MaxLabels {
+		return fieldErrorf("labels", "at most %d labels", MaxLabels)
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Labels)) {
+		if err := ValidateLabel(k, e.Labels[k]); err != nil {
+			return &FieldError{Field: "labels." + k, Err: err}
+		}
+	}
+	if e.Address != "" {
+		a, err := canonicalAddress(e.Address)
+		if err != nil {
+			return &FieldError{Field: "address", Err: err}
+		}
+		e.Address = a
 	}
 	if e.BMC != nil {
 		if err := e.BMC.Validate(); err != nil {
-			return err
+			return &FieldError{Field: "bmc." + FieldOf(err), Err: err}
 		}
 	}
 	if e.MachineID != "" {
-		return fmt.Errorf("machine_id is set by the coordinator, not in an import")
+		return fieldErrorf("machine_id", "machine_id is set by the coordinator, not in an import")
 	}
 	return nil
+}
+
+// canonicalAddress checks a static address: a unicast host address with its prefix
+// length, not the network's or (IPv4) its broadcast address.
+func canonicalAddress(s string) (string, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil {
+		return "", fmt.Errorf("address %q: want the host's address with its prefix length, such as 10.0.4.21/24", s)
+	}
+	a := p.Addr()
+	bits := a.BitLen()
+	switch {
+	case p.Bits() == 0 || a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.Zone() != "":
+		return "", fmt.Errorf("address %q: want a unicast host address", s)
+	case bits-p.Bits() >= 2 && a == p.Masked().Addr():
+		return "", fmt.Errorf("address %q is the network's address, not a host's", s)
+	case a.Is4() && bits-p.Bits() >= 2 && a == lastAddr(p):
+		return "", fmt.Errorf("address %q is the network's broadcast address, not a host's", s)
+	}
+	return p.String(), nil
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // MaxExpectedMACs bounds the MACs of one expected machine.
@@ -137,8 +204,93 @@ type ImportRequest struct {
 	Machines []ExpectedMachine `json:"machines"`
 }
 
-// Validate checks every row and that no key, MAC or serial appears twice; the error names
-// every bad row by its position (1-based) so the operator can fix the file in one go.
+// RowError is one bad row of an import: its line in the file (0 when the rows came
+// without a file, as over the API), its position, the field and what is wrong.
+type RowError struct {
+	Line    int    `json:"line,omitempty"`
+	Row     int    `json:"row,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e RowError) Error() string {
+	var b strings.Builder
+	switch {
+	case e.Line > 0:
+		fmt.Fprintf(&b, "line %d", e.Line)
+	case e.Row > 0:
+		fmt.Fprintf(&b, "row %d", e.Row)
+	default:
+		b.WriteString("file")
+	}
+	if e.Field != "" {
+		fmt.Fprintf(&b, ", field %s", e.Field)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// ImportErrors are every bad row of an import; nothing is imported.
+type ImportErrors []RowError
+
+// maxShownRowErrors bounds the rows an error message lists.
+const maxShownRowErrors = 50
+
+func (es ImportErrors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d bad rows, nothing imported:", len(es))
+	for i, e := range es {
+		if i == maxShownRowErrors {
+			fmt.Fprintf(&b, "\n  and %d more", len(es)-i)
+			break
+		}
+		b.WriteString("\n  ")
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// rowClaims finds rows that claim the same key, MAC, serial or UUID as an earlier one.
+type rowClaims map[string]int
+
+// claim records the row's keys; where is how a problem names the earlier row.
+func (c rowClaims) claim(e *ExpectedMachine, pos int, where func(int) string, add func(field, msg string)) {
+	one := func(field, what, v string) {
+		if first, dup := c[what+" "+v]; dup {
+			add(field, fmt.Sprintf("%s %s is also on %s", what, v, where(first)))
+			return
+		}
+		c[what+" "+v] = pos
+	}
+	one(keyField(e), "name", e.Key())
+	for _, m := range e.MACs {
+		one("macs", "mac", m)
+	}
+	if e.Serial != "" {
+		one("serial", "serial", e.Serial)
+	}
+	if e.UUID != "" {
+		one("uuid", "uuid", e.UUID)
+	}
+}
+
+// keyField is the field a row's key comes from.
+func keyField(e *ExpectedMachine) string {
+	switch {
+	case e.Hostname != "":
+		return "hostname"
+	case len(e.MACs) > 0:
+		return "macs"
+	case e.Serial != "":
+		return "serial"
+	}
+	return "uuid"
+}
+
+// Validate checks every row and that no key, MAC or serial appears twice; the error
+// (ImportErrors) names every bad row by its position (1-based), with its field, so the
+// operator can fix the file in one go.
 func (r *ImportRequest) Validate() error {
 	if len(r.Machines) == 0 {
 		return fmt.Errorf("the import has no machines")
@@ -146,40 +298,20 @@ func (r *ImportRequest) Validate() error {
 	if len(r.Machines) > MaxExpectedPerImport {
 		return fmt.Errorf("at most %d machines per import", MaxExpectedPerImport)
 	}
-	var problems []string
-	seen := map[string]int{}
-	claim := func(row int, what, v string) {
-		if first, dup := seen[what+v]; dup {
-			problems = append(problems, fmt.Sprintf("row %d: %s %s is also in row %d", row, what, v, first))
-			return
-		}
-		seen[what+v] = row
-	}
+	var problems ImportErrors
+	claims := rowClaims{}
 	for i := range r.Machines {
 		e := &r.Machines[i]
 		if err := e.Validate(); err != nil {
-			problems = append(problems, fmt.Sprintf("row %d: %v", i+1, err))
+			problems = append(problems, RowError{Row: i + 1, Field: FieldOf(err), Message: err.Error()})
 			continue
 		}
-		claim(i+1, "name", e.Key())
-		for _, m := range e.MACs {
-			claim(i+1, "mac", m)
-		}
-		if e.Serial != "" {
-			claim(i+1, "serial", e.Serial)
-		}
-		if e.UUID != "" {
-			claim(i+1, "uuid", e.UUID)
-		}
+		claims.claim(e, i+1, func(n int) string { return fmt.Sprintf("row %d", n) }, func(field, msg string) {
+			problems = append(problems, RowError{Row: i + 1, Field: field, Message: msg})
+		})
 	}
 	if len(problems) > 0 {
-		const show = 20
-		more := ""
-		if len(problems) > show {
-			more = fmt.Sprintf("; and %d more", len(problems)-show)
-			problems = problems[:show]
-		}
-		return fmt.Errorf("%d bad rows, nothing imported: %s%s", len(problems), strings.Join(problems, "; "), more)
+		return problems
 	}
 	return nil
 }
@@ -189,29 +321,13 @@ type ImportResponse struct {
 	Message string `json:"message"`
 }
 
-// ParseImport reads an expected-machines file: YAML or JSON, {"machines": [...]} or a
-// bare list of rows. Unknown fields are errors; every bad row is named (see Validate).
+// ParseImport reads an expected-machines file without BMC password references (see
+// ParseImportFile for files that have them): CSV, YAML or JSON, {"machines": [...]} or a
+// bare list of rows. Every bad row is named with its line and field (ImportErrors).
 func ParseImport(data []byte) (*ImportRequest, error) {
-	if len(data) > MaxBody {
-		return nil, fmt.Errorf("import file is larger than %d bytes", MaxBody)
-	}
-	js := bytes.TrimSpace(data)
-	if len(js) == 0 || (js[0] != '{' && js[0] != '[') {
-		var err error
-		if js, err = yaml.YAMLToJSON(data); err != nil {
-			return nil, fmt.Errorf("malformed YAML: %w", err)
-		}
-		js = bytes.TrimSpace(js)
-	}
-	if len(js) > 0 && js[0] == '[' {
-		js = append(append([]byte(`{"machines":`), js...), '}')
-	}
-	var req ImportRequest
-	if err := strictUnmarshal(js, &req); err != nil {
-		return nil, fmt.Errorf("malformed import file: %w", err)
-	}
-	if err := req.Validate(); err != nil {
+	f, err := ParseImportFile("", data)
+	if err != nil {
 		return nil, err
 	}
-	return &req, nil
+	return f.Check(nil)
 }

@@ -7,6 +7,10 @@ import "fmt"
 type State string
 
 const (
+	// StateExpected is a row of the operator's import that no machine has matched yet:
+	// it is listed and counted, but it is no machine record (ids derive from the
+	// inventory, which only registration brings) and no transition leads in or out.
+	StateExpected     State = "expected"
 	StateDiscovered   State = "discovered"   // registered, no plan yet
 	StatePlanned      State = "planned"      // matched to a role, plan assigned
 	StateProvisioning State = "provisioning" // running its RAM-phase steps
@@ -20,13 +24,14 @@ const (
 
 // States lists every state in lifecycle order, for tables and counters.
 var States = []State{
-	StateDiscovered, StatePlanned, StateProvisioning, StateInstalled, StateJoining,
+	StateExpected, StateDiscovered, StatePlanned, StateProvisioning, StateInstalled, StateJoining,
 	StateReady, StateFailed, StateLost, StateRetired,
 }
 
 // transitions maps a state to the states it may move to. Lost is special: a lost machine
 // returns to the state it was lost from (see CanTransition), or is retired.
 var transitions = map[State][]State{
+	StateExpected:     {},
 	StateDiscovered:   {StatePlanned, StateFailed, StateLost, StateRetired},
 	StatePlanned:      {StateProvisioning, StateDiscovered, StateFailed, StateLost, StateRetired, StateInstalled},
 	StateProvisioning: {StateInstalled, StateDiscovered, StateFailed, StateLost, StateRetired, StatePlanned},
@@ -57,6 +62,9 @@ func (s State) Validate() error {
 func CanTransition(from, to, lostFrom State) error {
 	if err := to.Validate(); err != nil {
 		return err
+	}
+	if to == StateExpected {
+		return fmt.Errorf("no machine moves to %s: it is the state of an imported row before its machine registers", to)
 	}
 	if from == StateLost && to == lostFrom && to != StateLost {
 		return nil

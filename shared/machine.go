@@ -17,16 +17,19 @@ type Machine struct {
 	Admission *Admission        `json:"admission,omitempty"` // nil: not admitted (yet)
 	// BootMAC is the MAC a boot ticket vouched for at the last registration (the NIC
 	// the machine network-booted from); empty after one with a token.
-	BootMAC   string        `json:"boot_mac,omitempty"`
-	Addr      string        `json:"addr,omitempty"` // where the agent last spoke from
-	Hostname  string        `json:"hostname,omitempty"`
-	MACs      []string      `json:"macs,omitempty"` // physical NIC MACs, for the boot services
-	Agent     AgentInfo     `json:"agent"`
-	Inventory *Inventory    `json:"inventory,omitempty"`
-	Plan      *Plan         `json:"plan,omitempty"`
-	Steps     []StepState   `json:"steps,omitempty"`
-	Boot      BootTarget    `json:"boot"`
-	LastError *MachineError `json:"last_error,omitempty"`
+	BootMAC  string `json:"boot_mac,omitempty"`
+	Addr     string `json:"addr,omitempty"` // where the agent last spoke from
+	Hostname string `json:"hostname,omitempty"`
+	// StaticAddress is the static address (CIDR) of the machine's expected row, if the
+	// operator gave one.
+	StaticAddress string        `json:"static_address,omitempty"`
+	MACs          []string      `json:"macs,omitempty"` // physical NIC MACs, for the boot services
+	Agent         AgentInfo     `json:"agent"`
+	Inventory     *Inventory    `json:"inventory,omitempty"`
+	Plan          *Plan         `json:"plan,omitempty"`
+	Steps         []StepState   `json:"steps,omitempty"`
+	Boot          BootTarget    `json:"boot"`
+	LastError     *MachineError `json:"last_error,omitempty"`
 	// Unmatched says why no role matched (or which roles matched at once): visible, not silent.
 	Unmatched   string    `json:"unmatched,omitempty"`
 	SwarmNodeID string    `json:"swarm_node_id,omitempty"`
@@ -91,7 +94,10 @@ func (m *Machine) CurrentStep() *StepState {
 
 // MachineSummary is the light form of a Machine for lists and the fleet page.
 type MachineSummary struct {
-	ID       MachineID         `json:"id"`
+	ID MachineID `json:"id"` // empty for an expected row no machine has matched yet
+	// Key names the machine's expected row (its host name, else its first MAC, else
+	// serial:S): set for a row no machine has matched yet, whose State is StateExpected.
+	Key      string            `json:"key,omitempty"`
 	State    State             `json:"state"`
 	Role     string            `json:"role,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
@@ -137,6 +143,7 @@ const (
 	EventGossip     = "gossip"
 	EventAction     = "action"
 	EventAdmitted   = "admitted"
+	EventLabels     = "labels" // the operator set or removed labels (rivet machines label)
 	// EventConflict: someone claimed this machine's id or one of its MACs without its
 	// token. The claim was refused and changed nothing else.
 	EventConflict = "conflict"

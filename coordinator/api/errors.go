@@ -103,5 +103,8 @@ var hints = map[state.Rule]string{
 	state.RuleSwarmReportEarly:  "retry once the first manager has created the swarm",
 	state.RuleSwarmOther:        "make the node leave its swarm, or retire the machine",
 	state.RuleSwarmOwnPart:      "a machine reports only its own part in the swarm",
+	state.RuleNoBMC:             "import the machine's row with its BMC (bmc_driver, bmc_address, bmc_user, bmc_password_file)",
+	state.RuleLabels:            "a machine has at most 64 operator labels; remove some with `rivet machines label ID key-`",
+	state.RuleNothingSelected:   "list machines and their labels with `rivet machines ls --output json`",
 	state.RuleSwarmManagerLimit: "a swarm needs 3 or 5 managers: demote or retire some",
 }

@@ -41,6 +41,7 @@ const (
 	TypePutExpected       Type = 19
 	TypeEndSessions       Type = 20
 	TypeSwarmJoin         Type = 21
+	TypeSetLabels         Type = 22
 )
 
 // typeOf maps a command to its type byte; Encode uses it.
@@ -88,6 +89,8 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypeEndSessions, nil
 	case state.SwarmJoin:
 		return TypeSwarmJoin, nil
+	case state.SetLabels:
+		return TypeSetLabels, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -162,6 +165,8 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplyEndSessions)
 	case TypeSwarmJoin:
 		return apply(body, index, s.ApplySwarmJoin)
+	case TypeSetLabels:
+		return apply(body, index, s.ApplySetLabels)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -83,6 +84,7 @@ func (s *Store) ApplyPutExpected(c PutExpected, index uint64) (Result, error) {
 			}
 			s.data.Expected[key] = &e
 			s.indexExpected(key, &e)
+			s.openExpected(key)
 			imported[key] = true
 		}
 		admitted := 0
@@ -103,11 +105,13 @@ func (s *Store) ApplyPutExpected(c PutExpected, index uint64) (Result, error) {
 			}
 			s.notifyAfter = append(s.notifyAfter, m.ID)
 		}
+		s.expectedChanged = true
 		return Result{Value: fmt.Sprintf("%d rows imported, %d machines admitted", len(c.Machines), admitted)}, nil
 	})
 }
 
-// Expected returns the expected machines sorted by key.
+// Expected returns the expected machines sorted by key, their BMCs redacted: no reader
+// outside the power path (PowerTarget) sees a BMC password, sealed or not.
 func (s *Store) Expected() []shared.ExpectedMachine {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -115,6 +119,11 @@ func (s *Store) Expected() []shared.ExpectedMachine {
 	for _, e := range s.data.Expected {
 		c := *e
 		c.MACs = slices.Clone(e.MACs)
+		c.Labels = maps.Clone(e.Labels)
+		if e.BMC != nil {
+			b := e.BMC.Redacted()
+			c.BMC = &b
+		}
 		out = append(out, c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
@@ -180,6 +189,7 @@ func (s *Store) applyRow(index uint64, now time.Time, m *shared.Machine) bool {
 	if e.Hostname != "" {
 		m.Labels["hostname"] = e.Hostname
 	}
+	m.StaticAddress = e.Address
 	if m.State == shared.StateDiscovered {
 		m.Unmatched = "" // new labels: the planner looks at it afresh
 	}

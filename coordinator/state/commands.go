@@ -37,6 +37,7 @@ func (EndSessions) command()       {}
 func (SwarmClaim) command()        {}
 func (SwarmJoin) command()         {}
 func (SwarmReport) command()       {}
+func (SetLabels) command()         {}
 
 // InitCluster creates the cluster secrets and the first tokens, once.
 type InitCluster struct {
@@ -244,4 +245,17 @@ func summaryOf(m *shared.Machine) Result {
 
 func notFound(id shared.MachineID) *Rejected {
 	return reject(KindNotFound, RuleMachineUnknown, string(id), "machine %s not found", id)
+}
+
+// SetLabels sets and removes operator labels (never the agent's facts) on machines and on
+// expected rows no machine has matched yet: the ones Refs names (machine ids or row
+// keys; a matched row's key names its machine) and every one whose operator labels
+// include all of Selector. All targets or none: one request is one write.
+type SetLabels struct {
+	Refs     []string          `json:"refs,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	Set      map[string]string `json:"set,omitempty"`
+	Remove   []string          `json:"remove,omitempty"`
+	By       string            `json:"by,omitempty"` // the operator token's name
+	Time     time.Time         `json:"time"`
 }

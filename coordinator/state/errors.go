@@ -113,4 +113,7 @@ const (
 	RuleSwarmCreatorOnly   Rule = "swarm_creator_only" // replayed: only the creator reports tokens
 	RuleSwarmAddrNoID      Rule = "swarm_addr_without_id"
 	RuleSwarmManagerLimit  Rule = "swarm_manager_limit"
+	RuleNoBMC              Rule = "no_bmc"           // the power path: no BMC known for the target
+	RuleLabels             Rule = "labels"           // a label change the target cannot take
+	RuleNothingSelected    Rule = "nothing_selected" // a selector that matches nothing
 )

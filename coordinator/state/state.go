@@ -93,6 +93,9 @@ type Store struct {
 	subs        watchers               // live readers (status pages, watch): watch.go
 	sealKey     *seal.Key              // opens the sealed fields: sealed.go
 	open        opened                 // the sealed fields in clear, derived
+	// expectedChanged: a write changed the expected rows, which the pages list; its
+	// watchers are told that anything may have changed.
+	expectedChanged bool
 }
 
 // New returns an empty store.
@@ -280,13 +283,19 @@ func (s *Store) MachineCount() int {
 	return len(s.data.Machines)
 }
 
-// CountByState counts machines per state.
+// CountByState counts machines per state, and the expected rows no machine has
+// matched yet as StateExpected.
 func (s *Store) CountByState() map[shared.State]int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	counts := map[shared.State]int{}
 	for _, m := range s.data.Machines {
 		counts[m.State]++
+	}
+	for _, e := range s.data.Expected {
+		if s.pending(e) {
+			counts[shared.StateExpected]++
+		}
 	}
 	return counts
 }

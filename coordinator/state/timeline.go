@@ -20,7 +20,12 @@ func (s *Store) mutate(index uint64, id shared.MachineID, fn func() (Result, err
 	watch := s.watch
 	bulk := s.notifyAfter
 	s.notifyAfter = nil
+	rows := s.expectedChanged
+	s.expectedChanged = false
 	s.mu.Unlock()
+	if rows {
+		s.subs.notify("") // the listed expected rows changed: pages reload
+	}
 	for _, changed := range bulk {
 		if watch != nil {
 			watch(changed)
