@@ -12,7 +12,8 @@ import (
 const (
 	PathRegister        = "/v1/register"                       // POST RegisterRequest (boot ticket, enrolment or own machine token)
 	PathExpected        = "/v1/expected"                       // GET []ExpectedMachine; POST ImportRequest (admin)
-	PathMachines        = "/v1/machines"                       // GET []MachineSummary
+	PathMachines        = "/v1/machines"                       // GET []MachineSummary (?expected=1: and the unmatched expected rows)
+	PathLabels          = "/v1/labels"                         // POST LabelRequest (admin)
 	PathMachine         = "/v1/machines/{id}"                  // GET Machine
 	PathMachineEvents   = "/v1/machines/{id}/events"           // GET []Event
 	PathMachinePlan     = "/v1/machines/{id}/plan"             // GET PlanView

@@ -307,7 +307,6 @@ func (c *Client) Action(ctx context.Context, id MachineID, action Action, reason
 	return &m, c.Do(ctx, http.MethodPost, MachinePath(PathMachineAction, id, action), &ActionRequest{Reason: reason}, &m)
 }
 
-// Roles lists the roles.
 // ImportExpected imports expected machines (admin): all rows or none.
 func (c *Client) ImportExpected(ctx context.Context, req *ImportRequest) (*ImportResponse, error) {
 	var out ImportResponse
@@ -320,6 +319,20 @@ func (c *Client) Expected(ctx context.Context) ([]ExpectedMachine, error) {
 	return out, c.Do(ctx, http.MethodGet, PathExpected, nil, &out)
 }
 
+// MachinesWithExpected lists every machine and, in state expected, every imported row
+// no machine has matched yet (their ID is empty, their Key names the row).
+func (c *Client) MachinesWithExpected(ctx context.Context) ([]MachineSummary, error) {
+	var ms []MachineSummary
+	return ms, c.Do(ctx, http.MethodGet, PathMachines+"?expected=1", nil, &ms)
+}
+
+// SetLabels sets and removes operator labels (admin): on every target or none.
+func (c *Client) SetLabels(ctx context.Context, req *LabelRequest) (*LabelResponse, error) {
+	var out LabelResponse
+	return &out, c.Do(ctx, http.MethodPost, PathLabels, req, &out)
+}
+
+// Roles lists the roles.
 func (c *Client) Roles(ctx context.Context) ([]Role, error) {
 	var rs []Role
 	return rs, c.Do(ctx, http.MethodGet, PathRoles, nil, &rs)

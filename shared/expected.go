@@ -109,6 +109,12 @@ func FieldOf(err error) string {
 // Validate checks a row and puts its MACs, UUID and address in canonical form. An error
 // is a *FieldError naming the bad field.
 func (e *ExpectedMachine) Validate() error {
+	if len(e.Labels) == 0 {
+		e.Labels = nil // as the row reads back from its JSON
+	}
+	if len(e.MACs) == 0 {
+		e.MACs = nil
+	}
 	if len(e.MACs) == 0 && e.Serial == "" && e.UUID == "" {
 		return fieldErrorf("macs", "give at least one MAC, a serial or a UUID to match the machine by")
 	}

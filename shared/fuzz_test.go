@@ -3,6 +3,7 @@ package shared
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"reflect"
 	"slices"
@@ -307,4 +308,69 @@ func FuzzParseImport(f *testing.F) {
 			t.Fatalf("rows are not canonical:\n%+v\n%+v", req, again)
 		}
 	})
+}
+
+// checkImportFile parses data as an import file of the given name: nothing panics, every
+// row error has a line inside the file, and accepted rows (with their password references
+// resolved) pass the coordinator's own check and read back the same from their JSON.
+func checkImportFile(t *testing.T, name string, data []byte) {
+	f, err := ParseImportFile(name, data)
+	lines := bytes.Count(data, []byte("\n")) + bytes.Count(data, []byte("\r")) + 1 // YAML breaks lines at CR too
+	checkLines := func(err error) {
+		var es ImportErrors
+		if errors.As(err, &es) {
+			for _, e := range es {
+				if e.Line < 0 || e.Line > lines {
+					t.Fatalf("error on line %d of a %d-line file: %v", e.Line, lines, e)
+				}
+			}
+		}
+	}
+	if err != nil {
+		checkLines(err)
+		return
+	}
+	req, err := f.Check(func(b *BMC) error {
+		b.Password, b.PasswordFile, b.PasswordEnv = "resolved", "", ""
+		return nil
+	})
+	if err != nil {
+		checkLines(err)
+		return
+	}
+	if err := req.Validate(); err != nil {
+		t.Fatalf("rows the file check accepted are refused by the coordinator's: %v", err)
+	}
+	js, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again ImportRequest
+	if err := DecodeBytes(js, &again); err != nil {
+		t.Fatalf("accepted rows, re-encoded, are refused: %v\n%s", err, js)
+	}
+	if !reflect.DeepEqual(req, &again) {
+		t.Fatalf("rows are not canonical:\n%+v\n%+v", req, &again)
+	}
+}
+
+func FuzzParseImportCSV(f *testing.F) {
+	f.Add([]byte("hostname,mac,label.rack,labels\nr1-n01,52:54:00:AA:01:01;52:54:00:aa:01:02,r1,pool=a;tier=b\n"))
+	f.Add([]byte("# c\nmac,bmc_driver,bmc_address,bmc_user,bmc_password_env\n52:54:00:00:00:01,ipmi,10.0.0.1:623,admin,PW\n"))
+	f.Add([]byte("serial,uuid,address\nCZ1,5A4A0000-0000-4000-8000-000000000001,10.0.0.5/24\n"))
+	f.Add([]byte("mac,bmc_driver,bmc_address,bmc_user,bmc_password_file,bmc_tls_sha256\n52:54:00:00:00:01,redfish,https://b,u,f," +
+		strings.Repeat("ab", 32) + "\n"))
+	f.Add([]byte("mac\n\"52:54:00:00:00:01\n"))
+	f.Add([]byte("\ufeffMAC,Hostname\n52:54:00:00:00:01,n1\n52:54:00:00:00:01,n2,x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) { checkImportFile(t, "x.csv", data) })
+}
+
+func FuzzParseImportYAML(f *testing.F) {
+	f.Add([]byte("- hostname: r1-n01\n  macs: [\"52:54:00:AA:01:01\"]\n  labels: {rack: r1}\n  address: 10.0.0.5/24\n"))
+	f.Add([]byte("machines:\n- serial: 0012\n  labels: {rack: 1}\n  bmc: {driver: ipmi, address: h, user: u, password_env: PW}\n"))
+	f.Add([]byte("- &a {serial: S1}\n- *a\n"))
+	f.Add([]byte("- serial: S1\n---\n- serial: S2\n"))
+	f.Add([]byte(`[{"macs":["52:54:00:00:00:01"],"bmc":{"driver":"redfish","address":"https://b","user":"u","password_file":"f"}}]`))
+	f.Add([]byte("- {serial: S1, serial: S2}\n- [1, 2]\n- ~\n"))
+	f.Fuzz(func(t *testing.T, data []byte) { checkImportFile(t, "x.yaml", data) })
 }

@@ -355,6 +355,9 @@ func parseImportYAML(data []byte) (*ImportFile, error) {
 		}
 		list = machines
 	}
+	if list.Kind == yaml.ScalarNode && list.Tag == "!!null" {
+		return nil, fmt.Errorf("the import has no machines")
+	}
 	if list.Kind != yaml.SequenceNode {
 		return nil, ImportErrors{{Line: list.Line, Message: "want a list of machines, or {machines: [...]}"}}
 	}
@@ -402,6 +405,10 @@ func decodeYAMLRow(n *yaml.Node, row *ImportRow) error {
 			return fieldErrorf(field, "unknown field %q", se.JSONPointer.LastToken())
 		}
 		return fieldErrorf(field, "%s: want %s", field, wantOf(field))
+	}
+	if err == nil && row.Machine.BMC != nil && row.Machine.BMC.Password != "" {
+		return fieldErrorf("bmc.password", "a password is not written in the import file: "+
+			"name a file (password_file, mode 0600) or an environment variable (password_env) that holds it")
 	}
 	return err
 }

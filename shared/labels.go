@@ -114,3 +114,10 @@ func LabelsText(labels map[string]string) string {
 type LabelResponse struct {
 	Message string `json:"message"`
 }
+
+// IsLabelArg reports whether a `rivet machines label` argument is a label change
+// (key=value or key-) rather than the name of a machine: machine ids and host names
+// never hold '=' and never end in '-'.
+func IsLabelArg(a string) bool {
+	return strings.Contains(a, "=") || strings.HasSuffix(a, "-")
+}

@@ -149,6 +149,7 @@ func (a *API) routes() {
 	a.handle("POST "+shared.PathRegister, a.register, allow(auth.KindTicket, auth.KindEnrol, auth.KindAdmin, auth.KindMachine))
 	a.handle("GET "+shared.PathExpected, a.listExpected, readers)
 	a.handle("POST "+shared.PathExpected, a.importExpected, allow(auth.KindAdmin))
+	a.handle("POST "+shared.PathLabels, a.setLabels, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathMachines, a.listMachines, readers)
 	a.handle("GET "+shared.PathMachine, a.getMachine, readersOrSelf)
 	a.handle("GET "+shared.PathMachineEvents, a.getEvents, readersOrSelf)

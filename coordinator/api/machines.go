@@ -98,6 +98,9 @@ func now() time.Time { return time.Now().UTC() }
 func (a *API) listMachines(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
 	q := r.URL.Query()
 	all := a.store.Machines()
+	if q.Get("expected") == "1" || q.Get("state") == string(shared.StateExpected) {
+		all = append(all, a.store.ExpectedPending()...)
+	}
 	out := make([]shared.MachineSummary, 0, len(all))
 	for _, m := range all {
 		if s := q.Get("state"); s != "" && string(m.State) != s {

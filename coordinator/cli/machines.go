@@ -16,7 +16,8 @@ func machinesVerbs() map[string]command {
 		"show":   {summary: "show one machine: identity, inventory, plan, steps, timeline", run: machinesShow},
 		"events": {summary: "print a machine's event timeline", run: machinesEvents},
 		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
-		"import": {summary: "import the expected machines from a YAML or JSON file (all rows or none)", run: machinesImport},
+		"import": {summary: "import the expected machines from a CSV, YAML or JSON file (all rows or none)", run: machinesImport},
+		"label":  {summary: "set (key=value) and remove (key-) operator labels, by machine or --selector", run: machinesLabel},
 	}
 	for _, act := range shared.Actions {
 		verbs[string(act)] = command{summary: actionSummary(act), run: actionVerb(string(act))}
@@ -36,13 +37,13 @@ func actionSummary(act shared.Action) string {
 
 func machinesList(ctx context.Context, env *Env, args []string) error {
 	v := newVerb(env, "machines ls", "rivet machines ls [--state STATE] [--role ROLE] [--output json]")
-	stateFilter := v.fs.String("state", "", "only machines in this state")
+	stateFilter := v.fs.String("state", "", "only machines in this state (expected: imported rows not yet registered)")
 	roleFilter := v.fs.String("role", "", "only machines with this role")
 	if err := v.parse(args); err != nil {
 		return err
 	}
 	list := func(c *shared.Client) ([]shared.MachineSummary, error) {
-		all, err := c.Machines(ctx)
+		all, err := c.MachinesWithExpected(ctx)
 		var ms []shared.MachineSummary
 		for _, m := range all {
 			if (*stateFilter == "" || string(m.State) == *stateFilter) && (*roleFilter == "" || m.Role == *roleFilter) {
@@ -54,13 +55,22 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 	return call(v, list, func(w io.Writer, ms []shared.MachineSummary) {
 		var reasons notes
 		rows := make([][]string, 0, len(ms))
+		expected := 0
 		for _, m := range ms {
-			rows = append(rows, []string{string(m.ID), string(m.State), orDash(m.Role), orDash(m.Hostname),
+			id := string(m.ID)
+			if m.State == shared.StateExpected {
+				id, expected = "("+m.Key+")", expected+1
+			}
+			rows = append(rows, []string{id, string(m.State), orDash(m.Role), orDash(m.Hostname),
 				orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
 				orDash(reasons.mark(m.Unmatched))})
 		}
 		table(w, []string{"ID", "STATE", "ROLE", "HOSTNAME", "ADDR", "STEP", "PROGRESS", "ERROR", "NOTE"}, rows)
 		reasons.print(w, "Not planned (see `rivet roles apply -f roles.yaml --dry-run`):")
+		if expected > 0 {
+			fmt.Fprintf(w, "%d machines, of which %d expected: imported, not registered yet (shown by their row's name)\n", len(ms), expected)
+			return
+		}
 		fmt.Fprintf(w, "%d machines\n", len(ms))
 	})
 }
@@ -138,6 +148,9 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 func printMachine(w io.Writer, m *shared.Machine) {
 	fmt.Fprintf(w, "Machine   %s (id from %s)\nState     %s\nRole      %s\nBoot      %s\nAddr      %s\nAgent     %s %s, seen %s\n",
 		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(string(m.Agent.Mode)), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
+	if m.StaticAddress != "" {
+		fmt.Fprintf(w, "Static    %s (its expected row's address)\n", m.StaticAddress)
+	}
 	if len(m.Labels) > 0 {
 		keys := make([]string, 0, len(m.Labels))
 		for k := range m.Labels {
@@ -145,6 +158,9 @@ func printMachine(w io.Writer, m *shared.Machine) {
 		}
 		sort.Strings(keys)
 		fmt.Fprintf(w, "Labels    %s\n", strings.Join(keys, ", "))
+	}
+	if len(m.Facts) > 0 {
+		fmt.Fprintf(w, "Facts     %s (the agent's own word: selectors read them only under facts:)\n", shared.LabelsText(m.Facts))
 	}
 	if m.Unmatched != "" {
 		fmt.Fprintf(w, "Not planned: %s\n  (apply a role that matches: `rivet roles apply -f roles.yaml --dry-run`)\n", m.Unmatched)
