@@ -41,6 +41,10 @@ const (
 	TypePutExpected       Type = 19
 	TypeEndSessions       Type = 20
 	TypeSwarmJoin         Type = 21
+	// Power commands (coordinator/powerctl): a power command and the BMC's answer, and
+	// the leader's recovery attempts.
+	TypePowerRecord  Type = 22
+	TypePowerRecover Type = 23
 )
 
 // typeOf maps a command to its type byte; Encode uses it.
@@ -88,6 +92,10 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypeEndSessions, nil
 	case state.SwarmJoin:
 		return TypeSwarmJoin, nil
+	case state.PowerRecord:
+		return TypePowerRecord, nil
+	case state.PowerRecover:
+		return TypePowerRecover, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -162,6 +170,10 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplyEndSessions)
 	case TypeSwarmJoin:
 		return apply(body, index, s.ApplySwarmJoin)
+	case TypePowerRecord:
+		return apply(body, index, s.ApplyPowerRecord)
+	case TypePowerRecover:
+		return apply(body, index, s.ApplyPowerRecover)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.
