@@ -168,6 +168,9 @@ const EventPower = "power"
 type PowerInfo struct {
 	// Last is the last command sent to the BMC: who asked, when, and what it answered.
 	Last PowerLast `json:"last,omitzero"`
+	// BootAt is when a power command (on or cycle, not the coordinator's recovery) last
+	// switched the machine on: a reboot the coordinator waits for a check-in after.
+	BootAt time.Time `json:"boot_at,omitzero"`
 	// RecoverSince is the reboot the recovery attempts are about (the start of the step
 	// that rebooted the machine, or the power command that switched it on);
 	// RecoverAttempts how many power cycles the coordinator sent for it, the last at

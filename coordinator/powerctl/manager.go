@@ -193,6 +193,12 @@ func (m *Manager) choose(req shared.PowerBatchRequest) ([]Target, error) {
 // Do runs one command on t and records it. It never fails: what went wrong is the
 // outcome's Error (and the timeline's event).
 func (m *Manager) Do(ctx context.Context, t Target, req shared.PowerRequest, by string) shared.PowerOutcome {
+	return m.do(ctx, t, req, by, false, 0)
+}
+
+// do is Do for the coordinator's own commands too: a recovery cycle, or boot-disk for
+// a plan generation.
+func (m *Manager) do(ctx context.Context, t Target, req shared.PowerRequest, by string, recovery bool, plan uint64) shared.PowerOutcome {
 	if t.Ref == "" {
 		t.Ref = t.Name()
 	}
@@ -217,7 +223,7 @@ func (m *Manager) Do(ctx context.Context, t Target, req shared.PowerRequest, by 
 	} else {
 		lg.Info("power command done", "state", o.State, "took", took)
 	}
-	m.record(ctx, t, o, by, 0)
+	m.record(ctx, t, o, by, recovery, plan)
 	return o
 }
 
@@ -266,14 +272,14 @@ func (m *Manager) send(ctx context.Context, t Target, req shared.PowerRequest) (
 
 // record writes the outcome on the machine's timeline, even when the caller has gone
 // (a command sent is recorded). An expected row with no machine record has no timeline.
-func (m *Manager) record(ctx context.Context, t Target, o shared.PowerOutcome, by string, plan uint64) {
+func (m *Manager) record(ctx context.Context, t Target, o shared.PowerOutcome, by string, recovery bool, plan uint64) {
 	if t.MachineID == "" || m.Applier == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	cmd := state.PowerRecord{ID: t.MachineID, Action: o.Action, PXEOnce: o.PXEOnce, By: by, BMC: o.BMC,
-		State: o.State, Error: o.Error, Time: o.Started, Plan: plan}
+		State: o.State, Error: o.Error, Time: o.Started, Recovery: recovery, Plan: plan}
 	if _, err := m.Applier.Apply(ctx, cmd); err != nil {
 		m.log().Warn("recording a power command failed", "machine", t.MachineID, "action", o.Action, "err", err)
 	}

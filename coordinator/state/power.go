@@ -24,6 +24,8 @@ type PowerRecord struct {
 	State   string             `json:"state,omitempty"` // the power state the BMC reported
 	Error   string             `json:"error,omitempty"`
 	Time    time.Time          `json:"time"`
+	// Recovery: the command is the coordinator's recovery power cycle (PowerRecover).
+	Recovery bool `json:"recovery,omitempty"`
 	// Plan is the plan generation a boot-disk command was sent for.
 	Plan uint64 `json:"plan,omitempty"`
 }
@@ -52,8 +54,12 @@ func (s *Store) ApplyPowerRecord(c PowerRecord, index uint64) (Result, error) {
 	return s.onMachine(index, c.ID, func(m *shared.Machine) (Result, error) {
 		s.event(index, c.Time, m.ID, shared.EventPower, powerText(c))
 		m.Power.Last = shared.PowerLast{Action: c.Action, By: c.By, At: c.Time, State: c.State, Error: c.Error}
-		if c.Action == shared.PowerBootDisk && c.Error == "" {
+		switch {
+		case c.Error != "":
+		case c.Action == shared.PowerBootDisk:
 			m.Power.BootDiskPlan = c.Plan
+		case (c.Action == shared.PowerOn || c.Action == shared.PowerCycle) && !c.Recovery:
+			m.Power.BootAt = c.Time
 		}
 		m.UpdatedAt = c.Time
 		return Result{Machine: clone(m)}, nil
