@@ -192,3 +192,13 @@ type PowerLast struct {
 	State  string      `json:"state,omitempty"`
 	Error  string      `json:"error,omitempty"`
 }
+
+// PowerStreamType is the media type of a streamed batch answer: one PowerStreamLine
+// per line (JSON), the outcomes as they come and then the result.
+const PowerStreamType = "application/x-ndjson"
+
+// PowerStreamLine is one line of a streamed batch answer: an outcome, or the result.
+type PowerStreamLine struct {
+	Outcome *PowerOutcome     `json:"outcome,omitempty"`
+	Result  *PowerBatchResult `json:"result,omitempty"`
+}

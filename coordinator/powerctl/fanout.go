@@ -38,9 +38,10 @@ func (o Outcome[T]) NotStarted() bool { return errors.Is(o.Err, ErrNotStarted) }
 // targets' order, once every call has returned.
 //
 //   - At most batch calls run at once (batch < 1 counts as 1).
-//   - Calls start in the targets' order, one at a time: do(targets[i+1]) is called after
-//     do(targets[i]) was called and at least stagger later (stagger ≤ 0: no wait), so
-//     power-ons of a rack spread over batch × stagger and never start in one inrush.
+//   - Calls start in the targets' order, one at a time: the call for targets[i+1] is
+//     started once the one for targets[i] has started (Outcome.Started is in order) and
+//     at least stagger later (stagger ≤ 0: no wait), so a rack's power-ons spread out
+//     and never start in one inrush.
 //   - When ctx ends, no further call starts: the targets not yet started get an Outcome
 //     whose Err matches ErrNotStarted and ctx.Err(); calls under way are given ctx (each
 //     do should honour it) and are waited for.

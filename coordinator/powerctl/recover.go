@@ -140,16 +140,24 @@ type Machines interface {
 // Only the leader calls it.
 func (m *Manager) RecoverPass(ctx context.Context, fleet Machines, p RecoverPolicy) {
 	now := m.now()
+	targets, err := m.Resolver.PowerTargets(nil, true)
+	if err != nil {
+		m.log().Warn("power recovery: listing targets", "err", err)
+		return
+	}
+	byID := make(map[shared.MachineID]Target, len(targets))
+	for _, t := range targets {
+		if t.MachineID != "" {
+			byID[t.MachineID] = t
+		}
+	}
 	for _, mach := range fleet.MachinesFull() {
 		if ctx.Err() != nil {
 			return
 		}
-		t, err := m.Resolver.PowerTarget(string(mach.ID))
-		if err != nil {
+		t, ok := byID[mach.ID]
+		if !ok {
 			continue
-		}
-		if t.MachineID == "" {
-			t.MachineID = mach.ID
 		}
 		d := Decide(mach, t.BMC.Driver != "", now, p)
 		if err := m.carryOut(ctx, t, mach, d, p); err != nil {
