@@ -17,6 +17,7 @@ func machinesVerbs() map[string]command {
 		"events": {summary: "print a machine's event timeline", run: machinesEvents},
 		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
 		"import": {summary: "import the expected machines from a YAML or JSON file (all rows or none)", run: machinesImport},
+		"power":  {summary: "power machines " + powerActionWords() + " through their BMCs, one or many (batched, staggered)", run: machinesPower},
 	}
 	for _, act := range shared.Actions {
 		verbs[string(act)] = command{summary: actionSummary(act), run: actionVerb(string(act))}
