@@ -70,15 +70,15 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if s.cfg.Registry != nil {
 		s.cfg.Registry.MustRegister(throttle.Collectors()...)
 	}
+	powerMgr := s.powerManager(dc.Power)
 	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle,
-		FailureDomainLabel: dc.Plan.Placement.DomainLabel})
+		FailureDomainLabel: dc.Plan.Placement.DomainLabel, Power: powerMgr})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
 	if dc.Admission.Policy == shared.AdmitAuto {
 		s.log.Warn("ADMISSION IS AUTOMATIC: every machine that registers is admitted and gets a role, the gossip key "+
 			"and Swarm join tokens (--admit auto). Fine for a lab; on a real network use --admit expected.",
 			"admit", "auto")
 	}
-	powerMgr := s.powerManager(dc.Power)
 	mounts := withMounts(pages.Mounts(), dc.Extra)
 	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
 	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Store: s.store, Writer: s, Leader: s, Cluster: s, Node: s, Planner: dryRunner{dc.Plan.Placement},

@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rivetmetal/rivet/coordinator"
@@ -15,43 +15,29 @@ import (
 
 const cliBMCSecret = "cli-bmc-Pa55word"
 
-// switches are fake BMCs by address.
-type switches struct {
-	mu sync.Mutex
-	on map[string]bool
-}
+// switches are fake BMCs by address (a fixed set: the map is only read).
+type switches map[string]*atomic.Bool
 
-type fakeSwitch struct {
-	s    *switches
-	addr string
-}
+type fakeSwitch struct{ on *atomic.Bool }
 
 func (f fakeSwitch) Status(context.Context) (power.State, error) {
-	f.s.mu.Lock()
-	defer f.s.mu.Unlock()
-	if f.s.on[f.addr] {
+	if f.on.Load() {
 		return power.StateOn, nil
 	}
 	return power.StateOff, nil
 }
-func (f fakeSwitch) set(on bool) error {
-	f.s.mu.Lock()
-	defer f.s.mu.Unlock()
-	f.s.on[f.addr] = on
-	return nil
-}
-func (f fakeSwitch) On(context.Context) error                              { return f.set(true) }
-func (f fakeSwitch) Off(context.Context) error                             { return f.set(false) }
-func (f fakeSwitch) Cycle(context.Context) error                           { return f.set(true) }
+func (f fakeSwitch) On(context.Context) error                              { f.on.Store(true); return nil }
+func (f fakeSwitch) Off(context.Context) error                             { f.on.Store(false); return nil }
+func (f fakeSwitch) Cycle(context.Context) error                           { f.on.Store(true); return nil }
 func (f fakeSwitch) SetBootDevice(context.Context, power.BootDevice) error { return nil }
 
 // TestMachinesPower: one machine by host name, a batch by selector with progress and a
 // summary, JSON, and refusals; the imported rows' BMCs are what the commands reach
 // (through the coordinator's own target resolver), and no output shows the password.
 func TestMachinesPower(t *testing.T) {
-	sw := &switches{on: map[string]bool{}}
+	sw := switches{"10.8.0.1": {}, "10.8.0.2": {}, "10.8.0.3": {}}
 	c, envFile := startCoordinator(t, coordinator.DaemonConfig{Power: coordinator.PowerOptions{
-		Drivers: func(b shared.BMC) (power.Driver, error) { return fakeSwitch{s: sw, addr: b.Address}, nil }}})
+		Drivers: func(b shared.BMC) (power.Driver, error) { return fakeSwitch{on: sw[b.Address]}, nil }}})
 	ctx := context.Background()
 	bmc := func(addr string) *shared.BMC {
 		return &shared.BMC{Driver: shared.BMCIPMI, Address: addr, User: "admin", Password: cliBMCSecret}
@@ -87,8 +73,8 @@ func TestMachinesPower(t *testing.T) {
 		!strings.Contains(out, "power on: 2 machines in") || !strings.Contains(out, "2 ok, 0 failed") {
 		t.Fatalf("power --selector rack=r0 on: %v\n%s", err, out)
 	}
-	if !sw.on["10.8.0.3"] || sw.on["10.8.0.2"] {
-		t.Fatalf("BMCs after the batch: %v", sw.on)
+	if !sw["10.8.0.3"].Load() || sw["10.8.0.2"].Load() {
+		t.Fatal("BMCs after the batch: 10.8.0.3 should be on, 10.8.0.2 untouched")
 	}
 	out, err = run(t, "machines", "power", "--all", "status", "--output", "json", "--env-file", envFile)
 	all.WriteString(out)

@@ -112,6 +112,15 @@ func (m *Manager) Run(ctx context.Context, ref string, req shared.PowerRequest, 
 	return m.Do(ctx, t, req, by), nil
 }
 
+// BMCOf says whether ref has a BMC, and which (driver user@address: no password).
+func (m *Manager) BMCOf(ref string) (string, bool) {
+	t, err := m.Resolver.PowerTarget(ref)
+	if err != nil || t.BMC.Driver == "" {
+		return "", false
+	}
+	return t.BMC.String(), true
+}
+
 // Batch chooses the machines of req and runs the command on them with FanOut, calling
 // each (may be nil) with every outcome as it comes. Nothing is sent if a ref is unknown.
 func (m *Manager) Batch(ctx context.Context, req shared.PowerBatchRequest, by string, each func(shared.PowerOutcome)) (shared.PowerBatchResult, error) {
