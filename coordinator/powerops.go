@@ -18,8 +18,10 @@ type PowerOptions struct {
 	Recover powerctl.RecoverPolicy
 	// Timeout bounds one power command (0: powerctl.DefaultTimeout).
 	Timeout time.Duration
-	// Drivers builds a BMC's driver; nil: IPMI and Redfish. Tests give fake BMCs.
-	Drivers func(shared.BMC) (power.Driver, error)
+	// Drivers builds a BMC's driver; nil: IPMI and Redfish with DriverOptions. Tests give
+	// fake BMCs.
+	Drivers       func(shared.BMC) (power.Driver, error)
+	DriverOptions powerctl.DriverOptions
 	// Resolver finds power targets; nil: the replicated state's machines and expected rows.
 	Resolver powerctl.Resolver
 }
@@ -37,7 +39,7 @@ func (s *Server) powerManager(po PowerOptions) *powerctl.Manager {
 	if s.cfg.Registry != nil {
 		metrics = powerctl.NewMetrics(s.cfg.Registry)
 	}
-	return &powerctl.Manager{Resolver: res, Applier: s, Drivers: po.Drivers, Timeout: po.Timeout,
+	return &powerctl.Manager{Resolver: res, Applier: s, Drivers: po.Drivers, DriverOptions: po.DriverOptions, Timeout: po.Timeout,
 		Metrics: metrics, Log: s.log.With("component", "power")}
 }
 

@@ -9,9 +9,17 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
+// DriverOptions tune the drivers driverFor builds, for every BMC alike.
+type DriverOptions struct {
+	// IPMICipherSuite is the RMCP+ cipher suite IPMI sessions open with; 0 asks each BMC
+	// and tries what it offers, best first (slow against BMCs that offer suites they
+	// cannot do, such as ipmi_sim: give it 3). --ipmi-cipher-suite.
+	IPMICipherSuite int
+}
+
 // driverFor builds the power driver of one BMC row. It is the one place a shared.BMC
 // becomes a power.Driver: the Manager's Drivers defaults to it.
-func driverFor(b shared.BMC) (power.Driver, error) {
+func driverFor(b shared.BMC, o DriverOptions) (power.Driver, error) {
 	switch b.Driver {
 	case shared.BMCIPMI:
 		host, port := b.Address, 0
@@ -22,7 +30,8 @@ func driverFor(b shared.BMC) (power.Driver, error) {
 			}
 			host, port = h, n
 		}
-		return power.NewIPMI(power.IPMIConfig{Host: host, Port: port, User: b.User, Password: b.Password})
+		return power.NewIPMI(power.IPMIConfig{Host: host, Port: port, User: b.User, Password: b.Password,
+			CipherSuite: o.IPMICipherSuite})
 	case shared.BMCRedfish:
 		// MERGE(lead): the Redfish driver's constructor goes here, once coordinator/power
 		// has it (the other helper's branch):

@@ -77,8 +77,9 @@ const (
 type Manager struct {
 	Resolver Resolver
 	Applier  Applier
-	// Drivers builds a BMC's driver; nil: driverFor (IPMI and Redfish).
-	Drivers func(shared.BMC) (power.Driver, error)
+	// Drivers builds a BMC's driver; nil: driverFor (IPMI and Redfish) with DriverOptions.
+	Drivers       func(shared.BMC) (power.Driver, error)
+	DriverOptions DriverOptions
 	// Timeout bounds one command (PXE-once, the action and the status read); 0: DefaultTimeout.
 	Timeout time.Duration
 	Metrics *Metrics // may be nil
@@ -243,7 +244,7 @@ func (m *Manager) send(ctx context.Context, t Target, req shared.PowerRequest) (
 	}
 	build := m.Drivers
 	if build == nil {
-		build = driverFor
+		build = func(b shared.BMC) (power.Driver, error) { return driverFor(b, m.DriverOptions) }
 	}
 	d, err := build(t.BMC)
 	if err != nil {

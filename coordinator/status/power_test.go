@@ -30,10 +30,12 @@ func (b *pageBMC) note(s string) error {
 	b.calls = append(b.calls, s)
 	return nil
 }
-func (b *pageBMC) Status(context.Context) (power.State, error) { return power.StateOn, b.note("status") }
-func (b *pageBMC) On(context.Context) error                    { return b.note("on") }
-func (b *pageBMC) Off(context.Context) error                   { return b.note("off") }
-func (b *pageBMC) Cycle(context.Context) error                 { return b.note("cycle") }
+func (b *pageBMC) Status(context.Context) (power.State, error) {
+	return power.StateOn, b.note("status")
+}
+func (b *pageBMC) On(context.Context) error    { return b.note("on") }
+func (b *pageBMC) Off(context.Context) error   { return b.note("off") }
+func (b *pageBMC) Cycle(context.Context) error { return b.note("cycle") }
 func (b *pageBMC) SetBootDevice(_ context.Context, d power.BootDevice) error {
 	return b.note("boot " + string(d))
 }
@@ -49,7 +51,9 @@ func (p *pageTargets) PowerTarget(ref string) (powerctl.Target, error) {
 	return powerctl.Target{MachineID: m.ID, BMC: shared.BMC{Driver: shared.BMCIPMI, Address: "10.7.0.1", User: "root", Password: pageBMCSecret}}, nil
 }
 
-func (p *pageTargets) PowerTargets(map[string]string, bool) ([]powerctl.Target, error) { return nil, nil }
+func (p *pageTargets) PowerTargets(map[string]string, bool) ([]powerctl.Target, error) {
+	return nil, nil
+}
 
 // TestPowerButtons: an admin's machine page has power buttons that carry the CSRF
 // token and reach the BMC, the answer is shown and on the timeline; a viewer sees no
