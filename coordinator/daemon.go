@@ -38,6 +38,8 @@ type DaemonConfig struct {
 	Started func(*Server)
 	// Admission is the registration policy: who is admitted, how many, how fast.
 	Admission api.Admission
+	// Power configures power commands and the leader's power recovery (powerops.go).
+	Power PowerOptions
 }
 
 // RunDaemon runs a coordinator until ctx ends, then shuts it down cleanly.
@@ -68,8 +70,9 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if s.cfg.Registry != nil {
 		s.cfg.Registry.MustRegister(throttle.Collectors()...)
 	}
+	powerMgr := s.powerManager(dc.Power)
 	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle,
-		FailureDomainLabel: dc.Plan.Placement.DomainLabel})
+		FailureDomainLabel: dc.Plan.Placement.DomainLabel, Power: powerMgr})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
 	if dc.Admission.Policy == shared.AdmitAuto {
 		s.log.Warn("ADMISSION IS AUTOMATIC: every machine that registers is admitted and gets a role, the gossip key "+
@@ -80,7 +83,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
 	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Store: s.store, Writer: s, Leader: s, Cluster: s, Node: s, Planner: dryRunner{dc.Plan.Placement},
 		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: mounts, Pprof: dc.Pprof,
-		Admission: dc.Admission, Throttle: throttle})))
+		Admission: dc.Admission, Throttle: throttle, Power: powerMgr})))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)
@@ -97,6 +100,9 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.metrics.observeSteps(ctx, s.store)
+	if dc.Power.Recover.After > 0 {
+		go s.runPowerRecovery(ctx, powerMgr, dc.Power.Recover)
+	}
 	go s.RunLeaderLoop(ctx, dc.APIAddr, func(c context.Context) { s.PlanFleet(c, dc.Plan) })
 	if len(s.cfg.Join) > 0 {
 		if err := s.JoinCluster(ctx, dc.APIAddr); err != nil {

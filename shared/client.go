@@ -186,21 +186,12 @@ func (c *Client) doOnce(ctx context.Context, base, method, path string, body []b
 	if hasBody {
 		rd = bytes.NewReader(body)
 	}
-	var wrote atomic.Bool
-	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
-		if info.Err == nil {
-			wrote.Store(true)
-		}
-	}}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, base+path, rd)
+	req, wrote, err := c.newRequest(ctx, method, base+path, rd)
 	if err != nil {
 		return err
 	}
 	if hasBody {
 		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -223,6 +214,25 @@ func (c *Client) doOnce(ctx context.Context, base, method, path string, body []b
 		return fmt.Errorf("decoding %s %s answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// newRequest is a request with the client's token, and a flag set once the request has
+// been written whole (a failure before that is errUnsent: it certainly changed nothing).
+func (c *Client) newRequest(ctx context.Context, method, url string, body io.Reader) (*http.Request, *atomic.Bool, error) {
+	wrote := &atomic.Bool{}
+	trace := &httptrace.ClientTrace{WroteRequest: func(info httptrace.WroteRequestInfo) {
+		if info.Err == nil {
+			wrote.Store(true)
+		}
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, url, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, wrote, nil
 }
 
 func decodeAPIError(resp *http.Response) error {

@@ -31,10 +31,13 @@ type Machine struct {
 	Boot          BootTarget    `json:"boot"`
 	LastError     *MachineError `json:"last_error,omitempty"`
 	// Unmatched says why no role matched (or which roles matched at once): visible, not silent.
-	Unmatched   string    `json:"unmatched,omitempty"`
-	SwarmNodeID string    `json:"swarm_node_id,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	Unmatched   string `json:"unmatched,omitempty"`
+	SwarmNodeID string `json:"swarm_node_id,omitempty"`
+	// Power is the last power command sent to the machine's BMC and the coordinator's
+	// recovery attempts (shared/power.go).
+	Power     PowerInfo `json:"power,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Admission records the operator intent that let a machine in. Until a machine is

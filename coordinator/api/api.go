@@ -78,6 +78,8 @@ type Config struct {
 	Throttle *auth.Throttle
 	// Admission is how this coordinator admits registering machines.
 	Admission Admission
+	// Power runs power commands (POST /v1/machines/{id}/power, /v1/power); nil: 503.
+	Power Power
 }
 
 // Admission is the registration policy (see docs/security.md).
@@ -176,6 +178,7 @@ func (a *API) routes() {
 	a.handle("GET "+shared.PathGossip, a.gossip, allow(auth.KindMachine, auth.KindAdmin))
 	a.handle("GET "+shared.PathImages+"{file...}", a.image, allow(auth.KindMachine, auth.KindAdmin, auth.KindViewer))
 	a.handle("POST "+shared.PathInternalApply, a.internalApply, allow(auth.KindInternal))
+	a.powerRoutes()
 }
 
 // ServeHTTP implements http.Handler. Every answer over TLS (API, status pages, images)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator"
+	"github.com/rivetmetal/rivet/coordinator/powerctl"
 	"github.com/rivetmetal/rivet/internal/memlimit"
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -43,6 +44,13 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.Float64Var(&dc.Admission.RegisterRate, "register-rate", 100, "registrations a second per enrolment token (per source address for boot tickets); 0: no limit")
 	fs.IntVar(&dc.Admission.RegisterBurst, "register-burst", 1000, "registrations per credential allowed at once before --register-rate applies")
 	memLimit := fs.String("memory-limit", memlimit.Auto, "soft limit for the Go heap, e.g. 420MiB: the garbage collector works harder near it (\"auto\": 90% of the cgroup's memory limit if it has one; \"off\")")
+	fs.DurationVar(&dc.Power.Recover.After, "power-recover-after", powerctl.DefaultRecoverAfter,
+		"power-cycle (PXE once) a machine with a BMC that has not checked in this long after a reboot (0: never)")
+	fs.IntVar(&dc.Power.Recover.Attempts, "power-recover-attempts", powerctl.DefaultRecoverAttempts,
+		"power cycles for one reboot before the machine is failed with the reason")
+	fs.IntVar(&dc.Power.DriverOptions.IPMICipherSuite, "ipmi-cipher-suite", 0,
+		"RMCP+ cipher suite for IPMI BMCs (0: ask each BMC and try what it offers; 3 or 17 to skip the probing)")
+	fs.DurationVar(&dc.Power.Timeout, "power-timeout", powerctl.DefaultTimeout, "bound on one power command to a BMC (soft-off included)")
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")

@@ -18,6 +18,7 @@ func machinesVerbs() map[string]command {
 		"watch":  {summary: "follow the fleet live until it settles (a table on a terminal, lines or JSON otherwise)", run: machinesWatch},
 		"import": {summary: "import the expected machines from a CSV, YAML or JSON file (all rows or none)", run: machinesImport},
 		"label":  {summary: "set (key=value) and remove (key-) operator labels, by machine or --selector", run: machinesLabel},
+		"power":  {summary: "power machines " + powerActionWords() + " through their BMCs, one or many (batched, staggered)", run: machinesPower},
 	}
 	for _, act := range shared.Actions {
 		verbs[string(act)] = command{summary: actionSummary(act), run: actionVerb(string(act))}

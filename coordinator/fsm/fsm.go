@@ -42,6 +42,10 @@ const (
 	TypeEndSessions       Type = 20
 	TypeSwarmJoin         Type = 21
 	TypeSetLabels         Type = 22
+	// Power commands (coordinator/powerctl): a power command and the BMC's answer, and
+	// the leader's recovery attempts.
+	TypePowerRecord  Type = 23
+	TypePowerRecover Type = 24
 )
 
 // typeOf maps a command to its type byte; Encode uses it.
@@ -91,6 +95,10 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypeSwarmJoin, nil
 	case state.SetLabels:
 		return TypeSetLabels, nil
+	case state.PowerRecord:
+		return TypePowerRecord, nil
+	case state.PowerRecover:
+		return TypePowerRecover, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -167,6 +175,10 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplySwarmJoin)
 	case TypeSetLabels:
 		return apply(body, index, s.ApplySetLabels)
+	case TypePowerRecord:
+		return apply(body, index, s.ApplyPowerRecord)
+	case TypePowerRecover:
+		return apply(body, index, s.ApplyPowerRecover)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

@@ -1,175 +1,134 @@
 package state
 
 import (
-	"maps"
-	"sort"
+	"fmt"
+	"time"
 
 	"github.com/rivetmetal/rivet/shared"
 )
 
-// The power path's view of the fleet: every machine and every expected row that could be
-// powered, each with its BMC opened (the password in clear, from the store's opened copy;
-// the replicated data holds it sealed). Only the power path reads it; every other reader
-// sees shared.BMC.Redacted.
+// Power commands (coordinator/powerctl proposes them). Their fsm type bytes are the last
+// ones: TypePowerRecord and TypePowerRecover.
 
-// PowerTarget is one machine, or one expected row no machine has matched yet, as the
-// power path needs it.
-type PowerTarget struct {
-	MachineID shared.MachineID // empty for an expected row no machine has matched
-	Key       string           // its expected row's key; empty for a machine without a row
-	Hostname  string
-	Labels    map[string]string // operator labels: the machine's, else the row's
-	BMC       shared.BMC        // opened: Password is in clear; zero without a BMC
-	State     shared.State      // the machine's, or shared.StateExpected
+func (PowerRecord) command()  {}
+func (PowerRecover) command() {}
+
+// PowerRecord records a power command sent to a machine's BMC and what the BMC answered.
+// It never holds the BMC's password: BMC is its redacted description.
+type PowerRecord struct {
+	ID      shared.MachineID   `json:"id"`
+	Action  shared.PowerAction `json:"action"`
+	PXEOnce bool               `json:"pxe_once,omitempty"`
+	By      string             `json:"by"` // the operator token's name, or "coordinator"
+	BMC     string             `json:"bmc,omitempty"`
+	State   string             `json:"state,omitempty"` // the power state the BMC reported
+	Error   string             `json:"error,omitempty"`
+	Time    time.Time          `json:"time"`
+	// Recovery: the command is the coordinator's recovery power cycle (PowerRecover).
+	Recovery bool `json:"recovery,omitempty"`
+	// Plan is the plan generation a boot-disk command was sent for.
+	Plan uint64 `json:"plan,omitempty"`
 }
 
-// HasBMC reports whether the target has a BMC to power it by.
-func (t PowerTarget) HasBMC() bool { return t.BMC.Driver != "" }
-
-// String names the target without its password.
-func (t PowerTarget) String() string {
-	name := string(t.MachineID)
-	if name == "" {
-		name = "expected machine " + t.Key
-	} else if t.Key != "" && t.Key != name {
-		name += " (" + t.Key + ")"
-	}
-	return name
+// PowerRecover is the leader's decision to power-cycle a machine that did not check in
+// after a reboot (Attempt of the reboot at Since), or, with GiveUp, to stop trying and
+// fail the machine. It is written before the BMC is asked, and applies only if it is
+// the next attempt for that reboot: a new leader reads the attempts already made and
+// does not cycle the machine twice.
+type PowerRecover struct {
+	ID      shared.MachineID `json:"id"`
+	Since   time.Time        `json:"since"`
+	Attempt int              `json:"attempt"`
+	Of      int              `json:"of"` // the attempts allowed, for the timeline
+	Waited  string           `json:"waited,omitempty"`
+	GiveUp  string           `json:"give_up,omitempty"` // the reason the machine fails
+	Time    time.Time        `json:"time"`
 }
 
-// PowerTarget finds one target by ref: a machine ID, else an expected row's key (its
-// host name, first MAC or serial:S); a row that a machine matched gives that machine.
-// The error is a *Rejected: not found, or (RuleNoBMC) a target without a BMC.
-func (s *Store) PowerTarget(ref string) (PowerTarget, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var t PowerTarget
-	if m, ok := s.data.Machines[shared.MachineID(ref)]; ok {
-		key, _ := s.rowOf(m.ID)
-		t = s.targetOf(m, key)
-	} else if e, ok := s.data.Expected[ref]; ok {
-		if m, bound := s.data.Machines[e.MachineID]; bound {
-			t = s.targetOf(m, ref)
-		} else {
-			t = s.rowTarget(ref, e)
-		}
-	} else {
-		return PowerTarget{}, reject(KindNotFound, RuleMachineUnknown, ref,
-			"no machine or expected machine %s (give a machine id or the host name of an imported row)", ref)
-	}
-	if !t.HasBMC() {
-		return t, reject(KindConflict, RuleNoBMC, ref,
-			"%s has no BMC: import its row with bmc_driver, bmc_address, bmc_user and a password reference", t)
-	}
-	return t, nil
-}
+// RulePowerRecover: the recovery attempt is not the next one for that reboot (another
+// leader made it), or the machine checked in meanwhile.
+const RulePowerRecover Rule = "power_recover"
 
-// PowerTargets returns every machine and every unmatched expected row whose operator
-// labels include all of selector (nil or empty: all of them), sorted by machine id and
-// then by row key. Targets without a BMC are included (HasBMC false), so the caller can
-// say which it could not power.
-func (s *Store) PowerTargets(selector map[string]string) []PowerTarget {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	rowOf := make(map[shared.MachineID]string, len(s.data.Expected))
-	for key, e := range s.data.Expected {
-		if e.MachineID != "" {
-			rowOf[e.MachineID] = key
+// ApplyPowerRecord writes the command and the BMC's answer on the machine's timeline.
+func (s *Store) ApplyPowerRecord(c PowerRecord, index uint64) (Result, error) {
+	return s.onMachine(index, c.ID, func(m *shared.Machine) (Result, error) {
+		s.event(index, c.Time, m.ID, shared.EventPower, powerText(c))
+		m.Power.Last = shared.PowerLast{Action: c.Action, By: c.By, At: c.Time, State: c.State, Error: c.Error}
+		switch {
+		case c.Error != "":
+		case c.Action == shared.PowerBootDisk:
+			m.Power.BootDiskPlan = c.Plan
+		case (c.Action == shared.PowerOn || c.Action == shared.PowerCycle) && !c.Recovery:
+			m.Power.BootAt = c.Time
 		}
-	}
-	var out []PowerTarget
-	for id, m := range s.data.Machines {
-		if labelsMatch(m.Labels, selector) {
-			out = append(out, s.targetOf(m, rowOf[id]))
-		}
-	}
-	for key, e := range s.data.Expected {
-		if s.pending(e) && labelsMatch(e.Labels, selector) {
-			out = append(out, s.rowTarget(key, e))
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if (a.MachineID == "") != (b.MachineID == "") {
-			return a.MachineID != ""
-		}
-		if a.MachineID != b.MachineID {
-			return a.MachineID < b.MachineID
-		}
-		return a.Key < b.Key
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}, nil
 	})
-	return out
 }
 
-// labelsMatch: labels hold every pair of selector.
-func labelsMatch(labels, selector map[string]string) bool {
-	for k, v := range selector {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
+func powerText(c PowerRecord) string {
+	t := "power " + string(c.Action)
+	if c.PXEOnce {
+		t += " (PXE once)"
 	}
-	return true
-}
-
-// pending: no machine holds the row (yet). The caller holds s.mu.
-func (s *Store) pending(e *shared.ExpectedMachine) bool {
-	if e.MachineID == "" {
-		return true
+	t += " by " + c.By
+	if c.BMC != "" {
+		t += " via " + c.BMC
 	}
-	_, ok := s.data.Machines[e.MachineID]
-	return !ok
-}
-
-// rowOf finds the expected row a machine matched. The caller holds s.mu.
-func (s *Store) rowOf(id shared.MachineID) (string, *shared.ExpectedMachine) {
-	for key, e := range s.data.Expected {
-		if e.MachineID == id {
-			return key, e
-		}
-	}
-	return "", nil
-}
-
-// targetOf is machine m with its row's BMC. The caller holds s.mu.
-func (s *Store) targetOf(m *shared.Machine, key string) PowerTarget {
-	t := PowerTarget{MachineID: m.ID, Key: key, Hostname: m.Hostname, Labels: maps.Clone(m.Labels), State: m.State}
-	if e := s.data.Expected[key]; e != nil {
-		if e.Hostname != "" {
-			t.Hostname = e.Hostname
-		}
-		t.BMC = s.openedBMC(key, e)
+	switch {
+	case c.Error != "":
+		t += ": failed: " + c.Error
+	case c.State != "":
+		t += ": BMC reports power " + c.State
+	default:
+		t += ": done"
 	}
 	return t
 }
 
-// rowTarget is an unmatched row. The caller holds s.mu.
-func (s *Store) rowTarget(key string, e *shared.ExpectedMachine) PowerTarget {
-	return PowerTarget{Key: key, Hostname: e.Hostname, Labels: maps.Clone(e.Labels),
-		BMC: s.openedBMC(key, e), State: shared.StateExpected}
-}
-
-func (s *Store) openedBMC(key string, e *shared.ExpectedMachine) shared.BMC {
-	if e.BMC == nil {
-		return shared.BMC{}
-	}
-	b := *e.BMC
-	b.Password = s.open.bmcPasswords[key]
-	b.HasPassword = b.Password != ""
-	return b
-}
-
-// ExpectedPending lists the expected rows no machine has matched yet, as the machine
-// lists show them: state expected, the row's key, host name, labels and static address.
-func (s *Store) ExpectedPending() []shared.MachineSummary {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []shared.MachineSummary
-	for key, e := range s.data.Expected {
-		if s.pending(e) {
-			out = append(out, shared.MachineSummary{Key: key, State: shared.StateExpected, Hostname: e.Hostname,
-				Labels: maps.Clone(e.Labels), Addr: e.Address})
+// ApplyPowerRecover records the leader's recovery attempt, or fails the machine.
+func (s *Store) ApplyPowerRecover(c PowerRecover, index uint64) (Result, error) {
+	return s.onMachine(index, c.ID, func(m *shared.Machine) (Result, error) {
+		p := &m.Power
+		done := 0
+		if p.RecoverSince.Equal(c.Since) {
+			done = p.RecoverAttempts
 		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	return out
+		if m.Agent.LastSeen.After(c.Since) {
+			return Result{}, reject(KindConflict, RulePowerRecover, string(c.ID),
+				"machine %s checked in after the reboot of %s: no recovery needed", c.ID, c.Since.Format(time.RFC3339))
+		}
+		if c.GiveUp != "" {
+			if m.State == shared.StateFailed || m.State == shared.StateRetired {
+				return Result{}, reject(KindConflict, RulePowerRecover, string(c.ID), "machine %s is already %s", c.ID, m.State)
+			}
+			msg := fmt.Sprintf("no check-in %s after the reboot at %s: %s", c.Waited, c.Since.UTC().Format(time.RFC3339), c.GiveUp)
+			s.event(index, c.Time, m.ID, shared.EventPower, "coordinator gives up recovery: "+msg)
+			m.LastError = &shared.MachineError{Step: "power-recovery", Message: msg, At: c.Time,
+				Hint: "check the machine's console through its BMC, then `rivet machines retry` or `rivet machines replan` it"}
+			s.setState(index, c.Time, m, shared.StateFailed, "power recovery gave up")
+			m.UpdatedAt = c.Time
+			return Result{Machine: clone(m)}, nil
+		}
+		if c.Attempt != done+1 {
+			return Result{}, reject(KindConflict, RulePowerRecover, string(c.ID),
+				"recovery attempt %d of machine %s for the reboot of %s: %d already made", c.Attempt, c.ID, c.Since.Format(time.RFC3339), done)
+		}
+		p.RecoverSince, p.RecoverAttempts, p.RecoverAt = c.Since, c.Attempt, c.Time
+		s.event(index, c.Time, m.ID, shared.EventPower, fmt.Sprintf(
+			"coordinator: no check-in %s after the reboot at %s: power cycle with PXE once, attempt %d of %d",
+			c.Waited, c.Since.UTC().Format(time.RFC3339), c.Attempt, c.Of))
+		m.UpdatedAt = c.Time
+		return Result{Machine: clone(m)}, nil
+	})
+}
+
+// onMachine is mutate on one known machine.
+func (s *Store) onMachine(index uint64, id shared.MachineID, fn func(m *shared.Machine) (Result, error)) (Result, error) {
+	return s.mutate(index, id, func() (Result, error) {
+		if m, ok := s.data.Machines[id]; ok {
+			return fn(m)
+		}
+		return Result{}, notFound(id)
+	})
 }

@@ -43,8 +43,9 @@ type machinePage struct {
 	Error         *shared.MachineError
 	NextStep      string // what to do about the last error
 	Actions       []actionButton
-	Done          string // the action just carried out
-	Failure       string // why the action just tried failed
+	Power         *powerPanel // power.go: admins, machines with a BMC
+	Done          string      // the action just carried out
+	Failure       string      // why the action just tried failed
 }
 
 func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
@@ -77,6 +78,7 @@ func (h *Handler) machine(w http.ResponseWriter, r *http.Request, op operator) {
 		p.NextStep = nextStep(m)
 	}
 	p.Actions = actionsFor(m)
+	p.Power = h.powerPanel(op, m.ID)
 	h.render(w, http.StatusOK, "machine", p)
 }
 

@@ -63,6 +63,8 @@ type Config struct {
 	// FailureDomainLabel is the machine label that names a failure domain, as the
 	// planner places managers by it (default planner.DefaultDomainLabel, "rack").
 	FailureDomainLabel string
+	// Power runs the machine page's power buttons (admins); nil: no buttons.
+	Power Power
 }
 
 // Handler serves the pages.
@@ -120,6 +122,7 @@ func (h *Handler) routes() {
 	h.mux.HandleFunc("GET "+Prefix+"{$}", h.withOperator(h.fleet))
 	h.mux.HandleFunc("GET "+Prefix+"machines/{id}", h.withOperator(h.machine))
 	h.mux.HandleFunc("POST "+Prefix+"machines/{id}/actions/{action}", h.withOperator(h.action))
+	h.mux.HandleFunc("POST "+Prefix+"machines/{id}/power/{action}", h.withOperator(h.power))
 	h.mux.HandleFunc("GET "+Prefix+"cluster", h.withOperator(h.cluster))
 	h.mux.HandleFunc("GET "+Prefix+"roles", h.withOperator(h.roles))
 	h.mux.HandleFunc("GET "+shared.PathLiveEvents, h.withOperator(h.events))
