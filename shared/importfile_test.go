@@ -44,9 +44,9 @@ func resolveAll(b *BMC) error {
 
 func TestCSVImportNamesEveryBadRowByLineAndField(t *testing.T) {
 	bad := map[int]string{
-		17:  "node-017,52:54:00:00:00:11,SN00017,10.0.0.17/16,ipmi,10.9.0.18,admin,BMC_PW,Rack 1,",   // label value ok? no: key fine, value has space → fine; see below
-		88:  "node-088,52:54:00:zz:00:58,SN00088,10.0.0.88/16,ipmi,10.9.0.89,admin,BMC_PW,r1,",      // bad MAC
-		150: "node-150,52:54:00:00:00:96,SN00150,10.0.0.150/33,ipmi,10.9.0.151,admin,BMC_PW,r0,", // bad address
+		17:  "node-017,52:54:00:00:00:11,SN00017,10.0.0.17/16,ipmi,10.9.0.18,admin,BMC_PW,Rack 1,", // label value ok? no: key fine, value has space → fine; see below
+		88:  "node-088,52:54:00:zz:00:58,SN00088,10.0.0.88/16,ipmi,10.9.0.89,admin,BMC_PW,r1,",     // bad MAC
+		150: "node-150,52:54:00:00:00:96,SN00150,10.0.0.150/33,ipmi,10.9.0.151,admin,BMC_PW,r0,",   // bad address
 	}
 	bad[17] = "node-017,52:54:00:00:00:11,SN00017,10.0.0.17/16,telnet,10.9.0.18,admin,BMC_PW,r2," // bad driver
 	good := importCSV(200, nil)
@@ -138,8 +138,8 @@ func TestYAMLImportNamesEveryBadRowByLineAndField(t *testing.T) {
 	}
 	bad := map[int]string{
 		5:   row(5, "52:54:00:00:00:05", "\"a\\tb\"", "admin"), // labels.rack, line +2
-		60:  row(60, "not-a-mac", "r1", "admin"),              // macs, line +1
-		199: row(199, "52:54:00:00:00:c7", "r1", "\"\""),      // bmc.user, line +6
+		60:  row(60, "not-a-mac", "r1", "admin"),               // macs, line +1
+		199: row(199, "52:54:00:00:00:c7", "r1", "\"\""),       // bmc.user, line +6
 	}
 	f, err := ParseImportFile("rack.yaml", []byte(importYAML(200, nil)))
 	if err != nil {
