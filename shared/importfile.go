@@ -384,7 +384,7 @@ func parseImportYAML(data []byte) (*ImportFile, error) {
 // it records the line of every field on the way.
 func decodeYAMLRow(n *yaml.Node, row *ImportRow) error {
 	if n.Kind != yaml.MappingNode {
-		return errors.New("want a machine: a map of macs, serial, hostname, labels, bmc, ...")
+		return errors.New("want a machine: a map with macs, serial, hostname, labels, bmc and the other row fields")
 	}
 	v, err := yamlValue(n, "", row.lines, 0)
 	if err != nil {

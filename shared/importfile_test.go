@@ -82,26 +82,35 @@ func TestCSVImportNamesEveryBadRowByLineAndField(t *testing.T) {
 	}
 }
 
-func TestCSVImportProblemsOfTheFileItself(t *testing.T) {
+// TestImportProblemsOfTheFileItself: each mistake in a file's shape is one error with its
+// line and field, in CSV (columns, cells) and in YAML (fields, nodes).
+func TestImportProblemsOfTheFileItself(t *testing.T) {
 	for _, tt := range []struct {
-		name, csv string
-		line      int
-		field     string
+		name, file, text string
+		line             int
+		field            string
 	}{
-		{"unknown column", "hostname,mac,colour\nn1,52:54:00:00:00:01,red\n", 1, "colour"},
-		{"duplicate column", "mac,MAC\n52:54:00:00:00:01,52:54:00:00:00:02\n", 1, "mac"},
-		{"cell count", "hostname,mac\nn1,52:54:00:00:00:01\nn2,52:54:00:00:00:02,extra\n", 3, ""},
-		{"duplicate mac", "hostname,mac\nn1,52:54:00:00:00:01\n\n# gap\nn2,52:54:00:00:00:01\n", 5, "mac"},
-		{"labels cell", "hostname,mac,labels\nn1,52:54:00:00:00:01,rack\n", 2, "labels"},
-		{"label column value", "hostname,mac,label.rack\nn1,52:54:00:00:00:01,\"a\tb\"\n", 2, "label.rack"},
-		{"bad label column", "hostname,mac,label.r@ck\nn1,52:54:00:00:00:01,r1\n", 1, "label.r@ck"},
-		{"no match key", "hostname,mac\nn1,\n", 2, "mac"},
-		{"password and no reference", "mac,bmc_driver,bmc_address,bmc_user\n52:54:00:00:00:01,ipmi,10.0.0.1,admin\n", 2, "bmc_password"},
-		{"redfish needs https", "mac,bmc_driver,bmc_address,bmc_user,bmc_password_env\n52:54:00:00:00:01,redfish,10.0.0.1,admin,PW\n", 2, "bmc_address"},
-		{"network address", "mac,address\n52:54:00:00:00:01,10.0.0.0/24\n", 2, "address"},
+		{"unknown column", "x.csv", "hostname,mac,colour\nn1,52:54:00:00:00:01,red\n", 1, "colour"},
+		{"duplicate column", "x.csv", "mac,MAC\n52:54:00:00:00:01,52:54:00:00:00:02\n", 1, "mac"},
+		{"cell count", "x.csv", "hostname,mac\nn1,52:54:00:00:00:01\nn2,52:54:00:00:00:02,extra\n", 3, ""},
+		{"duplicate mac", "x.csv", "hostname,mac\nn1,52:54:00:00:00:01\n\n# gap\nn2,52:54:00:00:00:01\n", 5, "mac"},
+		{"labels cell", "x.csv", "hostname,mac,labels\nn1,52:54:00:00:00:01,rack\n", 2, "labels"},
+		{"label column value", "x.csv", "hostname,mac,label.rack\nn1,52:54:00:00:00:01,\"a\tb\"\n", 2, "label.rack"},
+		{"bad label column", "x.csv", "hostname,mac,label.r@ck\nn1,52:54:00:00:00:01,r1\n", 1, "label.r@ck"},
+		{"no match key", "x.csv", "hostname,mac\nn1,\n", 2, "mac"},
+		{"password and no reference", "x.csv", "mac,bmc_driver,bmc_address,bmc_user\n52:54:00:00:00:01,ipmi,10.0.0.1,admin\n", 2, "bmc_password"},
+		{"redfish needs https", "x.csv", "mac,bmc_driver,bmc_address,bmc_user,bmc_password_env\n52:54:00:00:00:01,redfish,10.0.0.1,admin,PW\n", 2, "bmc_address"},
+		{"network address", "x.csv", "mac,address\n52:54:00:00:00:01,10.0.0.0/24\n", 2, "address"},
+		{"unknown field", "x.yaml", "- hostname: n1\n  macs: [\"52:54:00:00:00:01\"]\n  colour: red\n", 3, "colour"},
+		{"unknown bmc field", "x.yaml", "- macs: [\"52:54:00:00:00:01\"]\n  bmc:\n    driver: ipmi\n    pasword: x\n", 4, "bmc.pasword"},
+		{"macs not a list", "x.yaml", "- serial: S1\n- macs: {a: b}\n", 2, "macs"},
+		{"row not a map", "x.yaml", "- serial: S1\n- just text\n", 2, ""},
+		{"duplicate key", "x.yaml", "- serial: S1\n  serial: S2\n", 2, "serial"},
+		{"password in the file", "x.yaml", "- macs: [\"52:54:00:00:00:01\"]\n  bmc: {driver: ipmi, address: h, user: u, password: hunter22}\n", 2, "bmc.password"},
+		{"machine id", "x.yaml", "- macs: [\"52:54:00:00:00:01\"]\n  machine_id: m-1\n", 2, "machine_id"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := ParseImportFile("x.csv", []byte(tt.csv))
+			f, err := ParseImportFile(tt.file, []byte(tt.text))
 			if err == nil {
 				_, err = f.Check(resolveAll)
 			}
@@ -163,33 +172,6 @@ func TestYAMLImportNamesEveryBadRowByLineAndField(t *testing.T) {
 		if es[i].Line != w.Line || es[i].Field != w.Field {
 			t.Errorf("error %d is line %d field %s, want line %d field %s (%v)", i, es[i].Line, es[i].Field, w.Line, w.Field, es[i])
 		}
-	}
-}
-
-func TestYAMLImportDecodeErrorsHaveLines(t *testing.T) {
-	for _, tt := range []struct {
-		name, yaml string
-		line       int
-		field      string
-	}{
-		{"unknown field", "- hostname: n1\n  macs: [\"52:54:00:00:00:01\"]\n  colour: red\n", 3, "colour"},
-		{"unknown bmc field", "- macs: [\"52:54:00:00:00:01\"]\n  bmc:\n    driver: ipmi\n    pasword: x\n", 4, "bmc.pasword"},
-		{"macs not a list", "- serial: S1\n- macs: {a: b}\n", 2, "macs"},
-		{"row not a map", "- serial: S1\n- just text\n", 2, ""},
-		{"duplicate key", "- serial: S1\n  serial: S2\n", 2, "serial"},
-		{"password in the file", "- macs: [\"52:54:00:00:00:01\"]\n  bmc: {driver: ipmi, address: h, user: u, password: hunter22}\n", 2, "bmc.password"},
-		{"machine id", "- macs: [\"52:54:00:00:00:01\"]\n  machine_id: m-1\n", 2, "machine_id"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := ParseImportFile("x.yaml", []byte(tt.yaml))
-			if err == nil {
-				_, err = f.Check(nil)
-			}
-			es := rowErrors(t, err)
-			if len(es) != 1 || es[0].Line != tt.line || es[0].Field != tt.field {
-				t.Fatalf("errors %#v, want one on line %d field %q", es, tt.line, tt.field)
-			}
-		})
 	}
 }
 

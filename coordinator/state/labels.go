@@ -23,12 +23,8 @@ func (s *Store) ApplySetLabels(c SetLabels, index uint64) (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		type change struct {
-			labels map[string]string
-			name   string
-		}
-		mChanges := map[shared.MachineID]change{}
-		rChanges := map[string]change{}
+		mChanges := map[shared.MachineID]map[string]string{}
+		rChanges := map[string]map[string]string{}
 		for _, id := range machines {
 			next := relabel(s.data.Machines[id].Labels, c)
 			if len(next) > shared.MaxLabels {
@@ -36,7 +32,7 @@ func (s *Store) ApplySetLabels(c SetLabels, index uint64) (Result, error) {
 					"machine %s would have %d labels, at most %d", id, len(next), shared.MaxLabels)
 			}
 			if !maps.Equal(next, s.data.Machines[id].Labels) {
-				mChanges[id] = change{labels: next}
+				mChanges[id] = next
 			}
 		}
 		for _, key := range rows {
@@ -46,13 +42,13 @@ func (s *Store) ApplySetLabels(c SetLabels, index uint64) (Result, error) {
 					"expected machine %s would have %d labels, at most %d", key, len(next), shared.MaxLabels)
 			}
 			if !maps.Equal(next, s.data.Expected[key].Labels) {
-				rChanges[key] = change{labels: next}
+				rChanges[key] = next
 			}
 		}
 		msg := labelText(c)
 		for _, id := range slices.Sorted(maps.Keys(mChanges)) {
 			m := s.data.Machines[id]
-			m.Labels = mChanges[id].labels // replaced whole: readers hold clones of the old map
+			m.Labels = mChanges[id] // replaced whole: readers hold clones of the old map
 			if m.State == shared.StateDiscovered && !strings.HasPrefix(m.Unmatched, shared.NotAdmittedPrefix) {
 				m.Unmatched = "" // new labels: the planner looks at it afresh
 			}
@@ -60,9 +56,9 @@ func (s *Store) ApplySetLabels(c SetLabels, index uint64) (Result, error) {
 			s.event(index, c.Time, id, shared.EventLabels, msg)
 			s.notifyAfter = append(s.notifyAfter, id)
 		}
-		for key, ch := range rChanges {
+		for key, labels := range rChanges {
 			row := *s.data.Expected[key] // replaced whole: a snapshot copy shares the old one's maps
-			row.Labels = ch.labels
+			row.Labels = labels
 			s.data.Expected[key] = &row
 			s.expectedChanged = true
 		}
