@@ -36,9 +36,12 @@ type IPMIConfig struct {
 	CipherSuite int
 	// UEFI asks for a UEFI boot in the one-time boot flags instead of a legacy (BIOS) one.
 	UEFI bool
-	// PowerWait bounds how long On and Off wait for the BMC to report the new state;
-	// default 30 s.
+	// PowerWait bounds how long On and the hard part of Off wait for the BMC to report
+	// the new state; default 30 s.
 	PowerWait time.Duration
+	// SoftOffTimeout is how long Off gives the OS to shut down after the soft-off (an
+	// ACPI power button press) before it cuts the power; default 60 s.
+	SoftOffTimeout time.Duration
 	Logger    *slog.Logger
 }
 
@@ -132,6 +135,9 @@ func NewIPMI(cfg IPMIConfig) (*IPMI, error) {
 	if cfg.PowerWait <= 0 {
 		cfg.PowerWait = 30 * time.Second
 	}
+	if cfg.SoftOffTimeout <= 0 {
+		cfg.SoftOffTimeout = time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -172,48 +178,107 @@ func (m *IPMI) On(ctx context.Context) error {
 	return m.setPower(ctx, true)
 }
 
-// Off cuts the power (chassis power down, no clean shutdown of the OS) and returns once
-// the BMC reports it off.
+// Off asks the OS to shut down (chassis control soft-shutdown, the ACPI power button)
+// and cuts the power (power down) if the BMC still reports it on after SoftOffTimeout, or
+// at once if the BMC refuses the soft-off; it returns once the BMC reports it off.
 func (m *IPMI) Off(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	on, err := m.status(ctx)
+	if err != nil || !on {
+		return err
+	}
+	err = m.control(ctx, "soft off", chassis.ChassisControlSoftShutdown)
+	switch {
+	case errors.Is(err, ErrBMCCommand):
+		m.log.Info("ipmi: the BMC refused the soft-off; cutting the power", "err", err)
+	case err != nil:
+		return err
+	default:
+		if _, err := m.waitPower(ctx, false, m.cfg.SoftOffTimeout); err == nil {
+			m.log.Info("ipmi: the OS shut down after the soft-off")
+			return nil
+		}
+		m.log.Info("ipmi: still on after the soft-off; cutting the power", "waited", m.cfg.SoftOffTimeout)
+	}
 	return m.setPower(ctx, false)
 }
 
+// setPower switches the power unless it is in the wanted state already, and returns once
+// the BMC reports the new state. The read, the command and the first read-back share one
+// session: against a quick BMC that is the whole action.
 func (m *IPMI) setPower(ctx context.Context, on bool) error {
 	action, control := "power off", chassis.ChassisControlPowerDown
 	if on {
 		action, control = "power on", chassis.ChassisControlPowerUp
 	}
-	now, err := m.status(ctx)
-	if err != nil {
-		return err
-	}
-	if now == on {
-		m.log.Debug("ipmi: power already in the wanted state", "action", action)
-		return nil
-	}
-	if err := m.control(ctx, action, control); err != nil {
-		return err
-	}
-	wait, cancel := context.WithTimeout(ctx, m.cfg.PowerWait)
-	defer cancel()
-	for interval := 100 * time.Millisecond; ; interval = min(2*interval, time.Second) {
-		now, err := m.status(wait)
-		if err == nil && now == on {
-			m.log.Info("ipmi: power changed", "action", action)
+	var was, now bool
+	err := m.do(ctx, action, func(ctx context.Context, c *ipmi.Client) error {
+		st, err := c.GetChassisStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if was, now = st.PowerIsOn, st.PowerIsOn; was == on {
 			return nil
 		}
+		if _, err := c.ChassisControl(ctx, control); err != nil {
+			return err
+		}
+		if st, err = c.GetChassisStatus(ctx); err == nil {
+			now = st.PowerIsOn
+		}
+		return nil // a lost read-back is for the wait below to repeat
+	})
+	switch {
+	case err != nil:
+		return err
+	case was == on:
+		m.log.Debug("ipmi: power already in the wanted state", "action", action)
+		return nil
+	case now != on:
+		if now, err = m.waitPower(ctx, on, m.cfg.PowerWait); err != nil {
+			if errors.Is(err, errStillSwitching) {
+				return &IPMIError{BMC: m.cfg.Addr(), Action: action, Kind: ErrBMCCommand,
+					Detail: fmt.Sprintf("the BMC accepted the command but still reports power on=%t after %s", now, m.cfg.PowerWait),
+					Hint:   "check the machine's power supply and the BMC's event log",
+				}
+			}
+			return err
+		}
+	}
+	m.log.Info("ipmi: power changed", "action", action)
+	return nil
+}
+
+// errStillSwitching: waitPower's time ran out with the BMC answering, not in the state.
+var errStillSwitching = errors.New("the power has not switched yet")
+
+// waitPower polls the BMC, each read in its own session, until it reports the power on
+// (or off) or within has passed; it returns the last state read and, if that is not the
+// wanted one, the last read's error or errStillSwitching.
+func (m *IPMI) waitPower(ctx context.Context, on bool, within time.Duration) (bool, error) {
+	wait, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	var now bool
+	for interval := 100 * time.Millisecond; ; interval = min(2*interval, time.Second) {
 		select {
 		case <-wait.Done():
-			if err != nil {
-				return err
+			if ctx.Err() != nil {
+				return now, ctx.Err()
 			}
-			return &IPMIError{BMC: m.cfg.Addr(), Action: action, Kind: ErrBMCCommand,
-				Detail: fmt.Sprintf("the BMC accepted the command but still reports power on=%t after %s", now, m.cfg.PowerWait),
-				Hint:   "check the machine's power supply and the BMC's event log",
-			}
+			return now, errStillSwitching
 		case <-time.After(interval):
+		}
+		st, err := m.status(wait)
+		if err == nil {
+			if now = st; now == on {
+				return now, nil
+			}
+		} else if wait.Err() != nil {
+			if ctx.Err() == nil {
+				return now, err // the BMC stopped answering while we waited: say so
+			}
+			return now, ctx.Err()
 		}
 	}
 }

@@ -64,7 +64,9 @@ func startIPMISim(t *testing.T) *ipmiSim {
 			t.Fatal(err)
 		}
 	}
-	// ipmi_sim runs `PROGRAM get power boot` and `PROGRAM set power 1` and so on.
+	// ipmi_sim runs `PROGRAM get power boot` and `PROGRAM set power 1` and so on. A soft-off
+	// (`set shutdown 1`) is logged, and obeyed (power 0) while the file acpi exists: an OS
+	// that handles the ACPI power button.
 	script := `#!/bin/sh
 dir=$1; op=$2; shift 2
 case $op in
@@ -81,7 +83,8 @@ set)
   while [ $# -ge 2 ]; do
     case $1 in
       power|boot) echo "$2" >"$dir/$1" ;;
-      reset|shutdown) ;;
+      shutdown) echo "shutdown $2" >>"$dir/log"; [ -e "$dir/acpi" ] && echo 0 >"$dir/power" ;;
+      reset) ;;
       *) echo "invalid parameter: $1"; exit 1 ;;
     esac
     shift 2
@@ -190,7 +193,7 @@ func (s *ipmiSim) driver(t *testing.T, password string, logs *testenv.LogBuffer)
 	t.Helper()
 	d, err := NewIPMI(IPMIConfig{
 		Host: "127.0.0.1", Port: s.port, User: simUser, Password: password,
-		Timeout: 2 * time.Second, Attempts: 2, CipherSuite: 3, PowerWait: 10 * time.Second,
+		Timeout: 2 * time.Second, Attempts: 2, CipherSuite: 3, PowerWait: 10 * time.Second, SoftOffTimeout: time.Second,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -277,7 +280,29 @@ func TestIPMIDriverAgainstIPMISim(t *testing.T) {
 		return nil
 	})
 	checkPower(t, sim, d, "on")
+	// Off is soft, then hard: this OS ignores the power button, so the power is cut
+	// after SoftOffTimeout; one that obeys it is off without the cut.
+	taken := logs.Take() // what was logged so far, for the password check at the end
 	switchPower(t, sim, d, "off")
+	got := logs.Take()
+	taken += got
+	if !strings.Contains(got, "still on after the soft-off; cutting the power") {
+		t.Fatalf("Off of an OS that ignores the soft-off did not log the hard cut: %s", got)
+	}
+	switchPower(t, sim, d, "on")
+	if err := os.WriteFile(filepath.Join(sim.dir, "chassis", "acpi"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	taken += logs.Take()
+	switchPower(t, sim, d, "off")
+	got = logs.Take()
+	taken += got
+	if !strings.Contains(got, "the OS shut down after the soft-off") || strings.Contains(got, "cutting the power") {
+		t.Fatalf("Off of an OS that obeys the soft-off: %s", got)
+	}
+	if shutdowns, _ := os.ReadFile(filepath.Join(sim.dir, "chassis", "log")); strings.Count(string(shutdowns), "shutdown") != 2 {
+		t.Fatalf("the BMC saw %q, want two soft-offs", shutdowns)
+	}
 
 	// A wrong password: a clear error that names the BMC, no password in it, nothing changed.
 	const wrong = "Wrong-Pass-0815"
@@ -301,7 +326,7 @@ func TestIPMIDriverAgainstIPMISim(t *testing.T) {
 	if strings.Contains(badLogs.String(), "retrying") {
 		t.Errorf("a refused login was retried: %s", badLogs.String())
 	}
-	for what, s := range map[string]string{"error": err.Error(), "good driver's logs": logs.String(), "bad driver's logs": badLogs.String()} {
+	for what, s := range map[string]string{"error": err.Error(), "good driver's logs": taken + logs.String(), "bad driver's logs": badLogs.String()} {
 		if s == "" {
 			t.Errorf("%s: nothing to search for the password", what)
 		}
