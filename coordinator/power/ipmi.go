@@ -42,7 +42,7 @@ type IPMIConfig struct {
 	// SoftOffTimeout is how long Off gives the OS to shut down after the soft-off (an
 	// ACPI power button press) before it cuts the power; default 60 s.
 	SoftOffTimeout time.Duration
-	Logger    *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Addr is the BMC's host:port, the name every error of the driver gives it.
