@@ -30,6 +30,9 @@ type ExpectedMachine struct {
 	// MachineID is set by the coordinator once a registration matched the row; a second
 	// machine claiming the same row is an identity conflict, not a second admission.
 	MachineID MachineID `json:"machine_id,omitempty"`
+	// Power is the coordinator's power record of a row no machine has matched yet (the
+	// power-on that should bring it, the recovery's cycles); an import never sets it.
+	Power PowerInfo `json:"power,omitzero"`
 }
 
 // Key names the row: its host name, else its first MAC, else its serial.

@@ -181,6 +181,9 @@ type PowerInfo struct {
 	// BootDiskPlan is the plan generation after whose install the boot device was set to
 	// the disk (0: not set for the current plan).
 	BootDiskPlan uint64 `json:"boot_disk_plan,omitempty"`
+	// GaveUp is why the recovery stopped cycling an expected machine that never
+	// registered (a registered machine fails instead); a power-on starts afresh.
+	GaveUp string `json:"gave_up,omitempty"`
 }
 
 // PowerLast is a machine's last power command and the BMC's answer: a power state, or

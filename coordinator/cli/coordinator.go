@@ -50,6 +50,8 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 		"power cycles for one reboot before the machine is failed with the reason")
 	fs.IntVar(&dc.Power.DriverOptions.IPMICipherSuite, "ipmi-cipher-suite", 0,
 		"RMCP+ cipher suite for IPMI BMCs (0: ask each BMC and try what it offers; 3 or 17 to skip the probing)")
+	fs.DurationVar(&dc.Power.DriverOptions.SoftOffTimeout, "power-soft-off-timeout", powerctl.DefaultSoftOffTimeout,
+		"how long a power off waits for the OS to shut down after the soft-off (ACPI) before it cuts the power")
 	fs.DurationVar(&dc.Power.Timeout, "power-timeout", powerctl.DefaultTimeout, "bound on one power command to a BMC (soft-off included)")
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")

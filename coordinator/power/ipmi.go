@@ -40,7 +40,8 @@ type IPMIConfig struct {
 	// the new state; default 30 s.
 	PowerWait time.Duration
 	// SoftOffTimeout is how long Off gives the OS to shut down after the soft-off (an
-	// ACPI power button press) before it cuts the power; default 60 s.
+	// ACPI power button press) before it cuts the power; default 60 s, and never more
+	// than half the time the caller's context leaves.
 	SoftOffTimeout time.Duration
 	Logger         *slog.Logger
 }
@@ -195,13 +196,23 @@ func (m *IPMI) Off(ctx context.Context) error {
 	case err != nil:
 		return err
 	default:
-		if _, err := m.waitPower(ctx, false, m.cfg.SoftOffTimeout); err == nil {
+		soft := softOffWait(ctx, m.cfg.SoftOffTimeout)
+		if _, err := m.waitPower(ctx, false, soft); err == nil {
 			m.log.Info("ipmi: the OS shut down after the soft-off")
 			return nil
 		}
-		m.log.Info("ipmi: still on after the soft-off; cutting the power", "waited", m.cfg.SoftOffTimeout)
+		m.log.Info("ipmi: still on after the soft-off; cutting the power", "waited", soft)
 	}
 	return m.setPower(ctx, false)
+}
+
+// softOffWait is how long Off waits for the OS after the soft-off: the configured time,
+// but at most half of what ctx leaves, so that the hard power-off always has time.
+func softOffWait(ctx context.Context, configured time.Duration) time.Duration {
+	if deadline, ok := ctx.Deadline(); ok {
+		return min(configured, time.Until(deadline)/2)
+	}
+	return configured
 }
 
 // setPower switches the power unless it is in the wanted state already, and returns once

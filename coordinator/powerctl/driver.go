@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/power"
 	"github.com/rivetmetal/rivet/shared"
@@ -15,6 +16,19 @@ type DriverOptions struct {
 	// and tries what it offers, best first (slow against BMCs that offer suites they
 	// cannot do, such as ipmi_sim: give it 3). --ipmi-cipher-suite.
 	IPMICipherSuite int
+	// SoftOffTimeout is how long an off waits for the OS to shut down after the soft-off
+	// before the power is cut; 0: DefaultSoftOffTimeout. --power-soft-off-timeout.
+	SoftOffTimeout time.Duration
+}
+
+// DefaultSoftOffTimeout is the soft-off's wait when DriverOptions leaves it 0.
+const DefaultSoftOffTimeout = 30 * time.Second
+
+func (o DriverOptions) softOff() time.Duration {
+	if o.SoftOffTimeout > 0 {
+		return o.SoftOffTimeout
+	}
+	return DefaultSoftOffTimeout
 }
 
 // driverFor builds the power driver of one BMC row. It is the one place a shared.BMC
@@ -31,7 +45,7 @@ func driverFor(b shared.BMC, o DriverOptions) (power.Driver, error) {
 			host, port = h, n
 		}
 		return power.NewIPMI(power.IPMIConfig{Host: host, Port: port, User: b.User, Password: b.Password,
-			CipherSuite: o.IPMICipherSuite})
+			CipherSuite: o.IPMICipherSuite, SoftOffTimeout: o.softOff()})
 	case shared.BMCRedfish:
 		// MERGE(lead): the Redfish driver's constructor goes here, once coordinator/power
 		// has it (the other helper's branch):

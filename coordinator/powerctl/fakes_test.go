@@ -134,6 +134,8 @@ func (a *fakeApplier) Apply(ctx context.Context, cmd state.Command) (state.Resul
 		return a.store.ApplyRegister(c, a.index)
 	case state.Checkin:
 		return a.store.ApplyCheckin(c, a.index)
+	case state.PutExpected:
+		return a.store.ApplyPutExpected(c, a.index)
 	}
 	return state.Result{}, fmt.Errorf("fake applier: %T", cmd)
 }

@@ -41,7 +41,7 @@ func TestManagerAgainstIPMISim(t *testing.T) {
 	target := Target{MachineID: "m-sim", Hostname: "sim1",
 		BMC: shared.BMC{Driver: shared.BMCIPMI, Address: sim.Addr(), User: "rivetadm", Password: password}}
 	m := &Manager{Applier: ap, Timeout: time.Minute, Log: slog.New(slog.NewJSONHandler(&logs, nil)), // Drivers nil: driverFor
-		DriverOptions: DriverOptions{IPMICipherSuite: 3}} // ipmi_sim: suite 0 would try suites it cannot do first
+		DriverOptions: DriverOptions{IPMICipherSuite: 3, SoftOffTimeout: time.Second}} // ipmi_sim: suite 0 would try suites it cannot do first; its OS ignores the soft-off
 	step := func(req shared.PowerRequest, want string) {
 		t.Helper()
 		start := time.Now()

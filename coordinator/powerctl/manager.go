@@ -280,19 +280,27 @@ func (m *Manager) send(ctx context.Context, t Target, req shared.PowerRequest) (
 	return d.Status(ctx)
 }
 
-// record writes the outcome on the machine's timeline, even when the caller has gone
-// (a command sent is recorded). An expected row with no machine record has no timeline.
+// record writes the outcome on the machine's timeline (an expected row's, until its
+// machine registers), even when the caller has gone: a command sent is recorded.
 func (m *Manager) record(ctx context.Context, t Target, o shared.PowerOutcome, by string, recovery bool, plan uint64) {
-	if t.MachineID == "" || m.Applier == nil {
+	if (t.MachineID == "" && t.Key == "") || m.Applier == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	cmd := state.PowerRecord{ID: t.MachineID, Action: o.Action, PXEOnce: o.PXEOnce, By: by, BMC: o.BMC,
+	cmd := state.PowerRecord{ID: t.MachineID, Key: rowKey(t), Action: o.Action, PXEOnce: o.PXEOnce, By: by, BMC: o.BMC,
 		State: o.State, Error: o.Error, Time: o.Started, Recovery: recovery, Plan: plan}
 	if _, err := m.Applier.Apply(ctx, cmd); err != nil {
-		m.log().Warn("recording a power command failed", "machine", t.MachineID, "action", o.Action, "err", err)
+		m.log().Warn("recording a power command failed", "machine", t.Name(), "action", o.Action, "err", err)
 	}
+}
+
+// rowKey is the expected row a command on t is recorded on: only while no machine holds it.
+func rowKey(t Target) string {
+	if t.MachineID != "" {
+		return ""
+	}
+	return t.Key
 }
 
 // redact removes the password from a text that should never hold it (a driver's error):

@@ -89,13 +89,29 @@ func Decide(m *shared.Machine, hasBMC bool, now time.Time, p RecoverPolicy) Deci
 	if p.After <= 0 {
 		return Decision{}
 	}
-	since := rebootSince(m)
+	return retry(rebootSince(m), m.Power, now, p)
+}
+
+// DecideExpected is Decide for an expected machine that has not registered: powered on
+// by a command (Power.BootAt) and never seen, it is cycled with PXE once like a machine
+// that did not come back from a reboot; giving up leaves the reason on the row.
+func DecideExpected(row *shared.ExpectedMachine, hasBMC bool, now time.Time, p RecoverPolicy) Decision {
+	if !hasBMC || p.After <= 0 || row.MachineID != "" || row.Power.GaveUp != "" {
+		return Decision{}
+	}
+	return retry(row.Power.BootAt, row.Power, now, p)
+}
+
+// retry is the rule once a reboot at since has gone without a check-in (zero: none):
+// another cycle when After has passed since it (or since the last cycle), until
+// Attempts are spent, then give up.
+func retry(since time.Time, pw shared.PowerInfo, now time.Time, p RecoverPolicy) Decision {
 	if since.IsZero() {
 		return Decision{}
 	}
 	done, last := 0, since
-	if m.Power.RecoverSince.Equal(since) {
-		done, last = m.Power.RecoverAttempts, later(since, m.Power.RecoverAt)
+	if pw.RecoverSince.Equal(since) {
+		done, last = pw.RecoverAttempts, later(since, pw.RecoverAt)
 	}
 	if now.Sub(last) < p.After {
 		return Decision{}
@@ -128,17 +144,18 @@ func bootDiskDue(m *shared.Machine, now time.Time, p RecoverPolicy) Decision {
 	return Decision{Act: ActBootDisk}
 }
 
-// Machines lists the machines with everything the recovery rule reads (the store's
-// MachinesFull).
-type Machines interface {
+// Fleet is what the recovery rule reads: the machines with everything (the store's
+// MachinesFull) and the expected rows (redacted: the BMC comes from the Resolver).
+type Fleet interface {
 	MachinesFull() []*shared.Machine
+	Expected() []shared.ExpectedMachine
 }
 
-// RecoverPass is the leader's pass over the fleet: every machine's Decision, carried
-// out. A cycle is first claimed through Raft (PowerRecover): if the claim is refused
-// (another leader made that attempt, or the machine checked in), nothing is sent.
-// Only the leader calls it.
-func (m *Manager) RecoverPass(ctx context.Context, fleet Machines, p RecoverPolicy) {
+// RecoverPass is the leader's pass over the fleet: every machine's and every unmatched
+// expected row's Decision, carried out. A cycle is first claimed through Raft
+// (PowerRecover): if the claim is refused (another leader made that attempt, or the
+// machine checked in), nothing is sent. Only the leader calls it.
+func (m *Manager) RecoverPass(ctx context.Context, fleet Fleet, p RecoverPolicy) {
 	now := m.now()
 	targets, err := m.Resolver.PowerTargets(nil, true)
 	if err != nil {
@@ -146,38 +163,52 @@ func (m *Manager) RecoverPass(ctx context.Context, fleet Machines, p RecoverPoli
 		return
 	}
 	byID := make(map[shared.MachineID]Target, len(targets))
+	byRow := make(map[string]Target, len(targets))
 	for _, t := range targets {
 		if t.MachineID != "" {
 			byID[t.MachineID] = t
+		} else if t.Key != "" {
+			byRow[t.Key] = t
 		}
 	}
 	for _, mach := range fleet.MachinesFull() {
 		if ctx.Err() != nil {
 			return
 		}
-		t, ok := byID[mach.ID]
-		if !ok {
-			continue
+		if t, ok := byID[mach.ID]; ok {
+			m.carryOut(ctx, t, mach.Plan, Decide(mach, t.BMC.Driver != "", now, p), p)
 		}
-		d := Decide(mach, t.BMC.Driver != "", now, p)
-		if err := m.carryOut(ctx, t, mach, d, p); err != nil {
-			m.log().Warn("power recovery", "machine", mach.ID, "err", err)
+	}
+	for _, row := range fleet.Expected() {
+		if ctx.Err() != nil {
+			return
+		}
+		if t, ok := byRow[row.Key()]; ok {
+			m.carryOut(ctx, t, nil, DecideExpected(&row, t.BMC.Driver != "", now, p), p)
 		}
 	}
 }
 
-func (m *Manager) carryOut(ctx context.Context, t Target, mach *shared.Machine, d Decision, p RecoverPolicy) error {
+// carryOut does what d says about target t (plan: the machine's, for a boot-disk) and
+// logs what went wrong: the next pass decides again.
+func (m *Manager) carryOut(ctx context.Context, t Target, plan *shared.Plan, d Decision, p RecoverPolicy) {
+	if err := m.act(ctx, t, plan, d, p); err != nil {
+		m.log().Warn("power recovery", "machine", t.Name(), "err", err)
+	}
+}
+
+func (m *Manager) act(ctx context.Context, t Target, plan *shared.Plan, d Decision, p RecoverPolicy) error {
 	switch d.Act {
 	case ActNone:
 		return nil
 	case ActBootDisk:
-		o := m.do(ctx, t, shared.PowerRequest{Action: shared.PowerBootDisk}, ByCoordinator, false, mach.Plan.Generation)
+		o := m.do(ctx, t, shared.PowerRequest{Action: shared.PowerBootDisk}, ByCoordinator, false, plan.Generation)
 		if !o.OK {
 			return errors.New(o.Error)
 		}
 		return nil
 	}
-	claim := state.PowerRecover{ID: mach.ID, Since: d.Since, Attempt: d.Attempt, Of: p.Attempts,
+	claim := state.PowerRecover{ID: t.MachineID, Key: rowKey(t), Since: d.Since, Attempt: d.Attempt, Of: p.Attempts,
 		Waited: d.Waited.String(), Time: m.now()}
 	if d.Act == ActGiveUp {
 		claim.GiveUp = d.Reason
@@ -186,7 +217,7 @@ func (m *Manager) carryOut(ctx context.Context, t Target, mach *shared.Machine, 
 		return fmt.Errorf("claiming recovery attempt %d: %w", d.Attempt, err)
 	}
 	if d.Act == ActGiveUp {
-		m.log().Warn("power recovery gave up: machine failed", "machine", mach.ID, "reason", d.Reason)
+		m.log().Warn("power recovery gave up", "machine", t.Name(), "reason", d.Reason)
 		return nil
 	}
 	o := m.do(ctx, t, shared.PowerRequest{Action: shared.PowerCycle, PXEOnce: true}, ByCoordinator, true, 0)

@@ -171,3 +171,74 @@ func TestRecoverPass(t *testing.T) {
 	}
 	noSecret(t, "the timeline", ap.store.Events("m0"), ap.cmds)
 }
+
+// TestRecoverPassExpectedMachine: an imported machine whose power-on does not bring a
+// registration (its first network boot failed) is cycled with PXE once like a machine
+// after a reboot, the attempts and the reason kept on its row; when it registers at
+// last, its timeline starts with those power commands.
+func TestRecoverPassExpectedMachine(t *testing.T) {
+	m, fleet, ap := newTestManager(t, 0)
+	now := t0.Add(time.Hour)
+	m.Now = func() time.Time { return now }
+	ctx := context.Background()
+	fleet.targets = append(fleet.targets, Target{Key: "rack1-node7", Hostname: "rack1-node7", State: shared.StateExpected,
+		BMC: shared.BMC{Driver: shared.BMCIPMI, Address: "10.0.0.7", User: "admin", Password: secret}})
+	bmc := &fakeDriver{}
+	fleet.drivers["10.0.0.7"] = bmc
+	if _, err := ap.Apply(ctx, state.PutExpected{Machines: []shared.ExpectedMachine{{Serial: "SER7", Hostname: "rack1-node7"}}, Time: now}); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := m.Run(ctx, "rack1-node7", shared.PowerRequest{Action: shared.PowerOn, PXEOnce: true}, "alice"); !o.OK {
+		t.Fatalf("power on: %+v", o)
+	}
+	row := func() shared.ExpectedMachine {
+		t.Helper()
+		for _, e := range ap.store.Expected() {
+			if e.Key() == "rack1-node7" {
+				return e
+			}
+		}
+		t.Fatal("the row is gone")
+		return shared.ExpectedMachine{}
+	}
+	if got := row().Power.BootAt; !got.Equal(now) {
+		t.Fatalf("the row's boot time is %v, want the power-on's %v", got, now)
+	}
+	p := RecoverPolicy{After: 10 * time.Minute, Attempts: 2}
+	cycles := func() int { return strings.Count(strings.Join(bmc.calls, " "), "cycle") }
+	for _, tt := range []struct {
+		at     time.Duration
+		cycles int
+	}{{5 * time.Minute, 0}, {10 * time.Minute, 1}, {15 * time.Minute, 1}, {20 * time.Minute, 2}, {30 * time.Minute, 2}, {40 * time.Minute, 2}} {
+		now = t0.Add(time.Hour + tt.at)
+		m.RecoverPass(ctx, ap.store, p)
+		if cycles() != tt.cycles {
+			t.Fatalf("%d cycles %s after the power-on, want %d (BMC calls %v)", cycles(), tt.at, tt.cycles, bmc.calls)
+		}
+	}
+	if r := row(); r.Power.RecoverAttempts != 2 || !strings.Contains(r.Power.GaveUp, "2 power cycle(s) with PXE once") {
+		t.Fatalf("the row's power record after the attempts: %+v", r.Power)
+	}
+	// It registers at last (the operator fixed its cable): the row's events are its own.
+	if _, err := ap.Apply(ctx, state.Register{ID: "m7", Mode: shared.ModeRAM, Time: now, AdmitAuto: true,
+		Inventory: shared.Inventory{System: shared.System{Serial: "SER7"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var text []string
+	for _, ev := range ap.store.Events("m7") {
+		text = append(text, ev.Message)
+	}
+	all := strings.Join(text, "\n")
+	for _, want := range []string{"power on (PXE once) by alice", "attempt 1 of 2", "attempt 2 of 2", "gives up"} {
+		if !strings.Contains(all, want) {
+			t.Fatalf("machine m7's timeline lacks %q:\n%s", want, all)
+		}
+	}
+	if r := row(); r.MachineID != "m7" {
+		t.Fatalf("the row is not bound to m7: %+v", r)
+	}
+	if evs := ap.store.Events("expected:rack1-node7"); len(evs) != 0 {
+		t.Fatalf("the row's timeline still holds %d events", len(evs))
+	}
+	noSecret(t, "the timeline", ap.store.Events("m7"), ap.cmds)
+}

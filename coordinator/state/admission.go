@@ -78,9 +78,10 @@ func (s *Store) ApplyPutExpected(c PutExpected, index uint64) (Result, error) {
 		for i := range c.Machines {
 			e := c.Machines[i]
 			key := e.Key()
+			e.Power = shared.PowerInfo{} // the coordinator's record, never the importer's
 			if old, ok := s.data.Expected[key]; ok {
 				s.unindexExpected(old)
-				e.MachineID = old.MachineID
+				e.MachineID, e.Power = old.MachineID, old.Power
 			}
 			s.data.Expected[key] = &e
 			s.indexExpected(key, &e)
@@ -178,6 +179,9 @@ func (s *Store) applyRow(index uint64, now time.Time, m *shared.Machine) bool {
 				m.ID, key, e.MachineID))
 			return false
 		}
+	}
+	if e.MachineID != m.ID {
+		s.takeRowTimeline(key, m.ID)
 	}
 	e.MachineID = m.ID
 	if m.Labels == nil {

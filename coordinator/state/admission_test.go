@@ -295,3 +295,28 @@ func TestATicketVouchesOnlyForItsMAC(t *testing.T) {
 		t.Fatalf("enrolment-token registration with the expected UUID: got %+v %v; want admitted", res.Summary, res.Err)
 	}
 }
+
+// TestImportKeepsTheCoordinatorsPowerRecord: a row's power record is the coordinator's:
+// an import cannot set it, and a re-import of the row keeps it.
+func TestImportKeepsTheCoordinatorsPowerRecord(t *testing.T) {
+	s := New()
+	forged := shared.ExpectedMachine{Serial: "S1", Hostname: "n1", Power: shared.PowerInfo{GaveUp: "forged", RecoverAttempts: 9}}
+	if _, err := s.ApplyPutExpected(PutExpected{Machines: []shared.ExpectedMachine{forged}, Time: t0}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Expected()[0].Power; got != (shared.PowerInfo{}) {
+		t.Fatalf("the import set the row's power record: %+v", got)
+	}
+	if _, err := s.ApplyPowerRecord(PowerRecord{Key: "n1", Action: shared.PowerOn, By: "alice", State: "on", Time: t0}, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ApplyPutExpected(PutExpected{Machines: []shared.ExpectedMachine{forged}, Time: t0}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Expected()[0].Power; !got.BootAt.Equal(t0) || got.GaveUp != "" || got.Last.By != "alice" {
+		t.Fatalf("after the re-import the row's power record is %+v, want alice's power-on", got)
+	}
+	if _, err := s.ApplyPowerRecord(PowerRecord{Key: "nope", Action: shared.PowerOn, Time: t0}, 4); err == nil {
+		t.Fatal("a power record for an unknown row was accepted")
+	}
+}
