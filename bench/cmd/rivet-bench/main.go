@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/bench"
+	"github.com/rivetmetal/rivet/internal/bmcfarm"
 )
 
 func main() {
@@ -42,6 +43,7 @@ var benches = map[string]benchCmd{
 	"boot":   {"TFTP vs tftpd-hpa, proxyDHCP vs dnsmasq, HTTP boot vs nginx (root)", runBoot},
 	"status": {"fleet page render time at 10,000 machines, and live updates/s to 100 stream clients", runStatus},
 	"fleet":  {"N simulated machines through a real 3-coordinator cluster to ready, with faults (partition: root)", runFleet},
+	"power":  {"power N BMCs on: Rivet's batched IPMI fan-out vs a shell for loop of ipmitool (and xargs -P)", runPower},
 }
 
 func usage(w io.Writer) {
@@ -65,6 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errors.New("which bench?")
 		}
 		return nil
+	}
+	if args[0] == "bmcfarm" {
+		// Not a bench: the BMC farm the power bench runs as its child, so that the BMCs'
+		// CPU is not counted as Rivet's. Hidden from the usage text.
+		return bmcfarm.Main(ctx, args[1:], os.Stdin, stdout, stderr)
 	}
 	b, ok := benches[args[0]]
 	if !ok {
@@ -196,5 +203,17 @@ func runFleet(ctx context.Context, stdout io.Writer, fs *flag.FlagSet, args []st
 	}
 	o.RivetBin = rivet
 	_, err = bench.Fleet(ctx, stdout, o)
+	return err
+}
+
+func runPower(ctx context.Context, stdout io.Writer, fs *flag.FlagSet, args []string) error {
+	var o bench.PowerOptions
+	fs.IntVar(&o.BMCs, "bmcs", 200, "BMCs in the farm (one process of go-ipmi's reference BMC), each switched on by every method")
+	fs.IntVar(&o.Batch, "batch", 20, "Rivet's fan-out width, and xargs -P")
+	fs.StringVar(&o.IPMITool, "ipmitool", "ipmitool", "the ipmitool binary")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	_, err := bench.Power(ctx, stdout, o)
 	return err
 }
