@@ -46,6 +46,7 @@ bench: build
 	bin/rivet-bench store
 	bin/rivet-bench image
 	bin/rivet-bench boot
+	bin/rivet-bench power
 	bin/rivet-agent bench inventory
 
 # Debian packages: build/deb/rivet_VERSION_amd64.deb and rivet-agent_VERSION_amd64.deb

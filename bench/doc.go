@@ -22,6 +22,9 @@
 //     transaction figures and the project's goals (ready within 5 minutes, 500 MB at
 //     10,000 machines, Serf converged within 5 s), and reporting what every coordinator
 //     records at the end (FleetCheck).
+//   - Power: N BMCs (internal/bmcfarm, go-ipmi's reference BMC, in a child process)
+//     switched on by Rivet's power fan-out of its IPMI driver, against a shell for loop
+//     of `ipmitool -I lanplus -C 3 ... chassis power on` and the same under xargs -P.
 //
 // The agent's inventory bench lives with the agent (`rivet-agent bench inventory`).
 //
