@@ -33,11 +33,8 @@ func driverFor(b shared.BMC, o DriverOptions) (power.Driver, error) {
 		return power.NewIPMI(power.IPMIConfig{Host: host, Port: port, User: b.User, Password: b.Password,
 			CipherSuite: o.IPMICipherSuite})
 	case shared.BMCRedfish:
-		// MERGE(lead): the Redfish driver's constructor goes here, once coordinator/power
-		// has it (the other helper's branch):
-		//	return power.NewRedfish(power.RedfishConfig{Endpoint: b.Address, User: b.User,
-		//		Password: b.Password, TLSSHA256: b.TLSSHA256})
-		return nil, fmt.Errorf("power: BMC %s: the Redfish driver is not wired into powerctl.driverFor", b)
+		return power.NewRedfish(power.RedfishConfig{Endpoint: b.Address, User: b.User,
+			Password: b.Password, TLSSHA256: b.TLSSHA256})
 	case "":
 		return nil, ErrNoBMC
 	}
