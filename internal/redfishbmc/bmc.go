@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,6 +49,7 @@ type BMC struct {
 	ln  net.Listener
 	srv *http.Server
 	fp  string
+	pem []byte
 
 	mu          sync.Mutex // the boot override, and one chassis action at a time
 	bootTarget  string     // BootSourceOverrideTarget: "None", BootPxe, BootHdd
@@ -81,7 +83,8 @@ func New(cfg Config) (*BMC, error) {
 		return nil, fmt.Errorf("redfishbmc: making the certificate: %w", err)
 	}
 	sum := sha256.Sum256(cert.Certificate[0])
-	b := &BMC{cfg: cfg, ln: ln, fp: hex.EncodeToString(sum[:]), bootTarget: "None", bootEnabled: "Disabled"}
+	b := &BMC{cfg: cfg, ln: ln, fp: hex.EncodeToString(sum[:]), bootTarget: "None", bootEnabled: "Disabled",
+		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})}
 	b.log = cfg.Logger.With("bmc", ln.Addr().String())
 	b.srv = &http.Server{
 		Handler:           b,
@@ -142,6 +145,10 @@ func (b *BMC) URL() string { return "https://" + b.Addr() }
 
 // Fingerprint is the hex SHA-256 of the BMC's certificate (DER), what a client pins.
 func (b *BMC) Fingerprint() string { return b.fp }
+
+// CertificatePEM is the BMC's certificate, for a client that trusts it as its own root
+// (curl --cacert) rather than by its fingerprint.
+func (b *BMC) CertificatePEM() []byte { return b.pem }
 
 // SystemPath is the ComputerSystem's URL path.
 func (b *BMC) SystemPath() string { return "/redfish/v1/Systems/" + b.cfg.SystemID }
