@@ -155,8 +155,10 @@ func NewRedfish(cfg RedfishConfig) (*Redfish, error) {
 			TLSClientConfig:     tlsConfig(pin),
 			TLSHandshakeTimeout: cfg.Timeout,
 			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     30 * time.Second,
-			DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+			// Powerctl builds a driver per command: connections serve one command's
+			// requests (polls are at most 1 s apart), then go, rather than idle on.
+			IdleConnTimeout: 5 * time.Second,
+			DialContext:     (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
 		},
 		// A redirect could take the password elsewhere; a BMC has no reason to send one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -284,7 +286,7 @@ func (m *Redfish) on(ctx context.Context) error {
 		m.log.Debug("redfish: power already on")
 		return nil
 	}
-	if err := m.reset(ctx, action, sys, "On"); err != nil {
+	if err := m.reset(ctx, action, sys, m.firstOffered(sys, "On", "ForceOn")); err != nil {
 		return err
 	}
 	return m.waitPower(ctx, action, true, m.cfg.PowerWait)
@@ -324,7 +326,8 @@ func (m *Redfish) Off(ctx context.Context) error {
 	return m.waitPower(ctx, action, false, m.cfg.PowerWait)
 }
 
-// Cycle resets a running machine (ForceRestart), or powers a stopped one on.
+// Cycle resets a running machine (ForceRestart, or PowerCycle where the BMC offers only
+// that), or powers a stopped one on.
 func (m *Redfish) Cycle(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -336,7 +339,7 @@ func (m *Redfish) Cycle(ctx context.Context) error {
 	if !on {
 		return m.on(ctx)
 	}
-	if err := m.reset(ctx, action, sys, "ForceRestart"); err != nil {
+	if err := m.reset(ctx, action, sys, m.firstOffered(sys, "ForceRestart", "PowerCycle")); err != nil {
 		return err
 	}
 	m.log.Info("redfish: power cycled")
@@ -383,6 +386,17 @@ func (m *Redfish) offers(sys *computerSystem, resetType string) bool {
 	return len(allowed) == 0 || slices.Contains(allowed, resetType)
 }
 
+// firstOffered is the first of the reset types the system offers; the first one if it
+// offers none (so that the error names what the driver wanted).
+func (m *Redfish) firstOffered(sys *computerSystem, resetTypes ...string) string {
+	for _, rt := range resetTypes {
+		if m.offers(sys, rt) {
+			return rt
+		}
+	}
+	return resetTypes[0]
+}
+
 // reset posts ComputerSystem.Reset to the target the system names.
 func (m *Redfish) reset(ctx context.Context, action string, sys *computerSystem, resetType string) error {
 	target := sys.Actions.Reset.Target
@@ -394,8 +408,8 @@ func (m *Redfish) reset(ctx context.Context, action string, sys *computerSystem,
 		return m.commandError(action, 0, fmt.Sprintf("the BMC does not offer ResetType %s (it offers %s)", resetType, strings.Join(sys.Actions.Reset.AllowedTypes, ", ")),
 			"check the BMC's firmware")
 	}
-	// ForceRestart twice is two resets: retry it only where the BMC cannot have seen it.
-	idempotent := resetType != "ForceRestart"
+	// A restart twice is two restarts: retry it only where the BMC cannot have seen it.
+	idempotent := resetType != "ForceRestart" && resetType != "PowerCycle"
 	if _, err := m.do(ctx, action, http.MethodPost, target, map[string]string{"ResetType": resetType}, "", idempotent); err != nil {
 		return err
 	}

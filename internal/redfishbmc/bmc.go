@@ -23,6 +23,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -36,6 +38,10 @@ type Config struct {
 	// SystemID is the ComputerSystem's Id (its URL's last segment); default "1".
 	SystemID string
 	Chassis  Chassis
+	// ResetTypes are the ComputerSystem.Reset types offered (a subset of On, ForceOn,
+	// ForceOff, GracefulShutdown, ForceRestart, PowerCycle), to play a BMC that lacks
+	// some; default all of them.
+	ResetTypes []string
 	// ActionTimeout bounds one action on the chassis (a graceful shutdown of a qemu VM
 	// waits for it); default 2 min.
 	ActionTimeout time.Duration
@@ -66,6 +72,14 @@ func New(cfg Config) (*BMC, error) {
 	}
 	if cfg.SystemID == "" {
 		cfg.SystemID = "1"
+	}
+	if cfg.ResetTypes == nil {
+		cfg.ResetTypes = resetTypes
+	}
+	for _, rt := range cfg.ResetTypes {
+		if !slices.Contains(resetTypes, rt) {
+			return nil, fmt.Errorf("redfishbmc: reset type %q: want some of %s", rt, strings.Join(resetTypes, ", "))
+		}
 	}
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = 2 * time.Minute
