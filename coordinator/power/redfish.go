@@ -307,23 +307,34 @@ func (m *Redfish) Off(ctx context.Context) error {
 		return nil
 	}
 	if m.offers(sys, "GracefulShutdown") {
-		err := m.reset(ctx, action, sys, "GracefulShutdown")
-		if err == nil {
-			if m.waitPower(ctx, action, false, m.cfg.SoftOffTimeout) == nil {
-				m.log.Info("redfish: the OS shut down")
-				return nil
-			}
-			m.log.Info("redfish: the OS did not shut down in time; cutting the power", "soft_off_timeout", m.cfg.SoftOffTimeout)
-		} else if !errors.Is(err, ErrBMCCommand) || ctx.Err() != nil {
+		if off, err := m.softOff(ctx, action, sys); off || err != nil {
 			return err
-		} else {
-			m.log.Warn("redfish: the BMC refused GracefulShutdown; cutting the power", "err", err)
 		}
 	}
 	if err := m.reset(ctx, action, sys, "ForceOff"); err != nil {
 		return err
 	}
 	return m.waitPower(ctx, action, false, m.cfg.PowerWait)
+}
+
+// softOff sends GracefulShutdown and waits SoftOffTimeout for the power to go: off
+// reports that it went; neither off nor an error means: cut it. A BMC that refuses the
+// shutdown (rather than not answering) gets the ForceOff too.
+func (m *Redfish) softOff(ctx context.Context, action string, sys *computerSystem) (off bool, err error) {
+	err = m.reset(ctx, action, sys, "GracefulShutdown")
+	if err != nil {
+		if !errors.Is(err, ErrBMCCommand) || ctx.Err() != nil {
+			return false, err
+		}
+		m.log.Warn("redfish: the BMC refused GracefulShutdown; cutting the power", "err", err)
+		return false, nil
+	}
+	if m.waitPower(ctx, action, false, m.cfg.SoftOffTimeout) == nil {
+		m.log.Info("redfish: the OS shut down")
+		return true, nil
+	}
+	m.log.Info("redfish: the OS did not shut down in time; cutting the power", "soft_off_timeout", m.cfg.SoftOffTimeout)
+	return false, nil
 }
 
 // Cycle resets a running machine (ForceRestart, or PowerCycle where the BMC offers only
