@@ -155,8 +155,10 @@ func NewRedfish(cfg RedfishConfig) (*Redfish, error) {
 			TLSClientConfig:     tlsConfig(pin),
 			TLSHandshakeTimeout: cfg.Timeout,
 			MaxIdleConnsPerHost: 1,
-			IdleConnTimeout:     30 * time.Second,
-			DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
+			// Powerctl builds a driver per command: connections serve one command's
+			// requests (polls are at most 1 s apart), then go, rather than idle on.
+			IdleConnTimeout: 5 * time.Second,
+			DialContext:     (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
 		},
 		// A redirect could take the password elsewhere; a BMC has no reason to send one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -284,7 +286,7 @@ func (m *Redfish) on(ctx context.Context) error {
 		m.log.Debug("redfish: power already on")
 		return nil
 	}
-	if err := m.reset(ctx, action, sys, "On"); err != nil {
+	if err := m.reset(ctx, action, sys, m.firstOffered(sys, "On", "ForceOn")); err != nil {
 		return err
 	}
 	return m.waitPower(ctx, action, true, m.cfg.PowerWait)
@@ -305,17 +307,8 @@ func (m *Redfish) Off(ctx context.Context) error {
 		return nil
 	}
 	if m.offers(sys, "GracefulShutdown") {
-		err := m.reset(ctx, action, sys, "GracefulShutdown")
-		if err == nil {
-			if m.waitPower(ctx, action, false, m.cfg.SoftOffTimeout) == nil {
-				m.log.Info("redfish: the OS shut down")
-				return nil
-			}
-			m.log.Info("redfish: the OS did not shut down in time; cutting the power", "soft_off_timeout", m.cfg.SoftOffTimeout)
-		} else if !errors.Is(err, ErrBMCCommand) || ctx.Err() != nil {
+		if off, err := m.softOff(ctx, action, sys); off || err != nil {
 			return err
-		} else {
-			m.log.Warn("redfish: the BMC refused GracefulShutdown; cutting the power", "err", err)
 		}
 	}
 	if err := m.reset(ctx, action, sys, "ForceOff"); err != nil {
@@ -324,7 +317,28 @@ func (m *Redfish) Off(ctx context.Context) error {
 	return m.waitPower(ctx, action, false, m.cfg.PowerWait)
 }
 
-// Cycle resets a running machine (ForceRestart), or powers a stopped one on.
+// softOff sends GracefulShutdown and waits SoftOffTimeout for the power to go: off
+// reports that it went; neither off nor an error means: cut it. A BMC that refuses the
+// shutdown (rather than not answering) gets the ForceOff too.
+func (m *Redfish) softOff(ctx context.Context, action string, sys *computerSystem) (off bool, err error) {
+	err = m.reset(ctx, action, sys, "GracefulShutdown")
+	if err != nil {
+		if !errors.Is(err, ErrBMCCommand) || ctx.Err() != nil {
+			return false, err
+		}
+		m.log.Warn("redfish: the BMC refused GracefulShutdown; cutting the power", "err", err)
+		return false, nil
+	}
+	if m.waitPower(ctx, action, false, m.cfg.SoftOffTimeout) == nil {
+		m.log.Info("redfish: the OS shut down")
+		return true, nil
+	}
+	m.log.Info("redfish: the OS did not shut down in time; cutting the power", "soft_off_timeout", m.cfg.SoftOffTimeout)
+	return false, nil
+}
+
+// Cycle resets a running machine (ForceRestart, or PowerCycle where the BMC offers only
+// that), or powers a stopped one on.
 func (m *Redfish) Cycle(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -336,7 +350,7 @@ func (m *Redfish) Cycle(ctx context.Context) error {
 	if !on {
 		return m.on(ctx)
 	}
-	if err := m.reset(ctx, action, sys, "ForceRestart"); err != nil {
+	if err := m.reset(ctx, action, sys, m.firstOffered(sys, "ForceRestart", "PowerCycle")); err != nil {
 		return err
 	}
 	m.log.Info("redfish: power cycled")
@@ -383,6 +397,17 @@ func (m *Redfish) offers(sys *computerSystem, resetType string) bool {
 	return len(allowed) == 0 || slices.Contains(allowed, resetType)
 }
 
+// firstOffered is the first of the reset types the system offers; the first one if it
+// offers none (so that the error names what the driver wanted).
+func (m *Redfish) firstOffered(sys *computerSystem, resetTypes ...string) string {
+	for _, rt := range resetTypes {
+		if m.offers(sys, rt) {
+			return rt
+		}
+	}
+	return resetTypes[0]
+}
+
 // reset posts ComputerSystem.Reset to the target the system names.
 func (m *Redfish) reset(ctx context.Context, action string, sys *computerSystem, resetType string) error {
 	target := sys.Actions.Reset.Target
@@ -394,8 +419,8 @@ func (m *Redfish) reset(ctx context.Context, action string, sys *computerSystem,
 		return m.commandError(action, 0, fmt.Sprintf("the BMC does not offer ResetType %s (it offers %s)", resetType, strings.Join(sys.Actions.Reset.AllowedTypes, ", ")),
 			"check the BMC's firmware")
 	}
-	// ForceRestart twice is two resets: retry it only where the BMC cannot have seen it.
-	idempotent := resetType != "ForceRestart"
+	// A restart twice is two restarts: retry it only where the BMC cannot have seen it.
+	idempotent := resetType != "ForceRestart" && resetType != "PowerCycle"
 	if _, err := m.do(ctx, action, http.MethodPost, target, map[string]string{"ResetType": resetType}, "", idempotent); err != nil {
 		return err
 	}

@@ -30,7 +30,14 @@ const (
 // startBMC runs a Redfish BMC on a loopback port in front of chassis until the test ends.
 func startBMC(t *testing.T, chassis redfishbmc.Chassis) *redfishbmc.BMC {
 	t.Helper()
-	bmc, err := redfishbmc.New(redfishbmc.Config{User: bmcUser, Password: bmcPassword, Chassis: chassis})
+	return startBMCWith(t, redfishbmc.Config{Chassis: chassis})
+}
+
+// startBMCWith is startBMC with more of the BMC's config (User and Password are the test's).
+func startBMCWith(t *testing.T, cfg redfishbmc.Config) *redfishbmc.BMC {
+	t.Helper()
+	cfg.User, cfg.Password = bmcUser, bmcPassword
+	bmc, err := redfishbmc.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,6 +168,22 @@ func TestRedfishCycle(t *testing.T) {
 	}
 	wantLog(t, c, "reset", "off", "on")
 	wantState(t, d, power.StateOn)
+}
+
+// TestRedfishUsesTheResetTypesOffered: a BMC without GracefulShutdown and ForceRestart
+// (some firmwares offer PowerCycle instead) is switched with what it offers.
+func TestRedfishUsesTheResetTypesOffered(t *testing.T) {
+	c := redfishbmc.NewMemChassis(false)
+	bmc := startBMCWith(t, redfishbmc.Config{Chassis: c, ResetTypes: []string{"ForceOn", "ForceOff", "PowerCycle"}})
+	d := newRedfish(t, testConfig(bmc))
+	ctx := t.Context()
+	for _, act := range []func(context.Context) error{d.On, d.Cycle, d.Off} {
+		if err := act(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantLog(t, c, "on", "reset", "off")
+	wantState(t, d, power.StateOff)
 }
 
 func TestRedfishBootOnce(t *testing.T) {

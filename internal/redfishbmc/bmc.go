@@ -16,12 +16,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -35,6 +38,10 @@ type Config struct {
 	// SystemID is the ComputerSystem's Id (its URL's last segment); default "1".
 	SystemID string
 	Chassis  Chassis
+	// ResetTypes are the ComputerSystem.Reset types offered (a subset of On, ForceOn,
+	// ForceOff, GracefulShutdown, ForceRestart, PowerCycle), to play a BMC that lacks
+	// some; default all of them.
+	ResetTypes []string
 	// ActionTimeout bounds one action on the chassis (a graceful shutdown of a qemu VM
 	// waits for it); default 2 min.
 	ActionTimeout time.Duration
@@ -48,6 +55,7 @@ type BMC struct {
 	ln  net.Listener
 	srv *http.Server
 	fp  string
+	pem []byte
 
 	mu          sync.Mutex // the boot override, and one chassis action at a time
 	bootTarget  string     // BootSourceOverrideTarget: "None", BootPxe, BootHdd
@@ -65,6 +73,14 @@ func New(cfg Config) (*BMC, error) {
 	if cfg.SystemID == "" {
 		cfg.SystemID = "1"
 	}
+	if cfg.ResetTypes == nil {
+		cfg.ResetTypes = resetTypes
+	}
+	for _, rt := range cfg.ResetTypes {
+		if !slices.Contains(resetTypes, rt) {
+			return nil, fmt.Errorf("redfishbmc: reset type %q: want some of %s", rt, strings.Join(resetTypes, ", "))
+		}
+	}
 	if cfg.ActionTimeout <= 0 {
 		cfg.ActionTimeout = 2 * time.Minute
 	}
@@ -81,7 +97,8 @@ func New(cfg Config) (*BMC, error) {
 		return nil, fmt.Errorf("redfishbmc: making the certificate: %w", err)
 	}
 	sum := sha256.Sum256(cert.Certificate[0])
-	b := &BMC{cfg: cfg, ln: ln, fp: hex.EncodeToString(sum[:]), bootTarget: "None", bootEnabled: "Disabled"}
+	b := &BMC{cfg: cfg, ln: ln, fp: hex.EncodeToString(sum[:]), bootTarget: "None", bootEnabled: "Disabled",
+		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})}
 	b.log = cfg.Logger.With("bmc", ln.Addr().String())
 	b.srv = &http.Server{
 		Handler:           b,
@@ -142,6 +159,10 @@ func (b *BMC) URL() string { return "https://" + b.Addr() }
 
 // Fingerprint is the hex SHA-256 of the BMC's certificate (DER), what a client pins.
 func (b *BMC) Fingerprint() string { return b.fp }
+
+// CertificatePEM is the BMC's certificate, for a client that trusts it as its own root
+// (curl --cacert) rather than by its fingerprint.
+func (b *BMC) CertificatePEM() []byte { return b.pem }
 
 // SystemPath is the ComputerSystem's URL path.
 func (b *BMC) SystemPath() string { return "/redfish/v1/Systems/" + b.cfg.SystemID }

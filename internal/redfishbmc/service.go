@@ -9,13 +9,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 )
 
 // maxBody bounds a request body: the service takes small JSON objects only.
 const maxBody = 64 << 10
 
-// Reset types the service offers, as ResetType@Redfish.AllowableValues lists them.
+// Reset types the service can offer (Config.ResetTypes picks), as
+// ResetType@Redfish.AllowableValues lists them.
 var resetTypes = []string{"On", "ForceOn", "ForceOff", "GracefulShutdown", "ForceRestart", "PowerCycle"}
 
 // ServeHTTP routes a request. The service root is open, as Redfish requires; everything
@@ -127,7 +129,7 @@ func (b *BMC) getSystem(w http.ResponseWriter, r *http.Request) {
 		"Actions": map[string]any{
 			"#ComputerSystem.Reset": map[string]any{
 				"target":                            sys + "/Actions/ComputerSystem.Reset",
-				"ResetType@Redfish.AllowableValues": resetTypes,
+				"ResetType@Redfish.AllowableValues": b.cfg.ResetTypes,
 			},
 		},
 	})
@@ -190,6 +192,12 @@ func (b *BMC) reset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt := *req.ResetType
+	if !slices.Contains(b.cfg.ResetTypes, rt) {
+		writeError(w, http.StatusBadRequest, "ActionParameterValueNotInList",
+			fmt.Sprintf("The value %q for the parameter ResetType in the action ComputerSystem.Reset is not in the list of acceptable values.", rt),
+			"Give one of "+strings.Join(b.cfg.ResetTypes, ", ")+".")
+		return
+	}
 	ctx, cancel := b.actionContext(r)
 	defer cancel()
 	b.mu.Lock()
@@ -209,11 +217,6 @@ func (b *BMC) reset(w http.ResponseWriter, r *http.Request) {
 		err = c.Shutdown(ctx)
 	case "ForceRestart", "PowerCycle":
 		err, starts = c.Reset(ctx), true
-	default:
-		writeError(w, http.StatusBadRequest, "ActionParameterValueNotInList",
-			fmt.Sprintf("The value %q for the parameter ResetType in the action ComputerSystem.Reset is not in the list of acceptable values.", rt),
-			"Give one of "+strings.Join(resetTypes, ", ")+".")
-		return
 	}
 	if err != nil {
 		b.chassisFailed(w, "ResetType "+rt, err)
