@@ -54,11 +54,7 @@ func TestManagerAgainstIPMISim(t *testing.T) {
 		if err != nil || got != want {
 			t.Fatalf("after power %s ipmitool says %q (%v), Rivet %q", req.Action, got, err, want)
 		}
-		ev := ap.store.Events("m-sim")
-		if last := ev[len(ev)-1]; !strings.Contains(last.Message, "power "+string(req.Action)) ||
-			!strings.Contains(last.Message, "by alice via ipmi rivetadm@"+sim.Addr()) || !strings.Contains(last.Message, "BMC reports power "+want) {
-			t.Fatalf("timeline after power %s: %q", req.Action, last.Message)
-		}
+		lastPowerEvent(t, ap.store, "m-sim", req.Action, "alice via ipmi rivetadm@"+sim.Addr(), want)
 	}
 	step(shared.PowerRequest{Action: shared.PowerOn}, "on")
 	step(shared.PowerRequest{Action: shared.PowerStatus}, "on")

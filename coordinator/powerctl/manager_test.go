@@ -44,6 +44,16 @@ func lastEvent(t *testing.T, s *state.Store, id shared.MachineID) shared.Event {
 	return evs[len(evs)-1]
 }
 
+// lastPowerEvent wants machine id's last event to be the power command action, sent by
+// "NAME via BMC" (by), with the BMC's answer want.
+func lastPowerEvent(t *testing.T, s *state.Store, id shared.MachineID, action shared.PowerAction, by, want string) {
+	t.Helper()
+	msg := lastEvent(t, s, id).Message
+	if !strings.Contains(msg, "power "+string(action)) || !strings.Contains(msg, "by "+by) || !strings.Contains(msg, "BMC reports power "+want) {
+		t.Fatalf("timeline after power %s: %q", action, msg)
+	}
+}
+
 // noSecret fails if the password is in any of the values as JSON; it checks that the
 // JSON it searched is not empty.
 func noSecret(t *testing.T, what string, vs ...any) {

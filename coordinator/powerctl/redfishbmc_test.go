@@ -56,11 +56,7 @@ func TestManagerAgainstRedfishBMC(t *testing.T) {
 		if on := chassis.On(); on != (want == "on") {
 			t.Fatalf("after power %s the machine's power is on=%t, Rivet says %s", req.Action, on, want)
 		}
-		ev := ap.store.Events("m-rf")
-		if last := ev[len(ev)-1]; !strings.Contains(last.Message, "power "+string(req.Action)) ||
-			!strings.Contains(last.Message, "by alice via redfish rivetadm@"+bmc.URL()) || !strings.Contains(last.Message, "BMC reports power "+want) {
-			t.Fatalf("timeline after power %s: %q", req.Action, last.Message)
-		}
+		lastPowerEvent(t, ap.store, "m-rf", req.Action, "alice via redfish rivetadm@"+bmc.URL(), want)
 	}
 	step(shared.PowerRequest{Action: shared.PowerOn}, "on")
 	step(shared.PowerRequest{Action: shared.PowerStatus}, "on")
