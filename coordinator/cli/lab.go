@@ -18,8 +18,10 @@ func labVerbs() map[string]command {
 	return map[string]command{
 		"up":             {summary: "bring up N PXE-booting VMs and a coordinator in a network namespace, and follow them to a Swarm", run: labUp},
 		"down":           {summary: "remove the lab: VMs, coordinator, namespace, links and its data", run: labDown},
-		"power":          {summary: "switch a lab VM: on, off (power cut), cycle (reset), kill (as a power loss), status", run: labPower},
+		"power":          {summary: "switch a lab VM at its power strip, past its BMC: on, off (power cut), cycle (reset), kill (as a power loss), status (the BMC's way: rivet machines power)", run: labPower},
 		"router-adverts": {summary: "send IPv6 router advertisements on the lab bridge (lab up starts it)", run: labRouterAdverts},
+		"cable":          {summary: "plug a lab VM's network cable in or pull it out (rehearse a failed PXE boot)", run: labCable},
+		"redfish-bmc":    {summary: "serve a lab VM's Redfish BMC (lab up starts it)", run: labRedfishBMC},
 	}
 }
 
@@ -132,9 +134,9 @@ func labPower(ctx context.Context, env *Env, args []string) error {
 		fs.Usage()
 		return errors.New("want a VM and an action")
 	}
-	var n int
-	if _, err := fmt.Sscanf(strings.TrimPrefix(fs.Arg(0), "vm"), "%d", &n); err != nil {
-		return fmt.Errorf("VM %q: want a number such as 1 or vm1", fs.Arg(0))
+	n, err := labVMNumber(fs.Arg(0))
+	if err != nil {
+		return err
 	}
 	vm, err := lab.Power(lab.Config{Dir: *dir}, n)
 	if err != nil {
@@ -176,6 +178,55 @@ func labRouterAdverts(ctx context.Context, env *Env, args []string) error {
 		return errors.New("--interface is required")
 	}
 	return lab.AdvertiseRouter(ctx, *iface, *prefix, time.Second)
+}
+
+func labCable(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab cable", "rivet lab cable VM plug|unplug   (VM: 1, 2, ... or vm1, vm2, ...)")
+	dir := fs.String("dir", labDir(), "the lab's data directory (env RIVET_LAB_DIR)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 || (fs.Arg(1) != "plug" && fs.Arg(1) != "unplug") {
+		fs.Usage()
+		return errors.New("want a VM and plug or unplug")
+	}
+	n, err := labVMNumber(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if err := lab.Plug(ctx, lab.Config{Dir: *dir}, n, fs.Arg(1) == "plug"); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "vm%d: cable %sged\n", n, fs.Arg(1))
+	return nil
+}
+
+// labVMNumber reads a lab VM as 1, 2, ... or vm1, vm2, ...
+func labVMNumber(arg string) (int, error) {
+	var n int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(arg, "vm"), "%d", &n); err != nil || n < 1 {
+		return 0, fmt.Errorf("VM %q: want a number such as 1 or vm1", arg)
+	}
+	return n, nil
+}
+
+func labRedfishBMC(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab redfish-bmc", "rivet lab redfish-bmc --dir DIR --vm N --listen ADDR:PORT")
+	dir := fs.String("dir", labDir(), "the lab's data directory")
+	vm := fs.Int("vm", 0, "the lab VM behind this BMC")
+	listen := fs.String("listen", "", "address:port to serve HTTPS on")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *vm < 1 || *listen == "" {
+		return errors.New("--vm and --listen are required")
+	}
+	logger, err := newLogger(env, "text", *logLevel)
+	if err != nil {
+		return err
+	}
+	return lab.ServeRedfishBMC(ctx, lab.Config{Dir: *dir, Logger: logger}, *vm, *listen)
 }
 
 func executableDir() (string, error) {

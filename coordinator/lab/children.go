@@ -16,13 +16,14 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/power"
 )
 
-// The lab's long-lived processes besides the VMs: the coordinator and the router
-// advertiser, each started in the lab's namespace in a session of its own so that it
+// The lab's long-lived processes besides the VMs: the coordinator, the router
+// advertiser and the VMs' BMCs, each started in the lab's namespace in a session of its own so that it
 // outlives `rivet lab up` and a Ctrl-C there. Each is recorded by a pid file in Dir and
 // recognised by Dir in its command line (pids are reused).
 
 type child struct {
-	name string // coordinator or router-adverts
+	name string // coordinator, router-adverts, bmc-vmN
+	bin  string // default the lab's rivet
 	args []string
 }
 
@@ -41,7 +42,14 @@ func (c *Config) coordinatorChild(imageDir string) child {
 		"--boot-pool-start", c.poolStart(), "--boot-pool-end", c.poolEnd(), "--boot-router", br,
 		// TCG guests on a loaded host can fail the kernel's timer check and panic; with
 		// panic=-1 a panicking agent reboots into a fresh try instead of hanging.
-		"--boot-cmdline", "no_timer_check panic=-1"}
+		"--boot-cmdline", "no_timer_check panic=-1",
+		// ipmi_sim offers cipher suites it cannot do: asking it costs every session a
+		// failed try. A VM that has not checked in 5 min after a reboot or a power-on is
+		// cycled with PXE once through its BMC (the slowest step, the installed OS's first
+		// boot under TCG, takes up to ~4 min on a busy host); an off waits 20 s for the OS
+		// before the power is cut.
+		"--ipmi-cipher-suite", "3", "--power-recover-after", labRecoverAfter.String(),
+		"--power-soft-off-timeout", "20s"}
 	if imageDir != "" {
 		args = append(args, "--image-dir", imageDir)
 	}
@@ -93,7 +101,11 @@ func (c *Config) start(ch child) (int, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
-	args := append([]string{"netns", "exec", c.netns(), filepath.Join(c.BinDir, "rivet")}, ch.args...)
+	bin := ch.bin
+	if bin == "" {
+		bin = filepath.Join(c.BinDir, "rivet")
+	}
+	args := append([]string{"netns", "exec", c.netns(), bin}, ch.args...)
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

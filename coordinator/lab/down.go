@@ -16,7 +16,7 @@ import (
 	"github.com/rivetmetal/rivet/coordinator/power"
 )
 
-// Down removes the lab: VMs, coordinator, router advertiser, namespace, bridge, taps,
+// Down removes the lab: VMs, BMCs, coordinator, router advertiser, namespace, bridge, taps,
 // veth, mounts and Dir. It works on a half-made or half-removed lab too, and reports
 // anything it could not remove.
 func Down(ctx context.Context, cfg Config) error {
@@ -31,14 +31,20 @@ func Down(ctx context.Context, cfg Config) error {
 	}
 	c := &cfg
 	var errs []error
+	// The coordinator and the BMCs first: neither may power a VM on again (a recovery
+	// cycle) while the VMs go down.
+	names := []string{"coordinator", "router-adverts"}
+	for _, vm := range c.existingVMs() {
+		names = append(names, c.bmcChildName(vmIndex(vm)))
+	}
+	for _, name := range names {
+		if err := c.stop(ctx, name, 10*time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("stopping the lab's %s: %w", name, err))
+		}
+	}
 	for _, vm := range c.existingVMs() {
 		if err := vm.Off(ctx); err != nil {
 			errs = append(errs, err)
-		}
-	}
-	for _, name := range []string{"coordinator", "router-adverts"} {
-		if err := c.stop(ctx, name, 10*time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("stopping the lab's %s: %w", name, err))
 		}
 	}
 	for _, pid := range c.processes() { // anything else that names the lab's directory
@@ -78,6 +84,12 @@ func (c *Config) existingVMs() []*power.QEMU {
 		}
 	}
 	return vms
+}
+
+// vmIndex is the number of a lab VM from its directory (…/vms/vmN).
+func vmIndex(vm *power.QEMU) int {
+	i, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(vm.Config().Dir), "vm"))
+	return i
 }
 
 // unmountAll detaches any mount under Dir, deepest first. The lab makes none itself (the

@@ -42,7 +42,6 @@ type Progress struct {
 	lastPct     int
 	saidPlanned bool
 	lastLog     string
-	cycled      bool // the lab power-cycled it once after a reboot that never arrived
 }
 
 // Phase is one measured phase of one machine.
@@ -157,32 +156,8 @@ func (l *Lab) poll(ctx context.Context, byMAC map[string]*Progress, known map[sh
 			}
 		}
 		p.observe(m, time.Now(), say)
-		p.rescueReboot(ctx, m, say)
 	}
 	return nil
-}
-
-// rebootGrace is how long after its reboot step a machine may take to check in from its
-// disk before the lab power-cycles it: under TCG on a busy host that takes ~4 minutes.
-const rebootGrace = 8 * time.Minute
-
-// rescueReboot power-cycles, once, a machine that reported its reboot but never came
-// back from disk — what an operator does with a BMC when a kernel hangs on the way down
-// (seen here: a RAM kernel spinning in virtio_net's transmit path instead of rebooting).
-func (p *Progress) rescueReboot(ctx context.Context, m *shared.Machine, say func(*Progress, string, ...any)) {
-	if p.cycled || m.State != shared.StateProvisioning {
-		return
-	}
-	for _, st := range m.Steps {
-		if st.Name == "reboot" && st.Status == shared.StepSucceeded && !st.FinishedAt.IsZero() &&
-			time.Since(st.FinishedAt) > rebootGrace {
-			p.cycled = true
-			say(p, "no check-in from disk %s after its reboot: power-cycling it", fmtDuration(time.Since(st.FinishedAt)))
-			if err := p.VM.Power.Cycle(ctx); err != nil {
-				say(p, "power cycle failed: %v", err)
-			}
-		}
-	}
 }
 
 func matchMAC(byMAC map[string]*Progress, m *shared.Machine) *Progress {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/power"
 	"github.com/rivetmetal/rivet/internal/netclaim"
@@ -41,6 +42,9 @@ type Config struct {
 	InstallDebs string
 	Out         io.Writer // progress for the operator
 	Logger      *slog.Logger
+	// Unplugged are VMs (numbers) whose network cable Up leaves out: a blocked first
+	// network boot, to rehearse the coordinator's recovery (`rivet lab cable` plugs it).
+	Unplugged []int
 	// Claim, if set, records the lab's namespace and host link before they are made, so
 	// that the next claim's sweep removes them if this process dies first (tests; an
 	// operator's lab outlives `rivet lab up` and has none).
@@ -56,6 +60,8 @@ const (
 	roleName        = "lab"
 	apiPort         = 7443
 	bootHTTPPort    = 8080
+	// labRecoverAfter is the lab coordinator's --power-recover-after.
+	labRecoverAfter = 5 * time.Minute
 )
 
 func (c *Config) setDefaults() error {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,7 +108,33 @@ func (c *Config) tapUp(ctx context.Context, i int) error {
 			return err
 		}
 	}
+	if slices.Contains(c.Unplugged, i) {
+		// The cable left out: the VM's NIC has a link, and nothing answers its PXE.
+		return ip(ctx, "-n", ns, "link", "set", tap, "nomaster", "up")
+	}
 	return ip(ctx, "-n", ns, "link", "set", tap, "master", c.bridge(), "up")
+}
+
+// Plug plugs VM vm's network cable into the lab's switch (the bridge), or pulls it:
+// `rivet lab cable`. A VM started with its cable out (Config.Unplugged) fails its PXE
+// boot; plugged in, it boots only when something powers it on again — its BMC, on the
+// coordinator's recovery.
+func Plug(ctx context.Context, cfg Config, vm int, plugged bool) error {
+	st, err := readState(filepath.Join(cfg.Dir, "lab.json"))
+	if err != nil {
+		return fmt.Errorf("no lab in %s: %w", cfg.Dir, err)
+	}
+	cfg.Name, cfg.Subnet = st.Name, st.Subnet
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	if _, ok := st.Firmwares[vm]; !ok {
+		return fmt.Errorf("the lab in %s has no vm%d", cfg.Dir, vm)
+	}
+	if plugged {
+		return ip(ctx, "-n", cfg.netns(), "link", "set", cfg.tap(vm), "master", cfg.bridge(), "up")
+	}
+	return ip(ctx, "-n", cfg.netns(), "link", "set", cfg.tap(vm), "nomaster")
 }
 
 // networkDown removes the namespace (with the bridge, the taps and the veth's lab end)

@@ -91,11 +91,11 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		fmt.Fprintf(c.Out, "no lab image (%s): machines will register and wait for a role; "+
 			"build it with `make lab-image`\n", orNone(c.Image))
 	}
-	if err := c.importMachines(ctx, l.Client); err != nil {
-		return nil, err
-	}
+	// The rack's cabling first (a tap and a disk per VM), then its BMCs, the import
+	// and the power-on through the BMCs, as on metal.
+	var off []string
 	for i := 1; i <= c.Machines; i++ {
-		vm, err := c.powerOn(ctx, st, i)
+		vm, err := c.prepareVM(ctx, st, i)
 		if err != nil {
 			return nil, err
 		}
@@ -103,6 +103,19 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		if err := st.write(c.stateFile()); err != nil {
 			return nil, err
 		}
+		if vm.Power.PID() == 0 {
+			off = append(off, vm.Name())
+		}
+	}
+	bmcs, err := c.startBMCs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.importMachines(ctx, l.Client, bmcs); err != nil {
+		return nil, err
+	}
+	if err := c.powerOnThroughBMCs(ctx, l, off); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -230,27 +243,9 @@ func (c *Config) applyRole(ctx context.Context, client *shared.Client, image *sh
 // managers are placed as on metal (one per rack).
 const labRacks = 3
 
-// importMachines imports the lab's VMs as expected machines, exactly as an operator
-// imports a rack's list before power-on: by MAC, with a host name and an operator rack
-// label each. The coordinator runs with the default --admit expected, so the lab walks
-// the same admission path as metal; a VM that is not on the list would get nothing.
-func (c *Config) importMachines(ctx context.Context, client *shared.Client) error {
-	req := &shared.ImportRequest{}
-	for i := 1; i <= c.Machines; i++ {
-		req.Machines = append(req.Machines, shared.ExpectedMachine{
-			MACs: []string{c.machine(i, "").MAC}, Hostname: c.vmName(i),
-			Labels: map[string]string{"rack": fmt.Sprintf("r%d", (i-1)%labRacks+1)}})
-	}
-	res, err := client.ImportExpected(ctx, req)
-	if err != nil {
-		return fmt.Errorf("importing the lab's VMs as expected machines: %w", err)
-	}
-	fmt.Fprintf(c.Out, "expected machines imported: %s (racks r1-r%d)\n", res.Message, min(labRacks, c.Machines))
-	return nil
-}
-
-// powerOn gives VM i its tap and disk and powers it on unless it runs.
-func (c *Config) powerOn(ctx context.Context, st *state, i int) (*VM, error) {
+// prepareVM gives VM i its tap and disk and its power driver, recording the firmware
+// it is created with.
+func (c *Config) prepareVM(ctx context.Context, st *state, i int) (*VM, error) {
 	fw := st.Firmwares[i]
 	if fw == "" {
 		fw = c.firmwareOf(i)
@@ -267,21 +262,43 @@ func (c *Config) powerOn(ctx context.Context, st *state, i int) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{Index: i, Power: drv}
 	if drv.PID() != 0 {
 		fmt.Fprintf(c.Out, "%-15s running already (%s, %s)\n", mc.Name, fw, mc.MAC)
-		return vm, nil
 	}
-	if err := drv.SetBootDevice(ctx, power.BootPXE); err != nil {
-		return nil, err
+	return &VM{Index: i, Power: drv}, nil
+}
+
+// powerOnThroughBMCs powers the named VMs on with PXE once through the coordinator's
+// API, which sends the command to each VM's BMC: `rivet machines power ... on --pxe-once`.
+func (c *Config) powerOnThroughBMCs(ctx context.Context, l *Lab, names []string) error {
+	if len(names) == 0 {
+		return nil
 	}
-	if err := drv.On(ctx); err != nil {
-		return nil, err
+	req := &shared.PowerBatchRequest{PowerRequest: shared.PowerRequest{Action: shared.PowerOn, PXEOnce: true},
+		Refs: names, Batch: shared.DefaultPowerBatch}
+	byName := map[string]*VM{}
+	for _, vm := range l.Machines {
+		byName[vm.Name()] = vm
 	}
-	vm.PoweredOn = time.Now()
-	fmt.Fprintf(c.Out, "%-15s powered on (%s, %s, %d MiB, %d GiB disk; console %s)\n",
-		mc.Name, fw, mc.MAC, mc.MemoryMiB, c.DiskGiB, drv.SerialLog())
-	return vm, nil
+	res, err := l.Client.PowerBatch(ctx, req, func(o shared.PowerOutcome) {
+		vm := byName[o.Ref]
+		if !o.OK || vm == nil {
+			fmt.Fprintf(c.Out, "%-15s power on failed: %s (BMC %s)\n", o.Ref, o.Error, o.BMC)
+			return
+		}
+		vm.PoweredOn = o.Started
+		mc := vm.Power.Config()
+		fmt.Fprintf(c.Out, "%-15s powered on by its BMC (%s; %s, %s, %d MiB, %d GiB disk; console %s)\n",
+			o.Ref, o.BMC, mc.Firmware, mc.MAC, mc.MemoryMiB, c.DiskGiB, vm.Power.SerialLog())
+	})
+	if err != nil {
+		return fmt.Errorf("powering the lab's VMs on through their BMCs: %w", err)
+	}
+	if res.Failed > 0 {
+		return fmt.Errorf("%d of %d VMs did not power on through their BMCs (see above; the BMC logs are %s)",
+			res.Failed, len(names), filepath.Join(c.Dir, "bmc-vm*.log"))
+	}
+	return nil
 }
 
 func orNone(s string) string {
