@@ -20,6 +20,7 @@ func labVerbs() map[string]command {
 		"down":           {summary: "remove the lab: VMs, coordinator, namespace, links and its data", run: labDown},
 		"power":          {summary: "switch a lab VM: on, off (power cut), cycle (reset), kill (as a power loss), status", run: labPower},
 		"router-adverts": {summary: "send IPv6 router advertisements on the lab bridge (lab up starts it)", run: labRouterAdverts},
+		"bmc-chassis":    {summary: "ipmi_sim's chassis program for a lab VM (lab up configures it)", run: labBMCChassis},
 	}
 }
 
@@ -176,6 +177,17 @@ func labRouterAdverts(ctx context.Context, env *Env, args []string) error {
 		return errors.New("--interface is required")
 	}
 	return lab.AdvertiseRouter(ctx, *iface, *prefix, time.Second)
+}
+
+// labBMCChassis is run by a lab VM's ipmi_sim for each power or boot-device request.
+func labBMCChassis(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab bmc-chassis", "rivet lab bmc-chassis --dir D --vm N get NAME... | set NAME VALUE...")
+	dir := fs.String("dir", labDir(), "the lab's data directory")
+	vm := fs.Int("vm", 0, "the VM's number")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return lab.Chassis(ctx, lab.Config{Dir: *dir}, *vm, fs.Args(), env.Stdout)
 }
 
 func executableDir() (string, error) {
