@@ -16,13 +16,19 @@ import (
 // returns once QMP reports the guest running (about a second under TCG); qemu runs in a
 // session of its own with its output in its own log, so it outlives this program and
 // ipmi_sim waits on nothing of it.
+//
+// ipmi_sim (2.0.33) runs the program synchronously and answers nothing else meanwhile,
+// and every retransmission of a request runs it again (measured: a 4 s program behind
+// `ipmitool chassis power on` ran three times, 12 s; a status asked meanwhile waited).
+// So each request must finish well within a client's retry timeout (ipmitool's is 1-2 s)
+// and be idempotent: power on checks the pid first; a reset that overran would cycle twice.
 func Chassis(ctx context.Context, cfg Config, vm int, args []string, out io.Writer) error {
 	m, err := Power(cfg, vm)
 	if err != nil {
 		return err
 	}
 	if len(args) == 0 {
-		return errors.New("chassis: want get NAME... or set NAME VALUE...")
+		return errors.New("chassis: want an operation: get with names, or set with name value pairs")
 	}
 	switch op, params := args[0], args[1:]; op {
 	case "get":
