@@ -22,6 +22,7 @@ func labVerbs() map[string]command {
 		"router-adverts": {summary: "send IPv6 router advertisements on the lab bridge (lab up starts it)", run: labRouterAdverts},
 		"cable":          {summary: "plug a lab VM's network cable in or pull it out (rehearse a failed PXE boot)", run: labCable},
 		"redfish-bmc":    {summary: "serve a lab VM's Redfish BMC (lab up starts it)", run: labRedfishBMC},
+		"bmc-chassis":    {summary: "ipmi_sim's chassis program for a lab VM (lab up configures it)", run: labBMCChassis},
 	}
 }
 
@@ -227,6 +228,17 @@ func labRedfishBMC(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	return lab.ServeRedfishBMC(ctx, lab.Config{Dir: *dir, Logger: logger}, *vm, *listen)
+}
+
+// labBMCChassis is run by a lab VM's ipmi_sim for each power or boot-device request.
+func labBMCChassis(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "lab bmc-chassis", "rivet lab bmc-chassis --dir D --vm N get NAME... | set NAME VALUE...")
+	dir := fs.String("dir", labDir(), "the lab's data directory")
+	vm := fs.Int("vm", 0, "the VM's number")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return lab.Chassis(ctx, lab.Config{Dir: *dir}, *vm, fs.Args(), env.Stdout)
 }
 
 func executableDir() (string, error) {

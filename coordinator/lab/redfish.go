@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/rivetmetal/rivet/coordinator/power"
 	"github.com/rivetmetal/rivet/internal/atomicfile"
 	"github.com/rivetmetal/rivet/internal/redfishbmc"
 )
@@ -28,7 +29,7 @@ func ServeRedfishBMC(ctx context.Context, cfg Config, vm int, addr string) error
 		return err
 	}
 	bmc, err := redfishbmc.New(redfishbmc.Config{Addr: addr, User: bmcUser, Password: password,
-		SystemID: cfg.vmName(vm), Chassis: coldReset{redfishbmc.DriverChassis{Driver: drv}}, Logger: cfg.Logger})
+		SystemID: cfg.vmName(vm), Chassis: labChassis{redfishbmc.DriverChassis{Driver: drv}, drv}, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -47,12 +48,21 @@ func ServeRedfishBMC(ctx context.Context, cfg Config, vm int, addr string) error
 	return nil
 }
 
-// coldReset is a VM's chassis whose reset powers it off and on: qemu's own reset keeps
-// the boot order it started with, but a BMC's reset boots the one-time device set since,
-// which is what a recovery (PXE once, then cycle) relies on.
-type coldReset struct{ redfishbmc.DriverChassis }
+// labChassis is a lab VM behind the Redfish BMC. Its reset powers it off and on: qemu's
+// own reset keeps the boot order it started with, but a BMC's reset boots the one-time
+// device set since, which is what a recovery (PXE once, then cycle) relies on. Its
+// graceful shutdown presses the ACPI power button and returns: the OS decides, and
+// Rivet's driver cuts the power after its soft-off timeout if the OS does not.
+type labChassis struct {
+	redfishbmc.DriverChassis // power state, on, off (a cut), boot device
+	vm                       *power.QEMU
+}
 
-func (c coldReset) Reset(ctx context.Context) error {
+func (c labChassis) Shutdown(ctx context.Context) error {
+	return c.vm.Powerdown(ctx)
+}
+
+func (c labChassis) Reset(ctx context.Context) error {
 	if err := c.Driver.Off(ctx); err != nil {
 		return err
 	}

@@ -334,6 +334,22 @@ func (m *QEMU) Cycle(ctx context.Context) error {
 	return q.Reset(ctx)
 }
 
+// Powerdown presses the ACPI power button of a running machine (QMP system_powerdown):
+// the guest's OS decides whether and when to shut down. A machine that is off is left so.
+func (m *QEMU) Powerdown(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.PID() == 0 {
+		return nil
+	}
+	q, err := DialQMP(ctx, m.qmpSocket())
+	if err != nil {
+		return fmt.Errorf("power button of %s: %w", m.cfg.Name, err)
+	}
+	defer q.Close()
+	return q.Powerdown(ctx)
+}
+
 // waitGone polls until pid has exited (or is a zombie), at most max.
 func waitGone(ctx context.Context, pid int, max time.Duration) bool {
 	deadline := time.Now().Add(max)
