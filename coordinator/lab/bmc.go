@@ -87,6 +87,10 @@ func (c *Config) bmcChild(i int, password string) (child, error) {
 	if err != nil {
 		return child{}, fmt.Errorf("the lab's IPMI BMCs: %w (install Debian's openipmi)", err)
 	}
+	// ipmi_sim reads the chassis program as one quoted string split at spaces.
+	if strings.ContainsAny(c.Dir+c.BinDir, " \t\"") {
+		return child{}, fmt.Errorf("the lab's IPMI BMCs: the lab directory %q and the binaries' %q must have no spaces or quotes (ipmi_sim's chassis program line): give another --dir", c.Dir, c.BinDir)
+	}
 	chassis := fmt.Sprintf("%s lab bmc-chassis --dir %s --vm %d", filepath.Join(c.BinDir, "rivet"), c.Dir, i)
 	err = ipmisim.Write(c.bmcDir(i), ipmisim.Options{Addr: c.bridgeIP(), Port: c.ipmiPort(i),
 		User: bmcUser, Password: password, Chassis: chassis})
