@@ -126,6 +126,7 @@ func TestLabUpDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := readLabImport(t, cfg)
+	checkPoweredOnByBMCs(t, ctx, rows)
 	pxeBlockedOnce(t, ctx, l, 3)
 	progress, err := l.Follow(ctx, true)
 	var report bytes.Buffer

@@ -10,14 +10,30 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // Power sends one machine's power command; ref is a machine ID, expected-row key or host
-// name. The BMC's failure is in the outcome (OK false, Error), not the error.
+// name. The BMC's failure is in the outcome (OK false, Error), not the error. The answer
+// comes when the BMC's does: an off waits for the OS's soft-off, so the client waits up
+// to PowerAnswerWait, past its usual timeout (the coordinator bounds the command with
+// --power-timeout); ctx can end it sooner.
 func (c *Client) Power(ctx context.Context, ref string, req *PowerRequest) (*PowerOutcome, error) {
 	var out PowerOutcome
 	path := strings.Replace(PathMachinePower, "{id}", url.PathEscape(ref), 1)
-	return &out, c.Do(ctx, http.MethodPost, path, req, &out)
+	return &out, c.waiting(PowerAnswerWait).Do(ctx, http.MethodPost, path, req, &out)
+}
+
+// PowerAnswerWait is how long Power waits for one command's answer.
+const PowerAnswerWait = 5 * time.Minute
+
+// waiting returns a copy of c whose requests may take up to d.
+func (c *Client) waiting(d time.Duration) *Client {
+	hc := *c.http
+	hc.Timeout = max(hc.Timeout, d)
+	w := &Client{urls: c.urls, token: c.token, http: &hc}
+	w.next.Store(c.next.Load())
+	return w
 }
 
 // PowerBatch sends a batch power command and reads the streamed answer, calling each
