@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/rivetmetal/rivet/internal/atomicfile"
-	"github.com/rivetmetal/rivet/internal/ipmisim"
+	"github.com/rivetmetal/rivet/internal/ipmisim/simconf"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -92,12 +92,12 @@ func (c *Config) bmcChild(i int, password string) (child, error) {
 		return child{}, fmt.Errorf("the lab's IPMI BMCs: the lab directory %q and the binaries' %q must have no spaces or quotes (ipmi_sim's chassis program line): give another --dir", c.Dir, c.BinDir)
 	}
 	chassis := fmt.Sprintf("%s lab bmc-chassis --dir %s --vm %d", filepath.Join(c.BinDir, "rivet"), c.Dir, i)
-	err = ipmisim.Write(c.bmcDir(i), ipmisim.Options{Addr: c.bridgeIP(), Port: c.ipmiPort(i),
+	err = simconf.Write(c.bmcDir(i), simconf.Options{Addr: c.bridgeIP(), Port: c.ipmiPort(i),
 		User: bmcUser, Password: password, Chassis: chassis})
 	if err != nil {
 		return child{}, err
 	}
-	argv := ipmisim.Command(c.bmcDir(i))
+	argv := simconf.Command(c.bmcDir(i))
 	return child{name: name, bin: bin, args: argv[1:]}, nil
 }
 

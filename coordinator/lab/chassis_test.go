@@ -13,6 +13,7 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/power"
 	"github.com/rivetmetal/rivet/internal/ipmisim"
+	"github.com/rivetmetal/rivet/internal/ipmisim/simconf"
 	"github.com/rivetmetal/rivet/internal/testenv"
 )
 
@@ -54,9 +55,9 @@ func TestChassisBehindIPMISim(t *testing.T) {
 		t.Fatal(err)
 	}
 	bmcDir := t.TempDir()
-	o := ipmisim.Options{Addr: "127.0.0.1", Port: port, User: "admin", Password: "lab-secret",
+	o := simconf.Options{Addr: "127.0.0.1", Port: port, User: "admin", Password: "lab-secret",
 		Chassis: fmt.Sprintf("%s lab bmc-chassis --dir %s --vm 1", bin, cfg.Dir)}
-	if err := ipmisim.Write(bmcDir, o); err != nil {
+	if err := simconf.Write(bmcDir, o); err != nil {
 		t.Fatal(err)
 	}
 	sim, err := ipmisim.Run(ctx, bmcDir, o)
