@@ -46,7 +46,28 @@ const (
 	// the leader's recovery attempts.
 	TypePowerRecord  Type = 23
 	TypePowerRecover Type = 24
+	// Protocol 2 (shared.Protocol): the cluster's protocol itself.
+	TypeRaiseProtocol Type = 25
 )
+
+// sinceProtocol is the protocol that introduced each command type newer than the first
+// (every type not listed here is of shared.FirstProtocol). A type is written only once
+// the cluster runs at its protocol; add a type here with shared.Protocol raised by one.
+var sinceProtocol = map[Type]int{
+	TypeRaiseProtocol: 2,
+}
+
+// Since is the cluster protocol a command needs before it may be written.
+func Since(cmd state.Command) (int, error) {
+	t, err := typeOf(cmd)
+	if err != nil {
+		return 0, err
+	}
+	if p, ok := sinceProtocol[t]; ok {
+		return p, nil
+	}
+	return 1, nil
+}
 
 // typeOf maps a command to its type byte; Encode uses it.
 func typeOf(cmd state.Command) (Type, error) {
@@ -99,6 +120,8 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypePowerRecord, nil
 	case state.PowerRecover:
 		return TypePowerRecover, nil
+	case state.RaiseProtocol:
+		return TypeRaiseProtocol, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -179,6 +202,8 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplyPowerRecord)
 	case TypePowerRecover:
 		return apply(body, index, s.ApplyPowerRecover)
+	case TypeRaiseProtocol:
+		return apply(body, index, s.ApplyRaiseProtocol)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

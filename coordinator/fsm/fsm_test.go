@@ -256,6 +256,26 @@ func TestUnknownCommandPanicsLoudly(t *testing.T) {
 	Apply(state.New(), []byte{250, '{', '}'}, 1)
 }
 
+// Every command of the first release is of protocol 1, so a cluster of first-release
+// coordinators never waits for anything; RaiseProtocol, newer, is of protocol 2. Each
+// type byte from 1 to the newest must map to a protocol, never above this build's.
+func TestEveryCommandHasAProtocol(t *testing.T) {
+	for _, cmd := range commandBodies() {
+		since, err := Since(cmd)
+		if err != nil {
+			t.Fatalf("%T: %v", cmd, err)
+		}
+		typ, _ := typeOf(cmd)
+		want := shared.FirstProtocol
+		if typ > TypePowerRecover { // the first release's newest type
+			want = 2
+		}
+		if since != want || since > shared.Protocol {
+			t.Errorf("%T (type %d) is of protocol %d, want %d (this build speaks %d)", cmd, typ, since, want, shared.Protocol)
+		}
+	}
+}
+
 func TestMalformedBodyIsAnError(t *testing.T) {
 	res := Apply(state.New(), []byte{byte(TypeRegister), '{'}, 1)
 	if res.Err == nil {

@@ -30,16 +30,23 @@ func (sn Snapshot) Encode(w io.Writer) error {
 	return bw.Flush()
 }
 
-// encodeStruct writes a struct whose fields all carry a plain json name (no omitempty:
-// the equality test with json.Marshal checks that), streaming its map fields.
+// encodeStruct writes a struct whose fields all carry a json name, streaming its map
+// fields; omitempty is honoured for scalars (a field added later, such as Protocol, is
+// absent until set, so the state encodes as it did before the field existed). The
+// equality test with json.Marshal checks all of it.
 func encodeStruct(w *bufio.Writer, v reflect.Value) error {
 	t := v.Type()
 	w.WriteByte('{')
+	first := true
 	for i := range t.NumField() {
-		if i > 0 {
+		name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if opts == "omitempty" && v.Field(i).Kind() != reflect.Map && v.Field(i).IsZero() {
+			continue
+		}
+		if !first {
 			w.WriteByte(',')
 		}
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		first = false
 		if err := encodeValue(w, name); err != nil {
 			return err
 		}
@@ -105,6 +112,7 @@ func (s *Store) frozen() *Data {
 		Expected:     make(map[string]*shared.ExpectedMachine, len(s.data.Expected)),
 		Tickets:      maps.Clone(s.data.Tickets),
 		Attempts:     maps.Clone(s.data.Attempts),
+		Protocol:     s.data.Protocol,
 	}
 	for k, e := range s.data.Expected { // MachineID is set in place when a row matches
 		c := *e

@@ -122,8 +122,10 @@ func TestSnapshotEncodingEqualsJSONMarshal(t *testing.T) {
 	d.Swarm.ManagerAddrs = []string{"10.0.0.9:2377"}
 	d.Swarm.Managers = map[shared.MachineID]string{"m-b": "10.0.0.9:2377"}
 	d.Swarm.Issued = map[shared.MachineID]TokenIssue{"m-b": {Generation: 2, Attempt: 1}}
-	empty := Data{} // every map nil
-	for name, data := range map[string]*Data{"full": &d, "nil maps": &empty} {
+	empty := Data{} // every map nil, and the protocol absent as the first release wrote it
+	raised := emptyData()
+	raised.Protocol = 2
+	for name, data := range map[string]*Data{"full": &d, "nil maps": &empty, "raised protocol": &raised} {
 		want, err := json.Marshal(data)
 		if err != nil {
 			t.Fatal(err)

@@ -37,6 +37,8 @@ type Data struct {
 	Tickets map[string]Ticket `json:"tickets"`
 	// Attempts holds each machine's last accepted registration attempt (a SHA-256).
 	Attempts map[shared.MachineID]string `json:"attempts"`
+	// Protocol is the cluster's protocol (protocol.go); absent while it is the first.
+	Protocol int `json:"protocol,omitempty"`
 }
 
 // Cluster holds the secrets created once, on the first leader. They are replicated so
