@@ -27,11 +27,38 @@ const ForwardMaxBytes = forward.MaxBytes
 // the write path's (state/errors.go): *state.Rejected, state.ErrNotApplied,
 // state.ErrOutcomeUnknown or state.ErrNoLeader.
 func (s *Server) Apply(ctx context.Context, cmd state.Command) (state.Result, error) {
+	if err := s.gateProtocol(cmd); err != nil {
+		return state.Result{}, err
+	}
 	data, err := fsm.Encode(s.sealSecrets(cmd))
 	if err != nil {
 		return state.Result{}, err
 	}
 	return s.ApplyEncoded(ctx, data)
+}
+
+// gateProtocol refuses a command the cluster's protocol does not include yet, so that no
+// member meets an entry it cannot apply. The store's protocol is the replicated one: a
+// lagging follower may refuse a little longer than the leader, never accept earlier.
+func (s *Server) gateProtocol(cmd state.Command) error {
+	return protocolGate(cmd, s.store.Protocol(), fsm.Since)
+}
+
+// protocolGate is gateProtocol's decision, given the cluster's protocol and each
+// command's. RaiseProtocol has its own gate: the members' reported protocols
+// (versions.go).
+func protocolGate(cmd state.Command, have int, since func(state.Command) (int, error)) error {
+	if _, raise := cmd.(state.RaiseProtocol); raise {
+		return nil
+	}
+	need, err := since(cmd)
+	if err != nil {
+		return err
+	}
+	if need > have {
+		return state.NeedProtocol(fmt.Sprintf("%T", cmd), need, have)
+	}
+	return nil
 }
 
 // ApplyEncoded is Apply for an already encoded command. It tries again only while the

@@ -13,14 +13,16 @@ import (
 func (s *Server) Health() shared.Health {
 	_, leaderID := s.raft.LeaderWithID()
 	h := shared.Health{
-		Status:        shared.HealthOK,
-		NodeID:        s.cfg.NodeID,
-		RaftState:     s.raft.State().String(),
-		Leader:        string(leaderID),
-		AppliedIndex:  s.store.Applied(),
-		Machines:      s.store.MachineCount(),
-		Version:       shared.Version,
-		CAFingerprint: s.CAFingerprint(),
+		Status:          shared.HealthOK,
+		NodeID:          s.cfg.NodeID,
+		RaftState:       s.raft.State().String(),
+		Leader:          string(leaderID),
+		AppliedIndex:    s.store.Applied(),
+		Machines:        s.store.MachineCount(),
+		Version:         shared.Version,
+		CAFingerprint:   s.CAFingerprint(),
+		Protocol:        shared.Protocol,
+		ClusterProtocol: s.store.Protocol(),
 	}
 	if c, ok := s.store.Coordinator(string(leaderID)); ok {
 		h.LeaderAPI = c.APIAddr
@@ -46,9 +48,17 @@ func (s *Server) Snapshot() error {
 	return nil
 }
 
-// Members lists the Raft peers and the gossip pool.
+// Members lists the Raft peers, each with the version and protocol it reports, and the
+// gossip pool.
 func (s *Server) Members() shared.Members {
-	out := shared.Members{Raft: []shared.RaftPeer{}, Serf: []shared.SerfMember{}} // JSON lists are [], never null
+	out := shared.Members{Raft: []shared.RaftPeer{}, Serf: []shared.SerfMember{}, // JSON lists are [], never null
+		ClusterProtocol: s.store.Protocol()}
+	versions := map[string]peerVersion{}
+	if peers, err := s.recentPeerVersions(); err == nil {
+		for _, p := range peers {
+			versions[p.ID] = p
+		}
+	}
 	_, leaderID := s.raft.LeaderWithID()
 	if f := s.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {
@@ -57,6 +67,8 @@ func (s *Server) Members() shared.Members {
 			if c, ok := s.store.Coordinator(string(srv.ID)); ok {
 				p.APIAddr = c.APIAddr
 			}
+			v := versions[string(srv.ID)]
+			p.Version, p.Protocol, p.Unreachable = v.Version, v.Protocol, v.Unreachable
 			out.Raft = append(out.Raft, p)
 		}
 	}

@@ -55,6 +55,7 @@ func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.
 	if p := s.pool(); p != nil {
 		p.Reconcile() // replay what gossip knows: the old leader may have missed events
 	}
+	go s.raiseProtocolWhenReady(ctx)
 	if planner == nil {
 		return
 	}

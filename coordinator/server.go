@@ -77,7 +77,8 @@ type Server struct {
 	gossip    Membership
 	gossipOff atomic.Bool // --gossip-addr off: the record names no gossip address
 
-	plannedRoles atomicString // roles version of the last planning pass
+	plannedRoles atomicString  // roles version of the last planning pass
+	versions     versionsCache // the members' versions and protocols, for readers
 }
 
 // Membership is the gossip pool as the server needs it.
@@ -285,8 +286,11 @@ func (s *Server) Kick() {
 // IsLeader reports whether this coordinator leads.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
 
-// Shutdown stops the forwarder and Raft and closes the log.
+// Shutdown stops the forwarder and Raft and closes the log. A leader with other voters
+// first hands leadership to one of them, so that stopping it (to upgrade it, say) costs
+// the cluster no election timeout.
 func (s *Server) Shutdown() error {
+	s.handOverLeadership()
 	s.forwarder.Close()
 	err := s.raft.Shutdown().Error()
 	_ = s.transport.Close()
@@ -294,6 +298,32 @@ func (s *Server) Shutdown() error {
 		err = cerr
 	}
 	return err
+}
+
+func (s *Server) handOverLeadership() {
+	if !s.IsLeader() {
+		return
+	}
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	start := time.Now()
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		s.log.Warn("handing over leadership before shutdown failed; the others will elect a leader", "err", err)
+		return
+	}
+	_, to := s.raft.LeaderWithID()
+	s.log.Info("leadership handed over before shutdown", "to", to, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // TLSConfig serves the API with this node's certificate (issued by the cluster CA,

@@ -276,12 +276,18 @@ type Health struct {
 	Machines      int          `json:"machines"`
 	Version       string       `json:"version"`
 	CAFingerprint string       `json:"ca_fingerprint,omitempty"`
+	// Protocol is the newest protocol this coordinator speaks; ClusterProtocol the one
+	// the cluster runs at (shared.Protocol). Both are absent from the first release.
+	Protocol        int `json:"protocol,omitempty"`
+	ClusterProtocol int `json:"cluster_protocol,omitempty"`
 }
 
 // Members lists the Raft peers and the Serf pool.
 type Members struct {
 	Raft []RaftPeer   `json:"raft"`
 	Serf []SerfMember `json:"serf"`
+	// ClusterProtocol is the protocol the cluster runs at (see shared.Protocol).
+	ClusterProtocol int `json:"cluster_protocol,omitempty"`
 }
 
 // RaftPeer is one coordinator in the Raft configuration.
@@ -291,6 +297,11 @@ type RaftPeer struct {
 	APIAddr  string `json:"api_addr,omitempty"`
 	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
+	// Version and Protocol are what the peer's own health says; Unreachable says why it
+	// could not be asked (then both are empty).
+	Version     string `json:"version,omitempty"`
+	Protocol    int    `json:"protocol,omitempty"`
+	Unreachable string `json:"unreachable,omitempty"`
 }
 
 // SerfMember is one member of the gossip pool.
