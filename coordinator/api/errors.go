@@ -36,7 +36,7 @@ func Answer(err error) *shared.APIError {
 			"%v", err)
 	case errors.Is(err, state.ErrNoLeader):
 		return shared.Errorf(http.StatusServiceUnavailable, shared.CodeNoLeader,
-			"the cluster has no leader: check `rivet members`; a majority of coordinators must be up",
+			"the cluster has no leader: check `rivet members ls`; a majority of coordinators must be up",
 			"no leader to accept the write (%v)", err)
 	case errors.Is(err, state.ErrNotApplied):
 		return shared.Errorf(http.StatusServiceUnavailable, shared.CodeNotApplied,

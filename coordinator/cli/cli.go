@@ -36,7 +36,7 @@ func commands() map[string]command {
 		"machines":    {summary: "follow and act on machines", verbs: machinesVerbs},
 		"roles":       {summary: "manage the roles machines are planned from", verbs: rolesVerbs},
 		"plan":        {summary: "show what the planner would do with a machine", verbs: planVerbs},
-		"members":     {summary: "show the coordinators (Raft) and the gossip pool (Serf)", run: runMembers},
+		"members":     {summary: "show the coordinators (Raft) and the gossip pool (Serf); plan an upgrade", verbs: membersVerbs},
 		"tokens":      {summary: "create, list and revoke operator and enrolment tokens", verbs: tokensVerbs},
 		"health":      {summary: "show this coordinator's health", run: runHealth},
 		"digest":      {summary: "print the digest of the replicated state", run: runDigest},

@@ -55,7 +55,7 @@ func TestCommandsAgainstACoordinator(t *testing.T) {
 	if err != nil || !strings.Contains(out, "rvo_") || !strings.Contains(out, "shown only now") {
 		t.Fatalf("tokens create: %v\n%s", err, out)
 	}
-	out, err = run(t, "members", "--env-file", envFile)
+	out, err = run(t, "members", "ls", "--env-file", envFile)
 	if err != nil || !strings.Contains(out, "leader") {
 		t.Fatalf("members: %v\n%s", err, out)
 	}
@@ -199,7 +199,7 @@ func TestJSONListsAreNeverNull(t *testing.T) {
 	c, envFile := startCoordinator(t, coordinator.DaemonConfig{GossipAddr: "off"}) // no gossip: no Serf members
 	noNulls(t, envFile, [][]string{
 		{"machines", "ls"}, {"machines", "ls", "--state", "failed"}, {"roles", "ls"},
-		{"tokens", "ls"}, {"members"}, {"roles", "apply", "-f", "../../packaging/config/roles.example.yaml", "--dry-run"},
+		{"tokens", "ls"}, {"members", "ls"}, {"members", "upgrade-check"}, {"roles", "apply", "-f", "../../packaging/config/roles.example.yaml", "--dry-run"},
 	})
 	out, _ := run(t, "machines", "ls", "--env-file", envFile, "--output", "json")
 	if strings.TrimSpace(out) != "[]" {
@@ -348,7 +348,7 @@ func TestCoordinatorJoinsWithATokenFile(t *testing.T) {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		out, err := run(t, "members", "--env-file", envFile, "--output", "json")
+		out, err := run(t, "members", "ls", "--env-file", envFile, "--output", "json")
 		var m shared.Members
 		if err == nil && json.Unmarshal([]byte(out), &m) == nil && len(m.Raft) == 2 {
 			break

@@ -9,8 +9,15 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-func runMembers(ctx context.Context, env *Env, args []string) error {
-	v := newVerb(env, "members", "rivet members [--output json]")
+func membersVerbs() map[string]command {
+	return map[string]command{
+		"ls":            {summary: "list the coordinators with their versions, and the gossip pool", run: membersList},
+		"upgrade-check": {summary: "say which coordinator to upgrade next, and whether it is safe now", run: membersUpgradeCheck},
+	}
+}
+
+func membersList(ctx context.Context, env *Env, args []string) error {
+	v := newVerb(env, "members ls", "rivet members ls [--output json]")
 	if err := v.parse(args); err != nil {
 		return err
 	}
@@ -24,10 +31,10 @@ func printMembers(w io.Writer, m *shared.Members) {
 		if p.Leader {
 			role = "leader"
 		}
-		rows = append(rows, []string{p.ID, p.Address, orDash(p.APIAddr), p.Suffrage, role})
+		rows = append(rows, []string{p.ID, p.Address, orDash(p.APIAddr), p.Suffrage, role, peerVersion(p), peerProtocol(p)})
 	}
-	fmt.Fprintln(w, "Coordinators (Raft):")
-	table(w, []string{"ID", "RAFT", "API", "SUFFRAGE", "ROLE"}, rows)
+	fmt.Fprintf(w, "Coordinators (Raft), cluster protocol %d:\n", shared.ProtocolOf(m.ClusterProtocol))
+	table(w, []string{"ID", "RAFT", "API", "SUFFRAGE", "ROLE", "VERSION", "PROTOCOL"}, rows)
 	counts := map[string]int{}
 	for _, s := range m.Serf {
 		counts[s.Status]++
