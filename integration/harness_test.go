@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"testing"
 
@@ -13,7 +14,7 @@ import (
 // if it failed, logs the tail of their logs.
 func startCluster(ctx context.Context, t *testing.T, opts coordinatortest.Options) *coordinatortest.Cluster {
 	t.Helper()
-	opts.Bin = bin("rivet")
+	opts.Bin = cmp.Or(opts.Bin, bin("rivet")) // an upgrade test starts from an older release
 	cluster, err := coordinatortest.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -56,7 +56,10 @@ type Node struct {
 	RaftAddr   string
 	GossipAddr string
 	LogPath    string
-	lanLink    string // its veth's end on the bridge (Options.Bridge only)
+	// Bin, when set, is the rivet binary this node runs from its next (re)start instead
+	// of Options.Bin: an upgrade test swaps it between releases.
+	Bin     string
+	lanLink string // its veth's end on the bridge (Options.Bridge only)
 
 	mu   sync.Mutex // cmd and done change on Restart while meters and pollers read them
 	cmd  *exec.Cmd
@@ -202,10 +205,11 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	if err != nil {
 		return err
 	}
-	name := c.opts.Bin
+	bin := cmp.Or(n.Bin, c.opts.Bin)
+	name := bin
 	if n.Netns != "" {
 		// ip execs the coordinator in place: the pid, and Pdeathsig, stay the coordinator's.
-		name, args = "ip", append([]string{"netns", "exec", n.Netns, c.opts.Bin}, args...)
+		name, args = "ip", append([]string{"netns", "exec", n.Netns, bin}, args...)
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -215,7 +219,7 @@ func (c *Cluster) launch(n *Node, join bool) error {
 	exited, err := testenv.StartTied(cmd, syscall.SIGKILL)
 	if err != nil {
 		logf.Close()
-		return fmt.Errorf("starting %s: %w", c.opts.Bin, err)
+		return fmt.Errorf("starting %s: %w", bin, err)
 	}
 	done := make(chan struct{})
 	n.mu.Lock()
@@ -331,6 +335,23 @@ func (c *Cluster) Kill(n *Node) {
 	if cmd, done := n.process(); cmd != nil && alive(done) {
 		_ = cmd.Process.Kill()
 		<-done
+	}
+}
+
+// Terminate stops a node as an operator's `systemctl stop` does: SIGTERM, then SIGKILL
+// if it has not exited within grace. It reports whether the node exited by itself.
+func (c *Cluster) Terminate(n *Node, grace time.Duration) bool {
+	cmd, done := n.process()
+	if cmd == nil || !alive(done) {
+		return true
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return true
+	case <-time.After(grace):
+		c.Kill(n)
+		return false
 	}
 }
 
