@@ -192,6 +192,8 @@ func (s *Server) sealSecrets(cmd state.Command) state.Command {
 		return c
 	case state.SwarmReport:
 		return state.SealSwarmReport(s.id.seal, c)
+	case state.SwarmOpDone:
+		return state.SealSwarmOpDone(s.id.seal, c)
 	case state.PutExpected:
 		return state.SealExpected(s.id.seal, c)
 	}

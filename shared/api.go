@@ -21,6 +21,7 @@ const (
 	PathMachineCheckin  = "/v1/machines/{id}/checkin"          // POST CheckinRequest (machine token)
 	PathMachineBoot     = "/v1/machines/{id}/boot"             // PUT BootRequest (machine token: bootcfg step)
 	PathMachineSwarm    = "/v1/machines/{id}/swarm"            // GET SwarmJoin, PUT SwarmReport (machine token)
+	PathMachineSwarmOps = "/v1/machines/{id}/swarm/ops"        // GET SwarmOps; POST .../{op} SwarmOpReport (the runner's machine token)
 	PathMachineAction   = "/v1/machines/{id}/actions/{action}" // POST ActionRequest (admin)
 	PathRoles           = "/v1/roles"                          // GET []Role; POST RoleList (admin; ?dry_run=1)
 	PathRole            = "/v1/roles/{name}"                   // GET Role; PUT Role; DELETE (admin)

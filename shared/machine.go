@@ -147,6 +147,7 @@ const (
 	EventAction     = "action"
 	EventAdmitted   = "admitted"
 	EventLabels     = "labels" // the operator set or removed labels (rivet machines label)
+	EventSwarm      = "swarm"  // a day-two swarm operation on this node (shared/swarmop.go)
 	// EventConflict: someone claimed this machine's id or one of its MACs without its
 	// token. The claim was refused and changed nothing else.
 	EventConflict = "conflict"

@@ -19,7 +19,8 @@ func commandBodies() []state.Command {
 		state.Checkin{}, state.SetPlan{}, state.Report{}, state.SetBoot{}, state.Gossip{}, state.Action{},
 		state.PutRole{}, state.DeleteRole{}, state.PutToken{}, state.DeleteToken{}, state.SwarmClaim{},
 		state.SwarmReport{}, state.SetPlans{}, state.IssueTicket{}, state.PutExpected{}, state.EndSessions{},
-		state.SwarmJoin{}, state.SetLabels{}, state.PowerRecord{}, state.PowerRecover{}, state.RaiseProtocol{}}
+		state.SwarmJoin{}, state.SetLabels{}, state.PowerRecord{}, state.PowerRecover{}, state.RaiseProtocol{},
+		state.SwarmOpStart{}, state.SwarmOpDone{}}
 }
 
 // TestV2DecoderAgreesWithEncodingJSON fills every command type with random values,

@@ -46,8 +46,11 @@ const (
 	// the leader's recovery attempts.
 	TypePowerRecord  Type = 23
 	TypePowerRecover Type = 24
-	// Protocol 2 (shared.Protocol): the cluster's protocol itself.
+	// Protocol 2 (shared.Protocol): the cluster's protocol itself, and day-two swarm
+	// operations.
 	TypeRaiseProtocol Type = 25
+	TypeSwarmOpStart  Type = 26
+	TypeSwarmOpDone   Type = 27
 )
 
 // sinceProtocol is the protocol that introduced each command type newer than the first
@@ -55,6 +58,8 @@ const (
 // the cluster runs at its protocol; add a type here with shared.Protocol raised by one.
 var sinceProtocol = map[Type]int{
 	TypeRaiseProtocol: 2,
+	TypeSwarmOpStart:  2,
+	TypeSwarmOpDone:   2,
 }
 
 // Since is the cluster protocol a command needs before it may be written.
@@ -122,6 +127,10 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypePowerRecover, nil
 	case state.RaiseProtocol:
 		return TypeRaiseProtocol, nil
+	case state.SwarmOpStart:
+		return TypeSwarmOpStart, nil
+	case state.SwarmOpDone:
+		return TypeSwarmOpDone, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -204,6 +213,10 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplyPowerRecover)
 	case TypeRaiseProtocol:
 		return apply(body, index, s.ApplyRaiseProtocol)
+	case TypeSwarmOpStart:
+		return apply(body, index, s.ApplySwarmOpStart)
+	case TypeSwarmOpDone:
+		return apply(body, index, s.ApplySwarmOpDone)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

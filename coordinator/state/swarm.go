@@ -37,6 +37,8 @@ type Swarm struct {
 	ManagerTokenOut bool `json:"manager_token_out,omitempty"`
 	// RotateBy is the manager told to rotate the manager token and report the new one.
 	RotateBy shared.MachineID `json:"rotate_by,omitempty"`
+	// Ops are the pending day-two operations, oldest first (swarmops.go).
+	Ops []shared.SwarmOp `json:"ops,omitempty"`
 }
 
 // TokenIssue names one attempt of a machine's swarm step.
@@ -59,6 +61,7 @@ func (sw Swarm) clone() Swarm {
 	sw.ManagerAddrs = slices.Clone(sw.ManagerAddrs)
 	sw.Managers = maps.Clone(sw.Managers)
 	sw.Issued = maps.Clone(sw.Issued)
+	sw.Ops = slices.Clone(sw.Ops)
 	return sw
 }
 
