@@ -43,6 +43,9 @@ type Deps struct {
 	// machine token (executors use it for images, boot config and the swarm); reporter
 	// must receive every step report.
 	NewRunner func(id shared.MachineID, client *shared.Client, reporter Reporter) PhaseRunner
+	// NewSwarmOps builds what runs day-two swarm operations once the machine id is
+	// known; nil (or a nil answer) where there is no dockerd to run them, as in RAM mode.
+	NewSwarmOps func(id shared.MachineID, client *shared.Client) SwarmOpRunner
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registry receives the agent's metrics; nil makes a private one.
@@ -131,16 +134,16 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // serve is the steady loop: check in, fetch the plan, run what is due, wait.
 func (a *Agent) serve(ctx context.Context) error {
-	runner := a.newRunner()
+	runner, ops := a.newRunner(), a.newSwarmOps()
 	trigger := "start"
 	for {
 		a.ensureGossip(ctx)
-		ran, err := a.tick(ctx, runner, trigger)
+		ran, err := a.tick(ctx, runner, ops, trigger)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errReenrolled) {
-			runner = a.newRunner() // new token: executors must use it
+			runner, ops = a.newRunner(), a.newSwarmOps() // new token: executors must use it
 			trigger = "reenrol"
 			continue
 		}
@@ -163,11 +166,19 @@ func (a *Agent) newRunner() PhaseRunner {
 	return a.deps.NewRunner(id, client, reporter{a})
 }
 
+func (a *Agent) newSwarmOps() SwarmOpRunner {
+	if a.deps.NewSwarmOps == nil {
+		return nil
+	}
+	id, client := a.identity()
+	return a.deps.NewSwarmOps(id, client)
+}
+
 var errReenrolled = errors.New("re-enrolled")
 
-// tick does one check-in and plan poll, and runs the phase's due steps. ran says
-// whether steps were run.
-func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (ran bool, err error) {
+// tick does one check-in and plan poll, and runs the phase's due steps, or, on a ready
+// machine, the swarm operations it is to run. ran says whether anything was run.
+func (a *Agent) tick(ctx context.Context, runner PhaseRunner, ops SwarmOpRunner, trigger string) (ran bool, err error) {
 	id, client := a.identity()
 	a.metrics.polls.WithLabelValues(trigger).Inc()
 	m, err := client.Checkin(ctx, id, &shared.CheckinRequest{
@@ -192,6 +203,9 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, trigger string) (r
 	due, note := a.due(view, m)
 	if !due {
 		a.noteOnce(note)
+		if ops != nil && a.currentState() == shared.StateReady {
+			return a.runSwarmOps(ctx, ops)
+		}
 		return false, nil
 	}
 	a.noteOnce("")

@@ -56,6 +56,7 @@ func (s *Server) lead(ctx context.Context, apiAddr string, planner func(context.
 		p.Reconcile() // replay what gossip knows: the old leader may have missed events
 	}
 	go s.raiseProtocolWhenReady(ctx)
+	go s.keepSwarm(ctx)
 	if planner == nil {
 		return
 	}

@@ -231,6 +231,8 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatalf("after an agent restart docker node ls shows %d nodes, want 5", got)
 	}
 
+	retireLeavesTheSwarm(ctx, t, admin, manager, byIP, wantManager, lab.Nodes)
+
 	// No join token anywhere: agent logs, coordinator logs, dockerd logs, API answers.
 	var haystack strings.Builder
 	for i := range logs {
@@ -266,6 +268,68 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatalf("manager token: initial known %v, rotated %v, Rivet's is the swarm's current %v",
 			initial != "", kept != initial, kept == current.JoinTokens.Manager)
 	}
+}
+
+// retireLeavesTheSwarm is issue 16's first day-two proof: a retired worker leaves the
+// swarm by itself. The leader records a removal and names a ready manager; that
+// manager's agent removes the node through its own dockerd and rotates both join tokens,
+// so the retired OS cannot join again with a token it kept. The swarm's other nodes stay.
+func retireLeavesTheSwarm(ctx context.Context, t *testing.T, admin *shared.Client, manager *swarmlab.Node,
+	byIP map[string]*shared.Machine, wantManager map[string]bool, nodes []*swarmlab.Node) {
+	t.Helper()
+	var retired *shared.Machine
+	for _, n := range nodes {
+		if !wantManager[n.Name] {
+			retired = byIP[n.IP.String()]
+			break
+		}
+	}
+	before, err := manager.Client(t).SwarmInspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Action(ctx, retired.ID, shared.ActionRetire, "day-two test: retire a worker"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 2*time.Minute, "the retired worker removed from the swarm", func() error {
+		for _, node := range nodeList(ctx, t, manager) {
+			if node.ID == retired.SwarmNodeID {
+				return fmt.Errorf("docker node ls still lists %s (%s)", node.ID, node.Status.State)
+			}
+		}
+		m, err := admin.Machine(ctx, retired.ID)
+		if err != nil {
+			return err
+		}
+		if m.SwarmNodeID != "" {
+			return fmt.Errorf("Rivet still records swarm node %s for it", m.SwarmNodeID)
+		}
+		return nil
+	})
+	if got := len(nodeList(ctx, t, manager)); got != len(nodes)-1 {
+		t.Fatalf("after retiring one worker docker node ls shows %d nodes, want %d", got, len(nodes)-1)
+	}
+	after, err := manager.Client(t).SwarmInspect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.JoinTokens.Worker == before.JoinTokens.Worker || after.JoinTokens.Manager == before.JoinTokens.Manager {
+		t.Fatal("the join tokens the retired node may have kept were not rotated")
+	}
+	evs, err := admin.Events(ctx, retired.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var said []string
+	for _, e := range evs {
+		if e.Kind == shared.EventSwarm {
+			said = append(said, e.Message)
+		}
+	}
+	if len(said) < 2 || !strings.Contains(said[len(said)-1], "removed node "+retired.SwarmNodeID) {
+		t.Fatalf("the retired machine's timeline says %q, want the removal asked and done", said)
+	}
+	t.Logf("retired %s: %s", retired.ID, said[len(said)-1])
 }
 
 // swarmTokensInLog reads a stopped coordinator's Raft log, with its seal key (the log

@@ -161,6 +161,8 @@ func (a *API) routes() {
 	a.handle("PUT "+shared.PathMachineBoot, a.setBoot, selfOrAdmin)
 	a.handle("GET "+shared.PathMachineSwarm, a.swarmJoin, self)
 	a.handle("PUT "+shared.PathMachineSwarm, a.swarmReport, self)
+	a.handle("GET "+shared.PathMachineSwarmOps, a.swarmOps, self)
+	a.handle("POST "+shared.PathMachineSwarmOps+"/{op}", a.swarmOpDone, self)
 	a.handle("POST "+shared.PathMachineAction, a.action, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathRoles, a.listRoles, readers)
 	a.handle("POST "+shared.PathRoles, a.applyRoles, allow(auth.KindAdmin))

@@ -107,4 +107,6 @@ var hints = map[state.Rule]string{
 	state.RuleLabels:            "a machine has at most 64 operator labels; remove some with `rivet machines label ID key-`",
 	state.RuleNothingSelected:   "list machines and their labels with `rivet machines ls --output json`",
 	state.RuleSwarmManagerLimit: "a swarm needs 3 or 5 managers: demote or retire some",
+	state.RuleSwarmOp:           "see the pending operations on the machine's timeline (`rivet machines show`)",
+	state.RuleProtocol:          "run `rivet members upgrade-check` and finish the upgrade",
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/rivetmetal/rivet/coordinator/auth"
 	"github.com/rivetmetal/rivet/coordinator/state"
@@ -49,5 +50,29 @@ func (a *API) swarmReport(w http.ResponseWriter, r *http.Request, p auth.Princip
 	}
 	writeJSON(w, http.StatusOK, shared.SwarmReportAnswer{MachineSummary: *res.Summary,
 		RotateManagerToken: res.Value == state.RotateManagerToken})
+	return nil
+}
+
+// swarmOps lists the day-two operations this machine, a manager, is to run.
+func (a *API) swarmOps(w http.ResponseWriter, _ *http.Request, p auth.Principal) error {
+	writeJSON(w, http.StatusOK, shared.SwarmOps{Ops: a.store.SwarmOpsFor(p.MachineID)})
+	return nil
+}
+
+// swarmOpDone takes the runner's report of one operation; state.ApplySwarmOpDone checks
+// that the operation is this machine's to report.
+func (a *API) swarmOpDone(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	id, err := strconv.ParseUint(r.PathValue("op"), 10, 64)
+	if err != nil {
+		return shared.Errorf(http.StatusBadRequest, shared.CodeBadRequest, "", "operation id %q: want a number", r.PathValue("op"))
+	}
+	var rep shared.SwarmOpReport
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &rep); err != nil {
+		return err
+	}
+	if _, err := a.cfg.Writer.Apply(r.Context(), state.SwarmOpDone{ID: id, Runner: p.MachineID, Time: now(), Report: rep}); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/rivetmetal/rivet/agent/config"
 	"github.com/rivetmetal/rivet/agent/inventory"
 	"github.com/rivetmetal/rivet/agent/step"
+	"github.com/rivetmetal/rivet/agent/step/swarm"
 	"github.com/rivetmetal/rivet/shared"
 )
 
@@ -93,6 +94,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, env *boot.E
 			})
 		},
 		Logger: log,
+	}
+	if cfg.Mode == shared.ModeService {
+		deps.NewSwarmOps = func(id shared.MachineID, client *shared.Client) agent.SwarmOpRunner {
+			sw, err := swarm.New(swarm.Config{MachineID: id, Coordinator: client, AdvertiseAddr: ag.AdvertiseIP(),
+				DockerHost: cfg.DockerHost, Logger: log})
+			if err != nil {
+				log.Error("swarm operations unavailable", "err", err)
+				return nil
+			}
+			return sw
+		}
 	}
 	if env != nil {
 		deps.Progress = env.Progress
