@@ -40,6 +40,9 @@ type DaemonConfig struct {
 	Admission api.Admission
 	// Power configures power commands and the leader's power recovery (powerops.go).
 	Power PowerOptions
+	// Swarm tunes the leader's day-two swarm keeper (swarmkeeper.go); its DomainLabel is
+	// Plan's.
+	Swarm SwarmKeeperOptions
 }
 
 // RunDaemon runs a coordinator until ctx ends, then shuts it down cleanly.
@@ -103,6 +106,8 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	if dc.Power.Recover.After > 0 {
 		go s.runPowerRecovery(ctx, powerMgr, dc.Power.Recover)
 	}
+	s.keeper = dc.Swarm
+	s.keeper.DomainLabel = dc.Plan.Placement.DomainLabel
 	go s.RunLeaderLoop(ctx, dc.APIAddr, func(c context.Context) { s.PlanFleet(c, dc.Plan) })
 	if len(s.cfg.Join) > 0 {
 		if err := s.JoinCluster(ctx, dc.APIAddr); err != nil {

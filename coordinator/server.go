@@ -79,6 +79,7 @@ type Server struct {
 
 	plannedRoles atomicString  // roles version of the last planning pass
 	versions     versionsCache // the members' versions and protocols, for readers
+	keeper       SwarmKeeperOptions
 }
 
 // Membership is the gossip pool as the server needs it.

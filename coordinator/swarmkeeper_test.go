@@ -28,3 +28,21 @@ func TestPickRunner(t *testing.T) {
 		t.Errorf("a lone manager removing itself: got %q, want none", got)
 	}
 }
+
+func TestPickReplacementSpreadsOverRacks(t *testing.T) {
+	w := func(id, rack string) shared.MachineSummary {
+		return shared.MachineSummary{ID: shared.MachineID(id), Labels: map[string]string{"rack": rack}}
+	}
+	workers := []shared.MachineSummary{w("m-a", "r1"), w("m-b", "r2"), w("m-c", "r3")}
+	got, ok := pickReplacement(workers, map[string]int{"r1": 1, "r2": 1}, "rack")
+	if !ok || got.ID != "m-c" {
+		t.Fatalf("managers in r1 and r2: picked %s, want the worker in r3", got.ID)
+	}
+	got, _ = pickReplacement(workers, map[string]int{"r1": 2, "r2": 1, "r3": 1}, "rack")
+	if got.ID != "m-b" {
+		t.Fatalf("every rack has a manager: picked %s, want the first of the least-covered (m-b)", got.ID)
+	}
+	if _, ok := pickReplacement(nil, nil, "rack"); ok {
+		t.Fatal("no workers, yet a replacement")
+	}
+}

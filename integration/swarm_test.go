@@ -48,7 +48,8 @@ func TestAgentsFormASwarm(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	cluster := startCluster(ctx, t, coordinatortest.Options{Dir: filepath.Join(dir, "coord"),
-		Nodes: 1, Host: lab.HostIP.String(), ExtraArgs: []string{"--plan-settle", "2s"}, Admit: shared.AdmitExpected})
+		Nodes: 1, Host: lab.HostIP.String(), Admit: shared.AdmitExpected,
+		ExtraArgs: []string{"--plan-settle", "2s", "--swarm-lost-manager-grace", lostManagerGrace.String()}})
 	admin := cluster.Client()
 	applyRoles(ctx, t, admin, swarmRole)
 
@@ -231,7 +232,8 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatalf("after an agent restart docker node ls shows %d nodes, want 5", got)
 	}
 
-	retireLeavesTheSwarm(ctx, t, admin, manager, byIP, wantManager, lab.Nodes)
+	retired := retireLeavesTheSwarm(ctx, t, admin, manager, byIP, wantManager, lab.Nodes)
+	manager = lostManagerIsReplaced(ctx, t, admin, byIP, wantManager, lab.Nodes, retired, stop) // may have been the lost one
 
 	// No join token anywhere: agent logs, coordinator logs, dockerd logs, API answers.
 	var haystack strings.Builder
@@ -275,7 +277,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 // manager's agent removes the node through its own dockerd and rotates both join tokens,
 // so the retired OS cannot join again with a token it kept. The swarm's other nodes stay.
 func retireLeavesTheSwarm(ctx context.Context, t *testing.T, admin *shared.Client, manager *swarmlab.Node,
-	byIP map[string]*shared.Machine, wantManager map[string]bool, nodes []*swarmlab.Node) {
+	byIP map[string]*shared.Machine, wantManager map[string]bool, nodes []*swarmlab.Node) *shared.Machine {
 	t.Helper()
 	var retired *shared.Machine
 	for _, n := range nodes {
@@ -330,6 +332,84 @@ func retireLeavesTheSwarm(ctx context.Context, t *testing.T, admin *shared.Clien
 		t.Fatalf("the retired machine's timeline says %q, want the removal asked and done", said)
 	}
 	t.Logf("retired %s: %s", retired.ID, said[len(said)-1])
+	return retired
+}
+
+// lostManagerGrace is the test's --swarm-lost-manager-grace.
+const lostManagerGrace = 10 * time.Second
+
+// lostManagerIsReplaced is issue 16's lost-manager proof on real engines: the manager in
+// the rack of the one worker left loses its power (dockerd and agent killed). Past the
+// grace period the coordinator has a ready manager promote that worker, then demote and
+// remove the lost one: `docker node ls` again shows three reachable managers, one per
+// rack, and the lost node is gone.
+func lostManagerIsReplaced(ctx context.Context, t *testing.T, admin *shared.Client, byIP map[string]*shared.Machine,
+	wantManager map[string]bool, nodes []*swarmlab.Node, retired *shared.Machine, stopAgent func(int)) (survivor *swarmlab.Node) {
+	t.Helper()
+	var worker *shared.Machine
+	for _, n := range nodes {
+		if m := byIP[n.IP.String()]; !wantManager[n.Name] && m.ID != retired.ID {
+			worker = m
+		}
+	}
+	lostAt := -1
+	for i, n := range nodes {
+		m := byIP[n.IP.String()]
+		switch {
+		case wantManager[n.Name] && m.Labels["rack"] == worker.Labels["rack"]:
+			lostAt = i
+		case wantManager[n.Name]:
+			survivor = n
+		}
+	}
+	lost := byIP[nodes[lostAt].IP.String()]
+	t.Logf("powering off manager %s (rack %s); worker %s is in its rack", lost.ID, lost.Labels["rack"], worker.ID)
+	stopAgent(lostAt)
+	if err := nodes[lostAt].PowerOff(); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	testenv.Eventually(t, 3*time.Minute, "three reachable managers, one per rack, without the lost one", func() error {
+		racks := map[string]bool{}
+		reachable := 0
+		for _, node := range nodeList(ctx, t, survivor) {
+			if node.ID == lost.SwarmNodeID {
+				return fmt.Errorf("docker node ls still lists the lost manager (%s)", node.Status.State)
+			}
+			if node.ManagerStatus == nil || node.ManagerStatus.Reachability != swarm.ReachabilityReachable {
+				continue
+			}
+			reachable++
+			m := machineOfNode(byIP, node.ID)
+			if m == nil {
+				return fmt.Errorf("manager node %s is no machine of the test", node.ID)
+			}
+			racks[m.Labels["rack"]] = true
+		}
+		if reachable != 3 || len(racks) != 3 {
+			return fmt.Errorf("%d reachable managers over racks %v", reachable, racks)
+		}
+		return nil
+	})
+	fmt.Printf("rivet-figure: swarm lost_manager_replaced_s=%.1f grace_s=%.0f\n",
+		time.Since(began).Seconds(), lostManagerGrace.Seconds())
+	promoted, err := admin.Machine(ctx, worker.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if role := promoted.Plan.Steps[len(promoted.Plan.Steps)-1].Swarm.Role; role != shared.SwarmManager {
+		t.Fatalf("the promoted worker's plan says %s, want manager", role)
+	}
+	return survivor
+}
+
+func machineOfNode(byIP map[string]*shared.Machine, nodeID string) *shared.Machine {
+	for _, m := range byIP {
+		if m.SwarmNodeID == nodeID {
+			return m
+		}
+	}
+	return nil
 }
 
 // swarmTokensInLog reads a stopped coordinator's Raft log, with its seal key (the log

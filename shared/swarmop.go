@@ -3,6 +3,7 @@ package shared
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 )
@@ -19,6 +20,9 @@ const (
 	// manager, then removed, then both join tokens are rotated so that the old OS cannot
 	// join again with a token it may have kept.
 	SwarmOpRemove SwarmOpKind = "remove"
+	// SwarmOpPromote makes a worker a manager in place of a lost one (SwarmOp.For), so the
+	// swarm keeps its number of reachable managers.
+	SwarmOpPromote SwarmOpKind = "promote"
 )
 
 // SwarmOp is one operation a manager's agent runs.
@@ -30,6 +34,8 @@ type SwarmOp struct {
 	Runner  MachineID   `json:"runner"`  // the manager whose agent runs it
 	Reason  string      `json:"reason"`
 	Created time.Time   `json:"created"`
+	// For is the lost manager a SwarmOpPromote replaces.
+	For MachineID `json:"for,omitempty"`
 }
 
 // SwarmOpReport is the runner's answer. The tokens are secrets: the rotated join tokens
@@ -40,6 +46,8 @@ type SwarmOpReport struct {
 	Detail       string `json:"detail,omitempty"` // what was done, for the timeline
 	ManagerToken string `json:"manager_token,omitempty"`
 	WorkerToken  string `json:"worker_token,omitempty"`
+	// ManagerAddr is a promoted node's manager address (host:port), from the swarm.
+	ManagerAddr string `json:"manager_addr,omitempty"`
 }
 
 // MaxSwarmOpText bounds a report's error and detail.
@@ -55,6 +63,11 @@ func (r *SwarmOpReport) Validate() error {
 	}
 	if len(r.ManagerToken) > 256 || len(r.WorkerToken) > 256 {
 		return fmt.Errorf("swarm operation report: tokens are at most 256 bytes")
+	}
+	if r.ManagerAddr != "" {
+		if _, _, err := net.SplitHostPort(r.ManagerAddr); err != nil || len(r.ManagerAddr) > 64 {
+			return fmt.Errorf("swarm operation report: manager address %q: want host:port", r.ManagerAddr)
+		}
 	}
 	return nil
 }

@@ -53,6 +53,8 @@ func runCoordinator(ctx context.Context, env *Env, args []string) error {
 	fs.DurationVar(&dc.Power.DriverOptions.SoftOffTimeout, "power-soft-off-timeout", powerctl.DefaultSoftOffTimeout,
 		"how long a power off waits for the OS to shut down after the soft-off (ACPI) before it cuts the power")
 	fs.DurationVar(&dc.Power.Timeout, "power-timeout", powerctl.DefaultTimeout, "bound on one power command to a BMC (soft-off included)")
+	fs.DurationVar(&dc.Swarm.LostGrace, "swarm-lost-manager-grace", coordinator.DefaultLostManagerGrace,
+		"replace a swarm manager lost this long: promote a worker (in a rack without a manager if there is one), then demote and remove the lost one (0: never)")
 	fs.BoolVar(&dc.Pprof, "debug-pprof", false, "serve Go's profiler at /debug/pprof/ (admin token)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")

@@ -39,6 +39,9 @@ type Swarm struct {
 	RotateBy shared.MachineID `json:"rotate_by,omitempty"`
 	// Ops are the pending day-two operations, oldest first (swarmops.go).
 	Ops []shared.SwarmOp `json:"ops,omitempty"`
+	// Replaced maps a lost manager to the worker promoted in its place, until the lost
+	// one is removed from the swarm.
+	Replaced map[shared.MachineID]shared.MachineID `json:"replaced,omitempty"`
 }
 
 // TokenIssue names one attempt of a machine's swarm step.
@@ -62,6 +65,7 @@ func (sw Swarm) clone() Swarm {
 	sw.Managers = maps.Clone(sw.Managers)
 	sw.Issued = maps.Clone(sw.Issued)
 	sw.Ops = slices.Clone(sw.Ops)
+	sw.Replaced = maps.Clone(sw.Replaced)
 	return sw
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rivetmetal/rivet/coordinator/seal"
@@ -55,7 +56,8 @@ func (s *Store) SwarmOpsFor(id shared.MachineID) []shared.SwarmOp {
 }
 
 // ApplySwarmOpStart records an operation if its target is a swarm node and its runner a
-// ready manager that is not the target; one operation per target at a time.
+// ready manager that is not the target; one operation per target at a time. A promotion
+// replaces a lost manager not replaced yet, with a ready worker.
 func (s *Store) ApplySwarmOpStart(c SwarmOpStart, index uint64) (Result, error) {
 	return s.mutate(index, c.Op.Target, func() (Result, error) {
 		op := c.Op
@@ -63,24 +65,37 @@ func (s *Store) ApplySwarmOpStart(c SwarmOpStart, index uint64) (Result, error) 
 			return Result{}, reject(KindConflict, RuleSwarmOp, string(op.Target), "swarm %s of %s: "+format,
 				append([]any{op.Kind, op.Target}, args...)...)
 		}
-		if op.Kind != shared.SwarmOpRemove {
-			return refuse("unknown operation")
-		}
 		target, ok := s.data.Machines[op.Target]
+		live := s.liveManagers()
 		switch {
 		case !ok:
 			return refuse("no such machine")
 		case target.SwarmNodeID == "" || target.SwarmNodeID != op.NodeID:
 			return refuse("its swarm node is %q, not %q", target.SwarmNodeID, op.NodeID)
 		case op.Runner == op.Target:
-			return refuse("a node does not remove itself")
+			return refuse("a node does not run an operation on itself")
+		}
+		switch op.Kind {
+		case shared.SwarmOpRemove:
+		case shared.SwarmOpPromote:
+			lost, ok := s.data.Machines[op.For]
+			switch {
+			case target.State != shared.StateReady || live[op.Target] != "":
+				return refuse("it is not a ready worker")
+			case !ok || lost.State != shared.StateLost || live[op.For] == "":
+				return refuse("%s is not a lost manager", op.For)
+			case s.data.Swarm.Replaced[op.For] != "":
+				return refuse("lost manager %s is already replaced by %s", op.For, s.data.Swarm.Replaced[op.For])
+			}
+		default:
+			return refuse("unknown operation")
 		}
 		runner, ok := s.data.Machines[op.Runner]
-		if !ok || runner.State != shared.StateReady || s.liveManagers()[op.Runner] == "" {
+		if !ok || runner.State != shared.StateReady || live[op.Runner] == "" {
 			return refuse("runner %s is not a ready manager", op.Runner)
 		}
 		for i, have := range s.data.Swarm.Ops {
-			if have.Target != op.Target {
+			if have.Target != op.Target && (op.For == "" || have.For != op.For) {
 				continue
 			}
 			if have.ID != c.Replaces {
@@ -97,8 +112,9 @@ func (s *Store) ApplySwarmOpStart(c SwarmOpStart, index uint64) (Result, error) 
 	})
 }
 
-// ApplySwarmOpDone takes the runner's report: on success the node is no longer in the
-// swarm (and no longer a manager), and the rotated tokens replace the old ones.
+// ApplySwarmOpDone takes the runner's report. A removed node is no longer in the swarm
+// (nor a manager) and the rotated tokens replace the old ones; a promoted node is a
+// manager from now on, its plan says so, and it stands in for the lost manager.
 func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 	return s.mutate(index, "", func() (Result, error) {
 		at := slices.IndexFunc(s.data.Swarm.Ops, func(op shared.SwarmOp) bool { return op.ID == c.ID })
@@ -110,10 +126,17 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 			return Result{}, reject(KindForbidden, RuleSwarmOp, string(c.Runner),
 				"swarm operation %d is %s's to report, not %s's", c.ID, op.Runner, c.Runner)
 		}
+		if c.Report.OK && op.Kind == shared.SwarmOpPromote && c.Report.ManagerAddr == "" {
+			return Result{}, reject(KindInvalid, RuleSwarmOp, string(c.Runner), "a promotion's report needs the new manager's address")
+		}
 		s.data.Swarm.Ops = slices.Delete(s.data.Swarm.Ops, at, at+1)
 		if !c.Report.OK {
 			s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s could not %s this node: %s",
 				op.Runner, op.Kind, c.Report.Error))
+			return Result{}, nil
+		}
+		if op.Kind == shared.SwarmOpPromote {
+			s.recordPromotion(index, c, op)
 			return Result{}, nil
 		}
 		sw := &s.data.Swarm
@@ -122,6 +145,7 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 			m.UpdatedAt = c.Time
 		}
 		delete(sw.Managers, op.Target)
+		delete(sw.Replaced, op.Target)
 		sw.ManagerAddrs = slices.Sorted(maps.Values(sw.Managers))
 		if c.Report.ManagerToken != "" && c.Report.WorkerToken != "" {
 			sw.ManagerToken, sw.WorkerToken, sw.ManagerTokenOut = c.Report.ManagerToken, c.Report.WorkerToken, false
@@ -131,6 +155,37 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 			op.Runner, op.NodeID, c.Report.Detail))
 		return Result{}, nil
 	})
+}
+
+// recordPromotion makes the promoted machine a manager in the state: its address is a
+// manager's, and its plan's swarm step says manager (a copy: readers hold the old plan),
+// so a later re-install joins it as one.
+func (s *Store) recordPromotion(index uint64, c SwarmOpDone, op shared.SwarmOp) {
+	sw := &s.data.Swarm
+	if m, ok := s.data.Machines[op.Target]; ok && m.Plan != nil {
+		p := *m.Plan
+		p.Steps = slices.Clone(p.Steps)
+		for i := range p.Steps {
+			if st := p.Steps[i].Swarm; st != nil {
+				promoted := *st
+				promoted.Role = shared.SwarmManager
+				p.Steps[i].Swarm = &promoted
+			}
+		}
+		m.Plan, m.UpdatedAt = &p, c.Time
+	}
+	if sw.Managers == nil {
+		sw.Managers = map[shared.MachineID]string{}
+	}
+	if sw.Replaced == nil {
+		sw.Replaced = map[shared.MachineID]shared.MachineID{}
+	}
+	sw.Managers[op.Target] = c.Report.ManagerAddr
+	sw.ManagerAddrs = slices.Sorted(maps.Values(sw.Managers))
+	sw.Replaced[op.For] = op.Target
+	s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted this node to manager (%s) in place of lost manager %s",
+		op.Runner, c.Report.ManagerAddr, op.For))
+	s.event(index, c.Time, op.For, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted in place of this lost manager", op.Target))
 }
 
 // SealSwarmOpDone returns c with its tokens sealed.
@@ -155,6 +210,44 @@ func (s *Store) SwarmLeavers() map[shared.MachineID]string {
 			out[id] = m.SwarmNodeID
 		}
 	}
+	return out
+}
+
+// LostManager is a manager the swarm may still count that gossip says is gone.
+type LostManager struct {
+	ID     shared.MachineID
+	NodeID string
+	Since  time.Time        // its last change, which for a lost machine is its loss
+	By     shared.MachineID // the worker promoted in its place, if any yet
+}
+
+// LostManagers returns the lost managers still in the swarm.
+func (s *Store) LostManagers() []LostManager {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []LostManager
+	for id := range s.liveManagers() {
+		if m := s.data.Machines[id]; m.State == shared.StateLost && m.SwarmNodeID != "" {
+			out = append(out, LostManager{ID: id, NodeID: m.SwarmNodeID, Since: m.UpdatedAt, By: s.data.Swarm.Replaced[id]})
+		}
+	}
+	slices.SortFunc(out, func(a, b LostManager) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return out
+}
+
+// PromotionCandidates returns the ready workers in the swarm with their labels: the
+// machines a lost manager may be replaced by.
+func (s *Store) PromotionCandidates() []shared.MachineSummary {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	live := s.liveManagers()
+	var out []shared.MachineSummary
+	for id, m := range s.data.Machines {
+		if m.State == shared.StateReady && m.SwarmNodeID != "" && live[id] == "" {
+			out = append(out, m.Summary())
+		}
+	}
+	slices.SortFunc(out, func(a, b shared.MachineSummary) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
 }
 

@@ -115,3 +115,53 @@ func TestFailedSwarmOpChangesOnlyTheTimeline(t *testing.T) {
 		t.Fatalf("a failed removal cleared the node id")
 	}
 }
+
+func TestLostManagerIsReplacedOnceThenRemoved(t *testing.T) {
+	f := readySwarm(t)
+	promote := func(target shared.MachineID, node string, lost shared.MachineID) outcome {
+		op := shared.SwarmOp{Kind: shared.SwarmOpPromote, Target: target, NodeID: node, For: lost, Runner: mgr1, Reason: "test"}
+		return out(f.s.ApplySwarmOpStart(SwarmOpStart{Op: op, Time: f.now}, f.next()))
+	}
+	f.refused("promoting in place of a manager that is not lost", KindConflict, func() outcome { return promote(worker, "n9", mgr2) })
+	if res := out(f.s.ApplyGossip(Gossip{ID: mgr2, Reason: "test: failed", Time: f.now}, f.next())); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if lost := f.s.LostManagers(); len(lost) != 1 || lost[0].ID != mgr2 || lost[0].By != "" {
+		t.Fatalf("lost managers %+v, want mgr2 not replaced", lost)
+	}
+	f.refused("promoting a manager (the only ready one, so also the runner)", KindConflict, func() outcome { return promote(mgr1, "n1", mgr2) })
+	if res := promote(worker, "n9", mgr2); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	id := f.s.SwarmOps()[0].ID
+	done := func(r shared.SwarmOpReport) outcome {
+		return out(f.s.ApplySwarmOpDone(SwarmOpDone{ID: id, Runner: mgr1, Time: f.now, Report: r}, f.next()))
+	}
+	f.refused("a promotion's report without an address", KindInvalid, func() outcome { return done(shared.SwarmOpReport{OK: true}) })
+	if res := done(shared.SwarmOpReport{OK: true, ManagerAddr: "10.0.0.9:2377"}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	sw := f.s.Swarm()
+	if sw.Managers[worker] != "10.0.0.9:2377" || sw.Replaced[mgr2] != worker {
+		t.Fatalf("after the promotion: managers %v, replaced %v", sw.Managers, sw.Replaced)
+	}
+	if m, _ := f.s.Machine(worker); !plannedManager(m) {
+		t.Fatal("the promoted machine's plan still says worker")
+	}
+	if lost := f.s.LostManagers(); len(lost) != 1 || lost[0].By != worker {
+		t.Fatalf("lost managers %+v, want mgr2 replaced by the worker", lost)
+	}
+	f.refused("a second replacement", KindConflict, func() outcome { return promote(worker, "n9", mgr2) })
+	// Now the lost one goes: removed, it is neither a manager nor replaced any more.
+	if res := f.startOp(mgr2, mgr1, "n2", 0); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	id = f.s.SwarmOps()[0].ID
+	if res := done(shared.SwarmOpReport{OK: true, ManagerToken: "SWMTKN-1-m2", WorkerToken: "SWMTKN-1-w2"}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	sw = f.s.Swarm()
+	if _, ok := sw.Managers[mgr2]; ok || len(sw.Replaced) != 0 || len(f.s.LostManagers()) != 0 {
+		t.Fatalf("after removing the lost manager: managers %v, replaced %v", sw.Managers, sw.Replaced)
+	}
+}

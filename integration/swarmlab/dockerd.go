@@ -211,11 +211,23 @@ var errDockerdExited = errors.New("dockerd exited")
 // Restart stops the node's dockerd (SIGTERM, as systemd would) and starts it again with
 // the same state, for tests of what a node finds after a reboot.
 func (n *Node) Restart() error {
+	if err := n.stop(syscall.SIGTERM); err != nil {
+		return err
+	}
+	return n.start()
+}
+
+// PowerOff kills the node's dockerd and its containerd at once, as a power loss takes
+// them. The lab's teardown copes with a node that is off.
+func (n *Node) PowerOff() error { return n.stop(syscall.SIGKILL) }
+
+// stop stops dockerd with sig (SIGKILL after 30 s) and then whatever it left running.
+func (n *Node) stop(sig syscall.Signal) error {
 	n.mu.Lock()
 	proc, done := n.proc, n.done
 	n.mu.Unlock()
 	if proc != nil {
-		_ = proc.Process.Signal(syscall.SIGTERM)
+		_ = proc.Process.Signal(sig)
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
@@ -224,10 +236,7 @@ func (n *Node) Restart() error {
 		}
 	}
 	// containerd and shims outlive dockerd briefly; the new dockerd starts its own.
-	if err := killAndWait(procsOf([]string{n.Dir + "/"}, nil, nil), 10*time.Second); err != nil {
-		return err
-	}
-	return n.start()
+	return killAndWait(procsOf([]string{n.Dir + "/"}, nil, nil), 10*time.Second)
 }
 
 // reap waits for the node's dockerd to be reaped after teardown killed it.

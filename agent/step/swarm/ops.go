@@ -19,7 +19,17 @@ func (e *Executor) RunOp(ctx context.Context, op shared.SwarmOp) shared.SwarmOpR
 	ctx, cancel := context.WithTimeout(ctx, 3*e.cfg.Wait)
 	defer cancel()
 	log := e.log.With("op", op.ID, "kind", op.Kind, "target", op.Target, "node", op.NodeID)
-	if op.Kind != shared.SwarmOpRemove {
+	switch op.Kind {
+	case shared.SwarmOpRemove:
+	case shared.SwarmOpPromote:
+		addr, err := e.promote(ctx, op.NodeID)
+		if err != nil {
+			log.Warn("swarm operation failed", "err", err)
+			return shared.SwarmOpReport{Error: err.Error()}
+		}
+		log.Info("swarm operation done", "manager_addr", addr)
+		return shared.SwarmOpReport{OK: true, Detail: "promoted, reachable at " + addr, ManagerAddr: addr}
+	default:
 		return shared.SwarmOpReport{Error: fmt.Sprintf("this agent does not know swarm operation %q: upgrade it", op.Kind)}
 	}
 	done, tokens, err := e.removeNode(ctx, op.NodeID)
@@ -80,6 +90,38 @@ func (e *Executor) demote(ctx context.Context, node swarm.Node) error {
 		return fmt.Errorf("waiting for manager %s to be demoted: %w", node.ID, err)
 	}
 	return nil
+}
+
+// promote makes a worker a manager and waits until the swarm counts it as a reachable
+// one; it returns its manager address.
+func (e *Executor) promote(ctx context.Context, nodeID string) (string, error) {
+	node, _, err := e.docker.NodeInspectWithRaw(ctx, nodeID)
+	if err != nil {
+		return "", dockerErr("reading node "+nodeID, err, nil)
+	}
+	if node.Spec.Role != swarm.NodeRoleManager {
+		spec := node.Spec
+		spec.Role = swarm.NodeRoleManager
+		if err := e.docker.NodeUpdate(ctx, nodeID, node.Version, spec); err != nil {
+			return "", dockerErr("promoting node "+nodeID, err, nil)
+		}
+	}
+	var addr string
+	err = poll(ctx, e.cfg.Wait, func() (bool, error) {
+		n, _, err := e.docker.NodeInspectWithRaw(ctx, nodeID)
+		if err != nil {
+			return false, err
+		}
+		if ms := n.ManagerStatus; ms != nil && ms.Reachability == swarm.ReachabilityReachable {
+			addr = ms.Addr
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("waiting for node %s to be a reachable manager: %w", nodeID, err)
+	}
+	return addr, nil
 }
 
 // rotateJoinTokens makes the swarm issue new worker and manager join tokens.
