@@ -44,11 +44,13 @@ const (
 func (s *Server) keepSwarm(ctx context.Context) {
 	tick := time.NewTicker(keeperInterval)
 	defer tick.Stop()
+	r := newReprovisioner()
 	for {
 		if s.store.Protocol() >= 2 { // the operations are protocol-2 commands
 			now := time.Now().UTC()
 			s.removeRetiredNodes(ctx, now)
 			s.replaceLostManagers(ctx, now)
+			s.reprovision(ctx, r, now)
 		}
 		select {
 		case <-ctx.Done():

@@ -232,6 +232,7 @@ func TestAgentsFormASwarm(t *testing.T) {
 		t.Fatalf("after an agent restart docker node ls shows %d nodes, want 5", got)
 	}
 
+	reprovisionKeepsTheWorkload(ctx, t, admin, manager, byIP, wantManager, lab.Nodes)
 	retired := retireLeavesTheSwarm(ctx, t, admin, manager, byIP, wantManager, lab.Nodes)
 	manager = lostManagerIsReplaced(ctx, t, admin, byIP, wantManager, lab.Nodes, retired, stop) // may have been the lost one
 
@@ -318,16 +319,7 @@ func retireLeavesTheSwarm(ctx context.Context, t *testing.T, admin *shared.Clien
 	if after.JoinTokens.Worker == before.JoinTokens.Worker || after.JoinTokens.Manager == before.JoinTokens.Manager {
 		t.Fatal("the join tokens the retired node may have kept were not rotated")
 	}
-	evs, err := admin.Events(ctx, retired.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var said []string
-	for _, e := range evs {
-		if e.Kind == shared.EventSwarm {
-			said = append(said, e.Message)
-		}
-	}
+	said := timelineOf(ctx, t, admin, retired.ID, shared.EventSwarm)
 	if len(said) < 2 || !strings.Contains(said[len(said)-1], "removed node "+retired.SwarmNodeID) {
 		t.Fatalf("the retired machine's timeline says %q, want the removal asked and done", said)
 	}

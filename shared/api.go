@@ -10,32 +10,33 @@ import (
 // API paths. {id} is a MachineID, {name} a role name. Everything is under /v1 except the
 // Prometheus endpoint.
 const (
-	PathRegister        = "/v1/register"                       // POST RegisterRequest (boot ticket, enrolment or own machine token)
-	PathExpected        = "/v1/expected"                       // GET []ExpectedMachine; POST ImportRequest (admin)
-	PathMachines        = "/v1/machines"                       // GET []MachineSummary (?expected=1: and the unmatched expected rows)
-	PathLabels          = "/v1/labels"                         // POST LabelRequest (admin)
-	PathMachine         = "/v1/machines/{id}"                  // GET Machine
-	PathMachineEvents   = "/v1/machines/{id}/events"           // GET []Event
-	PathMachinePlan     = "/v1/machines/{id}/plan"             // GET PlanView
-	PathMachineReport   = "/v1/machines/{id}/report"           // POST StepReport (machine token)
-	PathMachineCheckin  = "/v1/machines/{id}/checkin"          // POST CheckinRequest (machine token)
-	PathMachineBoot     = "/v1/machines/{id}/boot"             // PUT BootRequest (machine token: bootcfg step)
-	PathMachineSwarm    = "/v1/machines/{id}/swarm"            // GET SwarmJoin, PUT SwarmReport (machine token)
-	PathMachineSwarmOps = "/v1/machines/{id}/swarm/ops"        // GET SwarmOps; POST .../{op} SwarmOpReport (the runner's machine token)
-	PathMachineAction   = "/v1/machines/{id}/actions/{action}" // POST ActionRequest (admin)
-	PathRoles           = "/v1/roles"                          // GET []Role; POST RoleList (admin; ?dry_run=1)
-	PathRole            = "/v1/roles/{name}"                   // GET Role; PUT Role; DELETE (admin)
-	PathHealth          = "/v1/health"                         // GET Health (no token)
-	PathMembers         = "/v1/members"                        // GET Members
-	PathTokens          = "/v1/tokens"                         // GET []TokenInfo; POST TokenRequest (admin)
-	PathToken           = "/v1/tokens/{id}"                    // DELETE (admin)
-	PathClusterJoin     = "/v1/cluster/join"                   // POST JoinRequest (admin)
-	PathClusterDigest   = "/v1/cluster/digest"                 // GET Digest
-	PathClusterSnapshot = "/v1/cluster/snapshot"               // POST: this coordinator snapshots now (admin)
-	PathGossip          = "/v1/gossip"                         // GET GossipInfo (machine token)
-	PathImages          = "/v1/images/"                        // GET image files, with Range
-	PathInternalApply   = "/v1/internal/apply"                 // POST: a follower forwards a command
-	PathMetrics         = "/metrics"
+	PathRegister           = "/v1/register"                       // POST RegisterRequest (boot ticket, enrolment or own machine token)
+	PathExpected           = "/v1/expected"                       // GET []ExpectedMachine; POST ImportRequest (admin)
+	PathMachines           = "/v1/machines"                       // GET []MachineSummary (?expected=1: and the unmatched expected rows)
+	PathLabels             = "/v1/labels"                         // POST LabelRequest (admin)
+	PathMachine            = "/v1/machines/{id}"                  // GET Machine
+	PathMachineEvents      = "/v1/machines/{id}/events"           // GET []Event
+	PathMachinePlan        = "/v1/machines/{id}/plan"             // GET PlanView
+	PathMachineReport      = "/v1/machines/{id}/report"           // POST StepReport (machine token)
+	PathMachineCheckin     = "/v1/machines/{id}/checkin"          // POST CheckinRequest (machine token)
+	PathMachineBoot        = "/v1/machines/{id}/boot"             // PUT BootRequest (machine token: bootcfg step)
+	PathMachineSwarm       = "/v1/machines/{id}/swarm"            // GET SwarmJoin, PUT SwarmReport (machine token)
+	PathMachineSwarmOps    = "/v1/machines/{id}/swarm/ops"        // GET SwarmOps; POST .../{op} SwarmOpReport (the runner's machine token)
+	PathMachineAction      = "/v1/machines/{id}/actions/{action}" // POST ActionRequest (admin)
+	PathMachineReprovision = "/v1/machines/{id}/reprovision"      // POST ReprovisionRequest (admin)
+	PathRoles              = "/v1/roles"                          // GET []Role; POST RoleList (admin; ?dry_run=1)
+	PathRole               = "/v1/roles/{name}"                   // GET Role; PUT Role; DELETE (admin)
+	PathHealth             = "/v1/health"                         // GET Health (no token)
+	PathMembers            = "/v1/members"                        // GET Members
+	PathTokens             = "/v1/tokens"                         // GET []TokenInfo; POST TokenRequest (admin)
+	PathToken              = "/v1/tokens/{id}"                    // DELETE (admin)
+	PathClusterJoin        = "/v1/cluster/join"                   // POST JoinRequest (admin)
+	PathClusterDigest      = "/v1/cluster/digest"                 // GET Digest
+	PathClusterSnapshot    = "/v1/cluster/snapshot"               // POST: this coordinator snapshots now (admin)
+	PathGossip             = "/v1/gossip"                         // GET GossipInfo (machine token)
+	PathImages             = "/v1/images/"                        // GET image files, with Range
+	PathInternalApply      = "/v1/internal/apply"                 // POST: a follower forwards a command
+	PathMetrics            = "/metrics"
 )
 
 // MachinePath fills {id} (and {action}) into a path.

@@ -35,9 +35,11 @@ type Machine struct {
 	SwarmNodeID string `json:"swarm_node_id,omitempty"`
 	// Power is the last power command sent to the machine's BMC and the coordinator's
 	// recovery attempts (shared/power.go).
-	Power     PowerInfo `json:"power,omitzero"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Power PowerInfo `json:"power,omitzero"`
+	// Reprovision is the re-provisioning in progress, if any (shared/reprovision.go).
+	Reprovision *Reprovision `json:"reprovision,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
+	UpdatedAt   time.Time    `json:"updated_at"`
 }
 
 // Admission records the operator intent that let a machine in. Until a machine is
@@ -110,9 +112,11 @@ type MachineSummary struct {
 	Progress *Progress         `json:"progress,omitempty"`
 	Error    string            `json:"error,omitempty"`
 	// Unmatched says why no role matched: the agent prints it, ls and the pages show it.
-	Unmatched string    `json:"unmatched,omitempty"`
-	Admitted  bool      `json:"admitted"`
-	Updated   time.Time `json:"updated_at"`
+	Unmatched string `json:"unmatched,omitempty"`
+	Admitted  bool   `json:"admitted"`
+	// Reprovision is the phase of a re-provisioning in progress, if any.
+	Reprovision ReprovisionPhase `json:"reprovision,omitempty"`
+	Updated     time.Time        `json:"updated_at"`
 }
 
 // Summary returns the light form of m.
@@ -124,6 +128,9 @@ func (m *Machine) Summary() MachineSummary {
 	}
 	if m.LastError != nil {
 		s.Error = m.LastError.Message
+	}
+	if m.Reprovision != nil {
+		s.Reprovision = m.Reprovision.Phase
 	}
 	return s
 }

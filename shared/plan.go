@@ -99,6 +99,10 @@ type SwarmStep struct {
 	// (the first it places); the coordinator tells nobody else to init.
 	Init          bool   `json:"init,omitempty"`
 	AdvertiseAddr string `json:"advertise_addr,omitempty"`
+	// LeaveNode is the node id this machine had before it was re-provisioned in place
+	// (removed from the swarm): an engine still holding that node's swarm state leaves it
+	// first, so it joins as a new node.
+	LeaveNode string `json:"leave_node,omitempty"`
 }
 
 // BootTarget is what the boot services answer a machine.
@@ -161,7 +165,7 @@ func (s *Step) Validate() error {
 		ok = ok && s.Reboot != nil
 	case StepSwarm:
 		ok = ok && s.Swarm != nil && (s.Swarm.Role == SwarmManager || s.Swarm.Role == SwarmWorker) &&
-			(!s.Swarm.Init || s.Swarm.Role == SwarmManager)
+			(!s.Swarm.Init || s.Swarm.Role == SwarmManager) && len(s.Swarm.LeaveNode) <= maxFieldLen
 	default:
 		return fmt.Errorf("step %s: unknown kind %q", s.Name, s.Kind)
 	}

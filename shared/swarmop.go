@@ -23,6 +23,12 @@ const (
 	// SwarmOpPromote makes a worker a manager in place of a lost one (SwarmOp.For), so the
 	// swarm keeps its number of reachable managers.
 	SwarmOpPromote SwarmOpKind = "promote"
+	// SwarmOpDrain sets a node to drain and waits until every service runs its desired
+	// tasks, none of them on that node: the first step of a re-provisioning.
+	SwarmOpDrain SwarmOpKind = "drain"
+	// SwarmOpDemote makes the stand-in of a re-provisioned manager (SwarmOp.For) a worker
+	// again once that manager is back.
+	SwarmOpDemote SwarmOpKind = "demote"
 )
 
 // SwarmOp is one operation a manager's agent runs.
@@ -34,7 +40,8 @@ type SwarmOp struct {
 	Runner  MachineID   `json:"runner"`  // the manager whose agent runs it
 	Reason  string      `json:"reason"`
 	Created time.Time   `json:"created"`
-	// For is the lost manager a SwarmOpPromote replaces.
+	// For is the manager a SwarmOpPromote stands in for (lost, or being re-provisioned),
+	// or the re-provisioned manager back in service a SwarmOpDemote is for.
 	For MachineID `json:"for,omitempty"`
 }
 

@@ -164,6 +164,7 @@ func (a *API) routes() {
 	a.handle("GET "+shared.PathMachineSwarmOps, a.swarmOps, self)
 	a.handle("POST "+shared.PathMachineSwarmOps+"/{op}", a.swarmOpDone, self)
 	a.handle("POST "+shared.PathMachineAction, a.action, allow(auth.KindAdmin))
+	a.handle("POST "+shared.PathMachineReprovision, a.reprovision, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathRoles, a.listRoles, readers)
 	a.handle("POST "+shared.PathRoles, a.applyRoles, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathRole, a.getRole, readers)

@@ -136,6 +136,7 @@ func TestViewerCannotWrite(t *testing.T) {
 	writes := []struct{ method, path, body string }{
 		{"POST", shared.PathRoles, roleJSON},
 		{"POST", shared.MachinePath(shared.PathMachineAction, m.Machine.ID, shared.ActionRetire), `{}`},
+		{"POST", shared.MachinePath(shared.PathMachineReprovision, m.Machine.ID), `{}`},
 		{"POST", shared.PathTokens, `{"name":"x","role":"admin"}`},
 		{"DELETE", "/v1/roles/anything", ``},
 	}
@@ -172,6 +173,8 @@ func TestBadBodiesChangeNothing(t *testing.T) {
 		{"role with unknown field", "POST", shared.PathRoles, []byte(`{"name":"r","bogus":true}`), http.StatusBadRequest},
 		{"role YAML malformed", "POST", shared.PathRoles, []byte("name: [unclosed"), http.StatusBadRequest},
 		{"bad machine id", "GET", "/v1/machines/../../etc", nil, http.StatusNotFound},
+		{"re-provisioning image without a digest", "POST", "/v1/machines/m-0000000000000001/reprovision",
+			[]byte(`{"image":{"url":"/v1/images/x.raw"}}`), http.StatusBadRequest},
 		{"image traversal", "GET", "/v1/images/../operator.env", nil, http.StatusNotFound},
 	}
 	for _, c := range cases {

@@ -109,4 +109,5 @@ var hints = map[state.Rule]string{
 	state.RuleSwarmManagerLimit: "a swarm needs 3 or 5 managers: demote or retire some",
 	state.RuleSwarmOp:           "see the pending operations on the machine's timeline (`rivet machines show`)",
 	state.RuleProtocol:          "run `rivet members upgrade-check` and finish the upgrade",
+	state.RuleReprovision:       "see the machine's state and timeline with `rivet machines show`",
 }

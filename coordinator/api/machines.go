@@ -227,6 +227,25 @@ func (a *API) setBoot(w http.ResponseWriter, r *http.Request, p auth.Principal) 
 	return nil
 }
 
+func (a *API) reprovision(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	var req shared.ReprovisionRequest
+	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {
+		return err
+	}
+	m, err := a.machine(r)
+	if err != nil {
+		return err
+	}
+	res, err := a.cfg.Writer.Apply(r.Context(), state.Reprovision{ID: m.ID, Image: req.Image, Reason: req.Reason,
+		By: p.Name, Time: now()})
+	if err != nil {
+		return err
+	}
+	a.cfg.Writer.Kick()
+	writeJSON(w, http.StatusOK, res.Machine)
+	return nil
+}
+
 func (a *API) action(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	var req shared.ActionRequest
 	if err := shared.Decode(r.Body, shared.MaxSmallBody, &req); err != nil {

@@ -39,6 +39,9 @@ func TestSwarmOpsAttackerWithAMachineToken(t *testing.T) {
 	site.joinReady(t, runner, shared.SwarmReport{NodeID: "n-runner", ClusterID: "c-site", Addr: site.addrs[runner] + ":2377",
 		ManagerToken: "SWMTKN-1-manager-before-0123456789", WorkerToken: "SWMTKN-1-worker-before-0123456789"})
 	site.joinReady(t, target, shared.SwarmReport{NodeID: "n-target", ClusterID: "c-site", Addr: site.addrs[target] + ":2377"})
+	if _, err := site.f.c.Client(site.f.c.AdminToken).Action(ctx, target, shared.ActionRetire, "test"); err != nil {
+		t.Fatal(err)
+	}
 	res, err := site.f.c.Server.Apply(ctx, state.SwarmOpStart{Time: time.Now().UTC(), Op: shared.SwarmOp{
 		Kind: shared.SwarmOpRemove, Target: target, NodeID: "n-target", Runner: runner, Reason: "test"}})
 	if err != nil {
@@ -59,6 +62,10 @@ func TestSwarmOpsAttackerWithAMachineToken(t *testing.T) {
 		opPath(site.attacker, "1;rm"), atk, forged)
 	site.refused(t, "ok with an error", http.StatusBadRequest, http.MethodPost,
 		opPath(site.attacker, res.Value), atk, []byte(`{"ok":true,"error":"x"}`))
+	site.refused(t, "re-provisioning the runner with a machine token", http.StatusForbidden, http.MethodPost,
+		shared.MachinePath(shared.PathMachineReprovision, runner), atk, []byte(`{"reason":"x"}`))
+	site.refused(t, "re-provisioning itself with its own machine token", http.StatusForbidden, http.MethodPost,
+		shared.MachinePath(shared.PathMachineReprovision, site.attacker), atk, []byte(`{}`))
 	if ops, err := site.client(site.attacker).SwarmOps(ctx, site.attacker); err != nil || len(ops.Ops) != 0 {
 		t.Fatalf("the attacker's own list: %+v, %v; want none", ops, err)
 	}

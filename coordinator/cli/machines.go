@@ -19,6 +19,8 @@ func machinesVerbs() map[string]command {
 		"import": {summary: "import the expected machines from a CSV, YAML or JSON file (all rows or none)", run: machinesImport},
 		"label":  {summary: "set (key=value) and remove (key-) operator labels, by machine or --selector", run: machinesLabel},
 		"power":  {summary: "power machines " + powerActionWords() + " through their BMCs, one or many (batched, staggered)", run: machinesPower},
+		"reprovision": {summary: "take a ready machine out of the swarm without dropping its services, then plan and install it again",
+			run: machinesReprovision},
 	}
 	for _, act := range shared.Actions {
 		verbs[string(act)] = command{summary: actionSummary(act), run: actionVerb(string(act))}
@@ -62,7 +64,11 @@ func machinesList(ctx context.Context, env *Env, args []string) error {
 			if m.State == shared.StateExpected {
 				id, expected = "("+m.Key+")", expected+1
 			}
-			rows = append(rows, []string{id, string(m.State), orDash(m.Role), orDash(m.Hostname),
+			st := string(m.State)
+			if m.Reprovision != "" {
+				st += " (reprovision: " + string(m.Reprovision) + ")"
+			}
+			rows = append(rows, []string{id, st, orDash(m.Role), orDash(m.Hostname),
 				orDash(m.Addr), orDash(m.Step), orDash(progressText(m.Progress)), orDash(truncate(m.Error, 60)),
 				orDash(reasons.mark(m.Unmatched))})
 		}
@@ -149,6 +155,13 @@ func machinesShow(ctx context.Context, env *Env, args []string) error {
 func printMachine(w io.Writer, m *shared.Machine) {
 	fmt.Fprintf(w, "Machine   %s (id from %s)\nState     %s\nRole      %s\nBoot      %s\nAddr      %s\nAgent     %s %s, seen %s\n",
 		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(string(m.Agent.Mode)), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
+	if r := m.Reprovision; r != nil {
+		fmt.Fprintf(w, "Reprovision  phase %s since %s (started %s by %s", r.Phase, ago(r.PhaseAt), ago(r.Started), orDash(r.By))
+		if r.StandIn != "" {
+			fmt.Fprintf(w, "; %s stands in as a manager", r.StandIn)
+		}
+		fmt.Fprintln(w, "); each step is on the timeline below")
+	}
 	if m.StaticAddress != "" {
 		fmt.Fprintf(w, "Static    %s (its expected row's address)\n", m.StaticAddress)
 	}

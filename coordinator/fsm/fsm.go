@@ -51,6 +51,7 @@ const (
 	TypeRaiseProtocol Type = 25
 	TypeSwarmOpStart  Type = 26
 	TypeSwarmOpDone   Type = 27
+	TypeReprovision   Type = 28
 )
 
 // sinceProtocol is the protocol that introduced each command type newer than the first
@@ -60,6 +61,7 @@ var sinceProtocol = map[Type]int{
 	TypeRaiseProtocol: 2,
 	TypeSwarmOpStart:  2,
 	TypeSwarmOpDone:   2,
+	TypeReprovision:   2,
 }
 
 // Since is the cluster protocol a command needs before it may be written.
@@ -131,6 +133,8 @@ func typeOf(cmd state.Command) (Type, error) {
 		return TypeSwarmOpStart, nil
 	case state.SwarmOpDone:
 		return TypeSwarmOpDone, nil
+	case state.Reprovision:
+		return TypeReprovision, nil
 	}
 	return 0, fmt.Errorf("fsm: no command type for %T", cmd)
 }
@@ -217,6 +221,8 @@ func Apply(s *state.Store, data []byte, index uint64) Outcome {
 		return apply(body, index, s.ApplySwarmOpStart)
 	case TypeSwarmOpDone:
 		return apply(body, index, s.ApplySwarmOpDone)
+	case TypeReprovision:
+		return apply(body, index, s.ApplyReprovision)
 	}
 	// An unknown type means a newer coordinator wrote this entry. Failing loudly beats
 	// silently diverging from the coordinators that understand it.

@@ -57,7 +57,7 @@ func DryRun(roles []shared.Role, machines []*shared.Machine, opts PlacementOptio
 
 // CandidateOf describes machine m, given the role it has or matched, for Place. Its
 // current plan's swarm step, if any, is its placed swarm role (and says whether it
-// creates the swarm).
+// creates the swarm); a manager being re-provisioned is placed as a manager.
 func CandidateOf(m *shared.Machine, role *shared.Role) Candidate {
 	c := Candidate{ID: m.ID, Labels: m.Labels, Swarm: role.Swarm.Role, Joined: m.SwarmNodeID != ""}
 	if m.Plan != nil && m.Plan.Role == role.Name {
@@ -66,6 +66,10 @@ func CandidateOf(m *shared.Machine, role *shared.Role) Candidate {
 				c.Placed, c.Init = s.Swarm.Role, s.Swarm.Init
 			}
 		}
+	}
+	if r := m.Reprovision; r != nil && r.Manager && m.Plan == nil {
+		// A manager re-provisioned comes back as one; its stand-in is demoted after.
+		c.Placed = shared.SwarmManager
 	}
 	return c
 }

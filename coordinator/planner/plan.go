@@ -38,7 +38,7 @@ func Plan(m *shared.Machine, role *shared.Role, generation uint64, swarmRole str
 	if err != nil {
 		return nil, err
 	}
-	return finishPlan(m, role, generation, swarmStepFor(steps, swarm))
+	return finishPlan(m, role, generation, swarmStepFor(steps, swarm, m.Reprovision))
 }
 
 // PlanMatch builds machine m's plan for a dry run's verdict: its role, its placed swarm
@@ -69,13 +69,17 @@ func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {
 	if err != nil {
 		return nil, fmt.Errorf("machine %s, role %s: %w", m.ID, role.Name, err)
 	}
+	image := role.Image
+	if r := m.Reprovision; r != nil && r.Image != nil {
+		image = *r.Image // the operator's image for this re-provisioning
+	}
 	return []shared.Step{
 		{Name: StepNameDisk, Kind: shared.StepDisk, Phase: shared.PhaseRAM,
 			Disk: &shared.DiskStep{Target: target, GPT: true}},
 		{Name: StepNameImage, Kind: shared.StepImage, Phase: shared.PhaseRAM,
-			Image: &shared.ImageStep{Target: target, Image: role.Image}},
+			Image: &shared.ImageStep{Target: target, Image: image}},
 		{Name: StepNameHandoff, Kind: shared.StepHandoff, Phase: shared.PhaseRAM,
-			Handoff: &shared.HandoffStep{Target: target, RootLabel: role.Image.Root(), Hostname: Hostname(m)}},
+			Handoff: &shared.HandoffStep{Target: target, RootLabel: image.Root(), Hostname: Hostname(m)}},
 		{Name: StepNameBootCfg, Kind: shared.StepBootCfg, Phase: shared.PhaseRAM,
 			BootCfg: &shared.BootCfgStep{Boot: shared.BootDisk}},
 		{Name: StepNameReboot, Kind: shared.StepReboot, Phase: shared.PhaseRAM,
@@ -83,13 +87,17 @@ func installSteps(m *shared.Machine, role *shared.Role) ([]shared.Step, error) {
 	}, nil
 }
 
-// swarmStepFor appends the swarm step when the role has a swarm part.
-func swarmStepFor(steps []shared.Step, swarm string) []shared.Step {
+// swarmStepFor appends the swarm step when the role has a swarm part. A machine
+// re-provisioned in place (its OS kept) leaves the node it was first.
+func swarmStepFor(steps []shared.Step, swarm string, r *shared.Reprovision) []shared.Step {
 	if swarm != "" {
 		// No advertise address: the installed OS may not keep the RAM agent's address. The
 		// agent knows its own address when the step runs.
-		steps = append(steps, shared.Step{Name: StepNameSwarm, Kind: shared.StepSwarm, Phase: shared.PhaseDisk,
-			Swarm: &shared.SwarmStep{Role: swarm}})
+		st := &shared.SwarmStep{Role: swarm}
+		if r != nil {
+			st.LeaveNode = r.LeftNode
+		}
+		steps = append(steps, shared.Step{Name: StepNameSwarm, Kind: shared.StepSwarm, Phase: shared.PhaseDisk, Swarm: st})
 	}
 	return steps
 }

@@ -314,6 +314,7 @@ func (s *Store) finishIfDone(index uint64, now timeT, m *shared.Machine) {
 		s.setState(index, now, m, shared.StateJoining, "no disk-phase steps left")
 	}
 	s.setState(index, now, m, shared.StateReady, "all steps done")
+	s.reinstalled(index, now, m)
 }
 
 // ApplySetBoot records the next network-boot answer.
@@ -396,6 +397,10 @@ func (s *Store) ApplyAction(c Action, index uint64) (Result, error) {
 		}
 		if err != nil {
 			return Result{}, reject(KindConflict, RuleAction, string(c.ID), "%s %s: %v", c.Action, c.ID, err)
+		}
+		if m.Reprovision != nil && c.Action != shared.ActionRetry && c.Action != shared.ActionApprove {
+			m.Reprovision = nil // the operator's action overrides it
+			s.event(index, c.Time, c.ID, shared.EventAction, "re-provisioning abandoned: "+string(c.Action))
 		}
 		m.UpdatedAt = c.Time
 		return Result{Machine: clone(m)}, nil

@@ -56,8 +56,10 @@ func (s *Store) SwarmOpsFor(id shared.MachineID) []shared.SwarmOp {
 }
 
 // ApplySwarmOpStart records an operation if its target is a swarm node and its runner a
-// ready manager that is not the target; one operation per target at a time. A promotion
-// replaces a lost manager not replaced yet, with a ready worker.
+// ready manager that is not the target; one operation per target at a time. A removal
+// is of a retired, lost or re-provisioned (leaving) machine; a drain of one being
+// re-provisioned; a promotion makes a ready worker stand in for a lost manager, or for
+// one being re-provisioned, not replaced yet.
 func (s *Store) ApplySwarmOpStart(c SwarmOpStart, index uint64) (Result, error) {
 	return s.mutate(index, c.Op.Target, func() (Result, error) {
 		op := c.Op
@@ -77,13 +79,27 @@ func (s *Store) ApplySwarmOpStart(c SwarmOpStart, index uint64) (Result, error) 
 		}
 		switch op.Kind {
 		case shared.SwarmOpRemove:
+			_, leaving := s.reprovisioning(op.Target, shared.ReprovisionLeave)
+			if target.State != shared.StateRetired && target.State != shared.StateLost && !leaving {
+				return refuse("it is %s: only a retired, lost or re-provisioned machine leaves the swarm", target.State)
+			}
+		case shared.SwarmOpDrain:
+			if _, ok := s.reprovisioning(op.Target, shared.ReprovisionDrain); !ok {
+				return refuse("it is not being re-provisioned (or is past draining)")
+			}
+		case shared.SwarmOpDemote:
+			back, ok := s.reprovisioning(op.For, shared.ReprovisionRestore)
+			if !ok || back.Reprovision.StandIn != op.Target || live[op.Target] == "" {
+				return refuse("it is not the manager standing in for %s, back from re-provisioning", op.For)
+			}
 		case shared.SwarmOpPromote:
-			lost, ok := s.data.Machines[op.For]
+			stoodIn, ok := s.data.Machines[op.For]
+			_, replacing := s.reprovisioning(op.For, shared.ReprovisionReplace)
 			switch {
-			case target.State != shared.StateReady || live[op.Target] != "":
+			case target.State != shared.StateReady || live[op.Target] != "" || target.Reprovision != nil:
 				return refuse("it is not a ready worker")
-			case !ok || lost.State != shared.StateLost || live[op.For] == "":
-				return refuse("%s is not a lost manager", op.For)
+			case !ok || live[op.For] == "" || stoodIn.State != shared.StateLost && !replacing:
+				return refuse("%s is neither a lost manager nor one being re-provisioned", op.For)
 			case s.data.Swarm.Replaced[op.For] != "":
 				return refuse("lost manager %s is already replaced by %s", op.For, s.data.Swarm.Replaced[op.For])
 			}
@@ -135,8 +151,17 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 				op.Runner, op.Kind, c.Report.Error))
 			return Result{}, nil
 		}
-		if op.Kind == shared.SwarmOpPromote {
+		switch op.Kind {
+		case shared.SwarmOpPromote:
 			s.recordPromotion(index, c, op)
+			s.replaced(index, c.Time, op)
+			return Result{}, nil
+		case shared.SwarmOpDrain:
+			s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s drained this node: %s", op.Runner, c.Report.Detail))
+			s.drained(index, c.Time, op, c.Report.Detail)
+			return Result{}, nil
+		case shared.SwarmOpDemote:
+			s.restored(index, c.Time, op)
 			return Result{}, nil
 		}
 		sw := &s.data.Swarm
@@ -153,6 +178,7 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 		}
 		s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s removed node %s from the swarm: %s",
 			op.Runner, op.NodeID, c.Report.Detail))
+		s.left(index, c.Time, op)
 		return Result{}, nil
 	})
 }
@@ -163,16 +189,7 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 func (s *Store) recordPromotion(index uint64, c SwarmOpDone, op shared.SwarmOp) {
 	sw := &s.data.Swarm
 	if m, ok := s.data.Machines[op.Target]; ok && m.Plan != nil {
-		p := *m.Plan
-		p.Steps = slices.Clone(p.Steps)
-		for i := range p.Steps {
-			if st := p.Steps[i].Swarm; st != nil {
-				promoted := *st
-				promoted.Role = shared.SwarmManager
-				p.Steps[i].Swarm = &promoted
-			}
-		}
-		m.Plan, m.UpdatedAt = &p, c.Time
+		m.Plan, m.UpdatedAt = withSwarmRole(m.Plan, shared.SwarmManager), c.Time
 	}
 	if sw.Managers == nil {
 		sw.Managers = map[shared.MachineID]string{}
@@ -264,4 +281,19 @@ func (s *Store) ReadyManagers() []shared.MachineID {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// withSwarmRole returns a copy of plan whose swarm step has role: readers hold the old
+// plan, so it is never changed in place.
+func withSwarmRole(plan *shared.Plan, role string) *shared.Plan {
+	p := *plan
+	p.Steps = slices.Clone(p.Steps)
+	for i := range p.Steps {
+		if st := p.Steps[i].Swarm; st != nil {
+			changed := *st
+			changed.Role = role
+			p.Steps[i].Swarm = &changed
+		}
+	}
+	return &p
 }

@@ -126,6 +126,10 @@ func nextStep(m *shared.Machine) string {
 	return b.String()
 }
 
+// actionReprovision is the page's button for a re-provisioning (with the role's image;
+// another image is the CLI's --image-url). It is a command of its own, not an Action.
+const actionReprovision shared.Action = "reprovision"
+
 // actionsFor lists the actions that make sense for the machine's state; the store still
 // validates each one, so a stale page cannot do harm.
 func actionsFor(m *shared.Machine) []actionButton {
@@ -140,6 +144,10 @@ func actionsFor(m *shared.Machine) []actionButton {
 	if m.State != shared.StateRetired && m.State != shared.StateLost {
 		out = append(out, actionButton{shared.ActionReplan, "Re-plan", "forget the plan and match a role again", false})
 	}
+	if m.State == shared.StateReady && m.SwarmNodeID != "" && m.Reprovision == nil {
+		out = append(out, actionButton{actionReprovision, "Re-provision",
+			"take it out of the swarm without dropping its services, then plan and install it again", true})
+	}
 	if m.State == shared.StateRetired {
 		out = append(out, actionButton{shared.ActionRelease, "Release", "bring it back as discovered", false})
 	} else {
@@ -152,7 +160,7 @@ func actionsFor(m *shared.Machine) []actionButton {
 func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 	id, act := shared.MachineID(r.PathValue("id")), shared.Action(r.PathValue("action"))
-	if id.Validate() != nil || act.Validate() != nil {
+	if id.Validate() != nil || act != actionReprovision && act.Validate() != nil {
 		http.Error(w, "unknown machine or action", http.StatusNotFound)
 		return
 	}
@@ -172,8 +180,11 @@ func (h *Handler) action(w http.ResponseWriter, r *http.Request, op operator) {
 	if reason == "" {
 		reason = "from the status page"
 	}
-	_, err := h.cfg.Backend.Apply(r.Context(), state.Action{ID: id, Action: act, Reason: reason, By: op.Name,
-		Time: time.Now().UTC()})
+	var cmd state.Command = state.Action{ID: id, Action: act, Reason: reason, By: op.Name, Time: time.Now().UTC()}
+	if act == actionReprovision {
+		cmd = state.Reprovision{ID: id, Reason: reason, By: op.Name, Time: time.Now().UTC()}
+	}
+	_, err := h.cfg.Backend.Apply(r.Context(), cmd)
 	q := url.Values{}
 	switch {
 	case err != nil:

@@ -13,33 +13,48 @@ import (
 )
 
 // RunOp carries out one day-two operation through this manager's dockerd and says how
-// it went. It is idempotent: a node already gone counts as removed, so a report lost on
-// the way is simply run again.
+// it went. It is idempotent: a node already gone counts as removed, a drained node is not
+// surged twice, so a report lost on the way is simply run again.
 func (e *Executor) RunOp(ctx context.Context, op shared.SwarmOp) shared.SwarmOpReport {
 	ctx, cancel := context.WithTimeout(ctx, 3*e.cfg.Wait)
 	defer cancel()
-	log := e.log.With("op", op.ID, "kind", op.Kind, "target", op.Target, "node", op.NodeID)
+	r, err := e.runOp(ctx, op)
+	log := e.log.With("op", op.ID, "kind", op.Kind, "target", op.Target, "node", op.NodeID, "detail", r.Detail)
+	if err != nil {
+		log.Warn("swarm operation failed", "err", err)
+		r.OK, r.Error = false, err.Error()
+		return r
+	}
+	log.Info("swarm operation done")
+	r.OK = true
+	return r
+}
+
+func (e *Executor) runOp(ctx context.Context, op shared.SwarmOp) (shared.SwarmOpReport, error) {
 	switch op.Kind {
 	case shared.SwarmOpRemove:
+		done, tokens, err := e.removeNode(ctx, op.NodeID)
+		return shared.SwarmOpReport{Detail: strings.Join(done, ", "), ManagerToken: tokens.Manager, WorkerToken: tokens.Worker}, err
+	case shared.SwarmOpDrain:
+		detail, err := e.drain(ctx, op.NodeID)
+		return shared.SwarmOpReport{Detail: detail}, err
+	case shared.SwarmOpDemote:
+		node, _, err := e.docker.NodeInspectWithRaw(ctx, op.NodeID)
+		if err != nil {
+			return shared.SwarmOpReport{}, dockerErr("reading node "+op.NodeID, err, nil)
+		}
+		if err := e.demote(ctx, node); err != nil {
+			return shared.SwarmOpReport{}, err
+		}
+		return shared.SwarmOpReport{Detail: "demoted"}, nil
 	case shared.SwarmOpPromote:
 		addr, err := e.promote(ctx, op.NodeID)
 		if err != nil {
-			log.Warn("swarm operation failed", "err", err)
-			return shared.SwarmOpReport{Error: err.Error()}
+			return shared.SwarmOpReport{}, err
 		}
-		log.Info("swarm operation done", "manager_addr", addr)
-		return shared.SwarmOpReport{OK: true, Detail: "promoted, reachable at " + addr, ManagerAddr: addr}
-	default:
-		return shared.SwarmOpReport{Error: fmt.Sprintf("this agent does not know swarm operation %q: upgrade it", op.Kind)}
+		return shared.SwarmOpReport{Detail: "promoted, reachable at " + addr, ManagerAddr: addr}, nil
 	}
-	done, tokens, err := e.removeNode(ctx, op.NodeID)
-	if err != nil {
-		log.Warn("swarm operation failed", "done", strings.Join(done, ", "), "err", err)
-		return shared.SwarmOpReport{Error: err.Error(), Detail: strings.Join(done, ", ")}
-	}
-	log.Info("swarm operation done", "done", strings.Join(done, ", "))
-	return shared.SwarmOpReport{OK: true, Detail: strings.Join(done, ", "),
-		ManagerToken: tokens.Manager, WorkerToken: tokens.Worker}
+	return shared.SwarmOpReport{}, fmt.Errorf("this agent does not know swarm operation %q: upgrade it", op.Kind)
 }
 
 // removeNode takes a node out of the swarm for good: demote it if it is a manager (a

@@ -125,6 +125,9 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 		return shared.StepFailed, err
 	}
 	progress(shared.Progress{Done: 1, Total: stages})
+	if err := e.leaveRemovedNode(ctx, s.Swarm.LeaveNode); err != nil {
+		return shared.StepFailed, err
+	}
 
 	info, err := e.settled(ctx, secrets)
 	if err != nil {
@@ -160,6 +163,29 @@ func (e *Executor) Run(ctx context.Context, s shared.Step, progress func(shared.
 	progress(shared.Progress{Done: stages, Total: stages})
 	e.log.Info("swarm step done", "status", status, "role", join.Role, "node_id", info.NodeID, "cluster_id", clusterID(info))
 	return status, nil
+}
+
+// leaveRemovedNode makes an engine that still holds the swarm state of node (removed
+// from the swarm by a manager when its machine was re-provisioned in place) leave it, so
+// it joins as a new node. An engine that is another node, or none, is left alone: the
+// step may run again after it joined.
+func (e *Executor) leaveRemovedNode(ctx context.Context, node string) error {
+	if node == "" {
+		return nil
+	}
+	info, err := e.docker.Info(ctx)
+	if err != nil {
+		return dockerErr("reading the node's swarm state", err, nil)
+	}
+	if info.Swarm.NodeID != node {
+		return nil
+	}
+	e.log.Info("leaving the swarm state of the removed node", "node_id", node, "local_state", info.Swarm.LocalNodeState)
+	if err := e.docker.SwarmLeave(ctx, true); err != nil {
+		return dockerErr("leaving the swarm state of removed node "+node, err, nil)
+	}
+	_, err = e.waitInfo(ctx, nil, func(i swarm.Info) bool { return i.LocalNodeState == swarm.LocalNodeStateInactive })
+	return err
 }
 
 // joinInfo asks the coordinator how to join. While the first manager is still creating
