@@ -46,6 +46,10 @@ type Deps struct {
 	// NewSwarmOps builds what runs day-two swarm operations once the machine id is
 	// known; nil (or a nil answer) where there is no dockerd to run them, as in RAM mode.
 	NewSwarmOps func(id shared.MachineID, client *shared.Client) SwarmOpRunner
+	// BootAgent boots the Rivet RAM agent from the installed OS (kexec, else a reboot
+	// through the firmware), for a machine re-provisioned with a new image; it returns
+	// only on failure. nil where the agent cannot (RAM mode, tests).
+	BootAgent func(ctx context.Context, id shared.MachineID, client *shared.Client) error
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registry receives the agent's metrics; nil makes a private one.
@@ -203,6 +207,9 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, ops SwarmOpRunner,
 	due, note := a.due(view, m)
 	if !due {
 		a.noteOnce(note)
+		if a.reimaged(view, m) {
+			return true, a.bootAgent(ctx)
+		}
 		if ops != nil && a.currentState() == shared.StateReady {
 			return a.runSwarmOps(ctx, ops)
 		}
@@ -215,6 +222,28 @@ func (a *Agent) tick(ctx context.Context, runner PhaseRunner, ops SwarmOpRunner,
 		return true, fmt.Errorf("running %s steps: %w", a.phase, err)
 	}
 	return true, nil
+}
+
+// reimaged reports whether this installed OS is to be replaced and boots the RAM agent
+// itself: the machine is being re-provisioned and planned again with an image to write
+// (which the RAM agent does), and no BMC cycle was asked for.
+func (a *Agent) reimaged(view *shared.PlanView, m *shared.MachineSummary) bool {
+	return a.cfg.Mode == shared.ModeService && m.Reprovision == shared.ReprovisionReinstall && m.ReprovisionVia != shared.ViaBMC &&
+		a.currentState() == shared.StatePlanned && shared.RAMStepsPending(view)
+}
+
+// bootAgent hands the machine to the RAM agent for its new image.
+func (a *Agent) bootAgent(ctx context.Context) error {
+	if a.deps.BootAgent == nil {
+		a.noteOnce("re-imaging: this agent cannot boot the Rivet agent; power-cycle the machine with PXE once (rivet machines power cycle --pxe-once)")
+		return nil
+	}
+	id, client := a.identity()
+	a.log.Info("re-imaging: booting the Rivet agent for the new image")
+	if err := a.deps.BootAgent(ctx, id, client); err != nil {
+		return fmt.Errorf("booting the Rivet agent for the new image: %w", err)
+	}
+	return nil
 }
 
 // due decides whether this mode's phase has steps to run now, and if not, why: the

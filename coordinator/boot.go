@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"context"
 	"net"
+	"net/http"
 
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -33,4 +35,14 @@ func (s *Server) APIURLs() []string {
 		}
 	}
 	return urls
+}
+
+// AgentBoot implements api.AgentBooter with this coordinator's boot services.
+func (s *Server) AgentBoot(ctx context.Context, mac net.HardwareAddr) (*shared.KexecAnswer, error) {
+	boot := s.bootServices.Load()
+	if boot == nil {
+		return nil, shared.Errorf(http.StatusServiceUnavailable, shared.CodeInternal, "ask a coordinator on the machine's boot network",
+			"this coordinator serves no boot services")
+	}
+	return boot.AgentBoot(ctx, mac)
 }

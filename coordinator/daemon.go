@@ -74,6 +74,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 		s.cfg.Registry.MustRegister(throttle.Collectors()...)
 	}
 	powerMgr := s.powerManager(dc.Power)
+	s.power = powerMgr
 	pages := status.New(status.Config{Backend: s, Gatherer: s.cfg.Registry, Kick: s.Kick, Logger: s.log, Throttle: throttle,
 		FailureDomainLabel: dc.Plan.Placement.DomainLabel, Power: powerMgr})
 	defer pages.Close() // ends live streams, which would otherwise hold up the HTTP shutdown
@@ -86,7 +87,7 @@ func RunDaemon(ctx context.Context, dc DaemonConfig) error {
 	mounts["POST "+shared.PathClusterCertify] = http.HandlerFunc(s.handleCertify)
 	handler := s.requireNodeCert(s.metrics.countImages(api.New(api.Config{Store: s.store, Writer: s, Leader: s, Cluster: s, Node: s, Planner: dryRunner{dc.Plan.Placement},
 		ImageDir: dc.ImageDir, Logger: s.log, Registry: s.cfg.Registry, Extra: mounts, Pprof: dc.Pprof,
-		Admission: dc.Admission, Throttle: throttle, Power: powerMgr})))
+		Admission: dc.Admission, Throttle: throttle, Power: powerMgr, AgentBoot: s})))
 	ln, err := net.Listen("tcp", dc.APIAddr)
 	if err != nil {
 		return fmt.Errorf("API listen on %s: %w", dc.APIAddr, err)
@@ -180,6 +181,7 @@ func (s *Server) runServices(ctx context.Context, dc DaemonConfig) error {
 	if err != nil {
 		return fmt.Errorf("boot services: %w", err)
 	}
+	s.bootServices.Store(boot)
 	s.log.Info("boot services starting", "mode", nb.Mode, "interface", nb.Interface, "http", nb.HTTPAddr, "dir", nb.BootDir)
 	if err := boot.Run(ctx); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("boot services: %w", err)

@@ -52,6 +52,11 @@ func (s *Server) reprovision(ctx context.Context, r *reprovisioner, now time.Tim
 		if busy && now.Sub(have.Created) < opStall || now.Sub(r.started[key]) < opRetry {
 			continue
 		}
+		if rp.Phase == shared.ReprovisionReinstall { // re-imaged through its BMC
+			r.started[key] = now
+			go s.cycleForImage(ctx, rp.ID)
+			continue
+		}
 		op, why := s.reprovisionOp(rp, have.Runner)
 		if op == nil {
 			if r.warned[rp.ID] != why {
@@ -119,4 +124,23 @@ func (r *reprovisioner) forgetEnded(current []state.Reprovisioning) {
 			delete(r.warned, id)
 		}
 	}
+}
+
+// cycleForImage power-cycles a re-imaged machine with PXE once through its BMC, so it
+// network-boots the agent for its new image. The command's record (in the log) ends the
+// wait, on every coordinator.
+func (s *Server) cycleForImage(ctx context.Context, id shared.MachineID) {
+	if s.power == nil {
+		s.log.Warn("re-imaging through the BMC: this coordinator has no power manager", "machine", id)
+		return
+	}
+	out, err := s.power.Run(ctx, string(id), shared.PowerRequest{Action: shared.PowerCycle, PXEOnce: true}, "re-provisioning")
+	if err == nil && out.Error != "" {
+		err = errors.New(out.Error)
+	}
+	if err != nil {
+		s.log.Warn("re-imaging through the BMC: the power cycle failed; trying again", "machine", id, "err", err)
+		return
+	}
+	s.log.Info("re-imaging through the BMC: power-cycled with PXE once", "machine", id)
 }

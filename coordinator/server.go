@@ -25,7 +25,9 @@ import (
 
 	"github.com/rivetmetal/rivet/coordinator/forward"
 	"github.com/rivetmetal/rivet/coordinator/fsm"
+	"github.com/rivetmetal/rivet/coordinator/netboot"
 	"github.com/rivetmetal/rivet/coordinator/pki"
+	"github.com/rivetmetal/rivet/coordinator/powerctl"
 	"github.com/rivetmetal/rivet/coordinator/raftlink"
 	"github.com/rivetmetal/rivet/coordinator/state"
 	"github.com/rivetmetal/rivet/shared"
@@ -57,7 +59,11 @@ type Config struct {
 
 // Server is a running coordinator.
 type Server struct {
-	cfg       Config
+	cfg Config
+	// bootServices are this coordinator's boot services once they run (kexec answers).
+	bootServices atomic.Pointer[netboot.Server]
+	// power runs power commands for the leader's own needs (a re-image through a BMC).
+	power     *powerctl.Manager
 	log       *slog.Logger
 	store     *state.Store
 	raft      *raft.Raft

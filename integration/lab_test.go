@@ -109,8 +109,9 @@ func newLabConfig(t *testing.T, machines int, image string) lab.Config {
 // first network boot fails, and the coordinator's recovery (a power cycle with PXE once)
 // brings it to ready with no hand work. Then, on the ready lab: Rivet's power status,
 // off, on and cycle agree with ipmitool and sushy; a wrong password and an unreachable
-// BMC fail clearly and change nothing; no BMC password is in clear anywhere. `rivet lab
-// up` a second time reuses everything; `rivet lab down` leaves nothing.
+// BMC fail clearly and change nothing; no BMC password is in clear anywhere; vm1 is
+// re-imaged through kexec, without its BMC, and vm2 through a BMC cycle (issue 16). `rivet lab up` a second time
+// reuses everything; `rivet lab down` leaves nothing.
 func TestLabUpDown(t *testing.T) {
 	image := requireLab(t)
 	testenv.RequireCommand(t, "ipmi_sim")
@@ -158,6 +159,8 @@ func TestLabUpDown(t *testing.T) {
 	}
 	checkBadBMCs(t, ctx, l, rows, vm1)
 	checkNoBMCPassword(t, ctx, l)
+	checkReimage(t, ctx, l, progress, 1, shared.ViaKexec)
+	checkReimage(t, ctx, l, progress, 2, shared.ViaBMC)
 
 	out = runLabCLI(t, ctx, cfg, "down")
 	if left := cfg.Leftovers(ctx); len(left) > 0 {

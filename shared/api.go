@@ -24,6 +24,7 @@ const (
 	PathMachineSwarmOps    = "/v1/machines/{id}/swarm/ops"        // GET SwarmOps; POST .../{op} SwarmOpReport (the runner's machine token)
 	PathMachineAction      = "/v1/machines/{id}/actions/{action}" // POST ActionRequest (admin)
 	PathMachineReprovision = "/v1/machines/{id}/reprovision"      // POST ReprovisionRequest (admin)
+	PathMachineKexec       = "/v1/machines/{id}/kexec"            // POST: KexecAnswer (machine token, while re-imaged)
 	PathRoles              = "/v1/roles"                          // GET []Role; POST RoleList (admin; ?dry_run=1)
 	PathRole               = "/v1/roles/{name}"                   // GET Role; PUT Role; DELETE (admin)
 	PathHealth             = "/v1/health"                         // GET Health (no token)

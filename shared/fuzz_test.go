@@ -374,3 +374,31 @@ func FuzzParseImportYAML(f *testing.F) {
 	f.Add([]byte("- {serial: S1, serial: S2}\n- [1, 2]\n- ~\n"))
 	f.Fuzz(func(t *testing.T, data []byte) { checkImportFile(t, "x.yaml", data) })
 }
+
+func FuzzDecodeReprovision(f *testing.F) {
+	f.Add([]byte(`{"reason":"new kernel","via":"kexec"}`))
+	f.Add([]byte(`{"image":{"url":"/v1/images/os2.raw.zst","sha256":"` + strings.Repeat("a", 64) + `"},"via":"bmc","allow_fewer_managers":true}`))
+	f.Add([]byte(`{"image":{"url":"ftp://x","sha256":"zz"},"via":"usb"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[ReprovisionRequest](t, data)
+	})
+}
+
+func FuzzDecodeSwarmOpReport(f *testing.F) {
+	f.Add([]byte(`{"ok":true,"detail":"removed, join tokens rotated","manager_token":"SWMTKN-1-m","worker_token":"SWMTKN-1-w"}`))
+	f.Add([]byte(`{"ok":true,"manager_addr":"10.0.0.9:2377"}`))
+	f.Add([]byte(`{"ok":false,"error":"dockerd: node is not down"}`))
+	f.Add([]byte(`{"ok":true,"error":"both"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[SwarmOpReport](t, data)
+	})
+}
+
+func FuzzDecodeKexec(f *testing.F) {
+	file := `{"url":"http://10.0.0.1:8080/boot/files/vmlinuz","sha256":"` + strings.Repeat("b", 64) + `","size":8000000}`
+	f.Add([]byte(`{"kernel":` + file + `,"initrd":` + file + `,"cmdline":"console=ttyS0 rivet.ticket=x"}`))
+	f.Add([]byte(`{"kernel":{"url":"x","sha256":"","size":-1},"initrd":{},"cmdline":""}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkDecodeRoundTrip[KexecAnswer](t, data)
+	})
+}

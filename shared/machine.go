@@ -114,9 +114,11 @@ type MachineSummary struct {
 	// Unmatched says why no role matched: the agent prints it, ls and the pages show it.
 	Unmatched string `json:"unmatched,omitempty"`
 	Admitted  bool   `json:"admitted"`
-	// Reprovision is the phase of a re-provisioning in progress, if any.
-	Reprovision ReprovisionPhase `json:"reprovision,omitempty"`
-	Updated     time.Time        `json:"updated_at"`
+	// Reprovision is the phase of a re-provisioning in progress, if any, and how the
+	// machine boots the agent for its new image.
+	Reprovision    ReprovisionPhase `json:"reprovision,omitempty"`
+	ReprovisionVia ReprovisionVia   `json:"reprovision_via,omitempty"`
+	Updated        time.Time        `json:"updated_at"`
 }
 
 // Summary returns the light form of m.
@@ -130,7 +132,7 @@ func (m *Machine) Summary() MachineSummary {
 		s.Error = m.LastError.Message
 	}
 	if m.Reprovision != nil {
-		s.Reprovision = m.Reprovision.Phase
+		s.Reprovision, s.ReprovisionVia = m.Reprovision.Phase, m.Reprovision.Via
 	}
 	return s
 }

@@ -36,6 +36,21 @@ const (
 	ReprovisionRestore ReprovisionPhase = "restore"
 )
 
+// ReprovisionVia is how an installed machine boots the Rivet agent for its new image.
+type ReprovisionVia string
+
+const (
+	// ViaKexec: its installed agent kexecs into the agent's kernel and initramfs (no
+	// firmware POST, no BMC needed); if the kernel cannot kexec, it reboots through the
+	// firmware, which network-boots the agent.
+	ViaKexec ReprovisionVia = "kexec"
+	// ViaBMC: the leader power-cycles it through its BMC with PXE once.
+	ViaBMC ReprovisionVia = "bmc"
+)
+
+// Valid reports whether v is known ("" is kexec).
+func (v ReprovisionVia) Valid() bool { return v == "" || v == ViaKexec || v == ViaBMC }
+
 // Reprovision is a machine's re-provisioning in progress.
 type Reprovision struct {
 	Phase ReprovisionPhase `json:"phase"`
@@ -48,6 +63,10 @@ type Reprovision struct {
 	PhaseAt time.Time `json:"phase_at"`
 	// Manager: the machine was a swarm manager; it is planned as one again.
 	Manager bool `json:"manager,omitempty"`
+	// NoStandIn: the operator allowed the swarm one manager fewer meanwhile.
+	NoStandIn bool `json:"no_stand_in,omitempty"`
+	// Via is how it boots the agent for a new image ("": kexec).
+	Via ReprovisionVia `json:"via,omitempty"`
 	// StandIn is the worker promoted in its place, demoted again once it is back.
 	StandIn MachineID `json:"stand_in,omitempty"`
 	// LeftNode is the swarm node id the machine had: its next swarm step makes the local
@@ -59,12 +78,21 @@ type Reprovision struct {
 type ReprovisionRequest struct {
 	Reason string     `json:"reason,omitempty"`
 	Image  *ImageSpec `json:"image,omitempty"`
+	// AllowFewerManagers lets a manager go without a stand-in when no worker can be
+	// promoted (a small swarm of managers only): the swarm has one manager fewer until
+	// it is back. Its quorum holds only while no other manager fails meanwhile.
+	AllowFewerManagers bool `json:"allow_fewer_managers,omitempty"`
+	// Via is how the installed machine boots the agent for its new image ("": kexec).
+	Via ReprovisionVia `json:"via,omitempty"`
 }
 
 // Validate checks the request.
 func (r *ReprovisionRequest) Validate() error {
 	if len(r.Reason) > 1024 {
 		return fmt.Errorf("reason too long")
+	}
+	if !r.Via.Valid() {
+		return fmt.Errorf("via %q: want kexec or bmc", r.Via)
 	}
 	if r.Image != nil {
 		if err := r.Image.Validate(); err != nil {

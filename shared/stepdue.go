@@ -27,6 +27,11 @@ func StepsDue(view *PlanView, st State, phase Phase) (bool, string) {
 	for _, s := range view.Steps {
 		recorded[s.Name] = s.Status
 	}
+	if phase == PhaseDisk && (st == StatePlanned || st == StateProvisioning) && pending(view.Plan, recorded, PhaseRAM) {
+		// A plan that installs an image first (a machine re-provisioned from its installed
+		// OS): the disk phase waits for the RAM agent's steps and the new OS.
+		return false, "the plan installs an image first: waiting for the machine to boot the Rivet agent"
+	}
 	for _, s := range view.Plan.Steps {
 		if s.Phase != phase {
 			continue
@@ -40,4 +45,26 @@ func StepsDue(view *PlanView, st State, phase Phase) (bool, string) {
 		return true, ""
 	}
 	return false, fmt.Sprintf("all %s-phase steps done (state %s)", phase, st)
+}
+
+// pending reports whether some step of phase is neither succeeded nor skipped.
+func pending(p *Plan, recorded map[string]StepStatus, phase Phase) bool {
+	for _, s := range p.Steps {
+		if st := recorded[s.Name]; s.Phase == phase && st != StepSucceeded && st != StepSkipped {
+			return true
+		}
+	}
+	return false
+}
+
+// RAMStepsPending reports whether view's plan still has RAM-phase steps to run.
+func RAMStepsPending(view *PlanView) bool {
+	if view.Plan == nil {
+		return false
+	}
+	recorded := map[string]StepStatus{}
+	for _, s := range view.Steps {
+		recorded[s.Name] = s.Status
+	}
+	return pending(view.Plan, recorded, PhaseRAM)
 }

@@ -41,6 +41,7 @@ func TestStepsDue(t *testing.T) {
 		{"ram phase done", PhaseRAM, StateProvisioning, plan, steps("wipe", "succeeded", "image", "skipped"), false, "all ram-phase steps done (state provisioning)"},
 		{"service runs swarm", PhaseDisk, StateInstalled, plan, steps("wipe", "succeeded", "image", "succeeded"), true, ""},
 		{"service done", PhaseDisk, StateReady, plan, steps("swarm", "succeeded"), false, "all disk-phase steps done"},
+		{"re-imaged: the installed agent waits", PhaseDisk, StatePlanned, plan, nil, false, "installs an image first"},
 	}
 	for _, c := range cases {
 		due, why := StepsDue(&PlanView{State: c.state, Plan: c.plan, Steps: c.steps}, c.state, c.phase)

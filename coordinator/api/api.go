@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -80,6 +81,13 @@ type Config struct {
 	Admission Admission
 	// Power runs power commands (POST /v1/machines/{id}/power, /v1/power); nil: 503.
 	Power Power
+	// AgentBoot gives a re-imaged machine's installed agent what to kexec into; nil: 503.
+	AgentBoot AgentBooter
+}
+
+// AgentBooter is the boot services' side of a kexec (netboot.Server.AgentBoot).
+type AgentBooter interface {
+	AgentBoot(ctx context.Context, mac net.HardwareAddr) (*shared.KexecAnswer, error)
 }
 
 // Admission is the registration policy (see docs/security.md).
@@ -163,6 +171,7 @@ func (a *API) routes() {
 	a.handle("PUT "+shared.PathMachineSwarm, a.swarmReport, self)
 	a.handle("GET "+shared.PathMachineSwarmOps, a.swarmOps, self)
 	a.handle("POST "+shared.PathMachineSwarmOps+"/{op}", a.swarmOpDone, self)
+	a.handle("POST "+shared.PathMachineKexec, a.kexec, self)
 	a.handle("POST "+shared.PathMachineAction, a.action, allow(auth.KindAdmin))
 	a.handle("POST "+shared.PathMachineReprovision, a.reprovision, allow(auth.KindAdmin))
 	a.handle("GET "+shared.PathRoles, a.listRoles, readers)

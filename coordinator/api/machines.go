@@ -237,12 +237,36 @@ func (a *API) reprovision(w http.ResponseWriter, r *http.Request, p auth.Princip
 		return err
 	}
 	res, err := a.cfg.Writer.Apply(r.Context(), state.Reprovision{ID: m.ID, Image: req.Image, Reason: req.Reason,
-		By: p.Name, Time: now()})
+		NoStandIn: req.AllowFewerManagers, Via: req.Via, By: p.Name, Time: now()})
 	if err != nil {
 		return err
 	}
 	a.cfg.Writer.Kick()
 	writeJSON(w, http.StatusOK, res.Machine)
+	return nil
+}
+
+// kexec answers a re-imaged machine's installed agent with the RAM agent's boot. The
+// answer holds a boot ticket; it goes only to the machine itself, over TLS.
+func (a *API) kexec(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	mac, err := a.store.KexecMAC(p.MachineID)
+	if err != nil {
+		return err
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return shared.Errorf(http.StatusConflict, shared.CodeConflict, "", "machine %s: recorded MAC %q: %v", p.MachineID, mac, err)
+	}
+	if a.cfg.AgentBoot == nil {
+		return shared.Errorf(http.StatusServiceUnavailable, shared.CodeInternal, "ask a coordinator on the machine's boot network",
+			"this coordinator serves no boot services")
+	}
+	answer, err := a.cfg.AgentBoot.AgentBoot(r.Context(), hw)
+	if err != nil {
+		return err
+	}
+	a.log.Info("kexec boot handed out", "machine", p.MachineID, "mac", mac, "kernel", answer.Kernel.URL)
+	writeJSON(w, http.StatusOK, answer)
 	return nil
 }
 

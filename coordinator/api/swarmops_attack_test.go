@@ -66,6 +66,10 @@ func TestSwarmOpsAttackerWithAMachineToken(t *testing.T) {
 		shared.MachinePath(shared.PathMachineReprovision, runner), atk, []byte(`{"reason":"x"}`))
 	site.refused(t, "re-provisioning itself with its own machine token", http.StatusForbidden, http.MethodPost,
 		shared.MachinePath(shared.PathMachineReprovision, site.attacker), atk, []byte(`{}`))
+	site.refused(t, "a kexec boot (with its ticket) for the runner", http.StatusForbidden, http.MethodPost,
+		shared.MachinePath(shared.PathMachineKexec, runner), atk, nil)
+	site.refused(t, "a kexec boot for itself while it is not re-imaged", http.StatusConflict, http.MethodPost,
+		shared.MachinePath(shared.PathMachineKexec, site.attacker), atk, nil)
 	if ops, err := site.client(site.attacker).SwarmOps(ctx, site.attacker); err != nil || len(ops.Ops) != 0 {
 		t.Fatalf("the attacker's own list: %+v, %v; want none", ops, err)
 	}

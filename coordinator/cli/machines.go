@@ -157,6 +157,9 @@ func printMachine(w io.Writer, m *shared.Machine) {
 		m.ID, m.Basis, m.State, orDash(m.Role), m.Boot, orDash(m.Addr), orDash(string(m.Agent.Mode)), orDash(m.Agent.Version), ago(m.Agent.LastSeen))
 	if r := m.Reprovision; r != nil {
 		fmt.Fprintf(w, "Reprovision  phase %s since %s (started %s by %s", r.Phase, ago(r.PhaseAt), ago(r.Started), orDash(r.By))
+		if r.Via != "" {
+			fmt.Fprintf(w, "; boots the agent via %s", r.Via)
+		}
 		if r.StandIn != "" {
 			fmt.Fprintf(w, "; %s stands in as a manager", r.StandIn)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/rivetmetal/rivet/shared"
 )
 
-const reprovisionUsage = "rivet machines reprovision MACHINE_ID [--image-url URL --image-sha256 HEX] [--reason TEXT] [--wait]"
+const reprovisionUsage = "rivet machines reprovision MACHINE_ID [--image-url URL --image-sha256 HEX] [--via kexec|bmc] [--allow-fewer-managers] [--reason TEXT] [--wait]"
 
 // machinesReprovision starts a machine's re-provisioning and, with --wait, follows its
 // phases until it is ready again or stops where the operator must act.
@@ -20,6 +20,9 @@ func machinesReprovision(ctx context.Context, env *Env, args []string) error {
 	url := v.fs.String("image-url", "", "write this image instead of the role's (a coordinator path /v1/images/... or an http(s) URL)")
 	sum := v.fs.String("image-sha256", "", "the sha256 of the uncompressed image (required with --image-url)")
 	compression := v.fs.String("image-compression", "", "the image's compression: auto (default), zstd, gzip or none")
+	fewer := v.fs.Bool("allow-fewer-managers", false,
+		"let a manager go without a promoted stand-in (a swarm of managers only): one manager fewer until it is back")
+	via := v.fs.String("via", "kexec", "how the installed machine boots the Rivet agent for a new image: kexec (its agent, no BMC needed) or bmc (a power cycle with PXE once)")
 	wait := v.fs.Bool("wait", false, "follow the phases until the machine is ready again (or failed)")
 	timeout := v.fs.Duration("timeout", 30*time.Minute, "with --wait: give up after this long")
 	if err := v.parse(args); err != nil {
@@ -29,7 +32,7 @@ func machinesReprovision(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := &shared.ReprovisionRequest{Reason: *reason}
+	req := &shared.ReprovisionRequest{Reason: *reason, AllowFewerManagers: *fewer, Via: shared.ReprovisionVia(*via)}
 	switch {
 	case *url != "":
 		req.Image = &shared.ImageSpec{URL: *url, SHA256: *sum, Compression: *compression}

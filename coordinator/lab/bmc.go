@@ -124,6 +124,8 @@ func (c *Config) startBMCs(ctx context.Context) ([]BMC, error) {
 			if b.TLSSHA256, err = c.waitRedfishPin(ctx, i, pid); err != nil {
 				return nil, err
 			}
+		} else if err := c.waitIPMIPort(ctx, i, pid); err != nil {
+			return nil, err
 		}
 		if started {
 			fmt.Fprintf(c.Out, "%-15s started (%s %s, pid %d, log %s)\n", ch.name, b.Driver, b.Address, pid, c.logFile(ch.name))
@@ -151,6 +153,30 @@ func (c *Config) waitRedfishPin(ctx context.Context, i, pid int) (string, error)
 		case <-ctx.Done():
 			return "", ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitIPMIPort waits until the ipmi_sim of VM i has bound its UDP port: a power command
+// sent before then is refused (seen when the lab powers VMs on right after starting
+// their BMCs). /proc/PID/net/udp lists the sockets of the process's network namespace.
+func (c *Config) waitIPMIPort(ctx context.Context, i, pid int) error {
+	want := fmt.Sprintf(":%04X ", c.ipmiPort(i))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", pid)); err == nil && strings.Contains(string(data), want) {
+			return nil
+		}
+		if !c.ours(pid) {
+			return fmt.Errorf("the IPMI BMC of vm%d exited; its log:\n%s", i, tail(c.logFile(c.bmcChildName(i)), 2000))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the IPMI BMC of vm%d did not bind UDP port %d in 30 s; its log is %s", i, c.ipmiPort(i), c.logFile(c.bmcChildName(i)))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -19,11 +19,14 @@ func (Reprovision) command() {}
 
 // Reprovision asks for a ready machine in the swarm to be re-provisioned (protocol 2).
 type Reprovision struct {
-	ID     shared.MachineID  `json:"id"`
-	Image  *shared.ImageSpec `json:"image,omitempty"`
-	Reason string            `json:"reason,omitempty"`
-	By     string            `json:"by,omitempty"` // the operator token's name
-	Time   time.Time         `json:"time"`
+	ID    shared.MachineID  `json:"id"`
+	Image *shared.ImageSpec `json:"image,omitempty"`
+	// NoStandIn: a manager leaves without a promoted stand-in (--allow-fewer-managers).
+	NoStandIn bool                  `json:"no_stand_in,omitempty"`
+	Via       shared.ReprovisionVia `json:"via,omitempty"`
+	Reason    string                `json:"reason,omitempty"`
+	By        string                `json:"by,omitempty"` // the operator token's name
+	Time      time.Time             `json:"time"`
 }
 
 // RuleReprovision: the machine cannot be re-provisioned now.
@@ -51,9 +54,13 @@ func (s *Store) ApplyReprovision(c Reprovision, index uint64) (Result, error) {
 			return refuse("it is not in the swarm; re-plan it instead")
 		case !s.hasOtherReadyManager(c.ID):
 			return refuse("no other ready manager could run its swarm operations")
+		case !c.Via.Valid():
+			return refuse("via %q: want kexec or bmc", c.Via)
+		case c.Via == shared.ViaBMC && !s.targetOf(m, s.rowKey(m.ID)).HasBMC():
+			return refuse("it has no BMC to power-cycle it with")
 		}
 		m.Reprovision = &shared.Reprovision{Phase: shared.ReprovisionDrain, Image: c.Image, By: c.By,
-			Reason: c.Reason, Started: c.Time, PhaseAt: c.Time, Manager: s.liveManagers()[m.ID] != ""}
+			Reason: c.Reason, Started: c.Time, PhaseAt: c.Time, Manager: s.liveManagers()[m.ID] != "", NoStandIn: c.NoStandIn, Via: c.Via}
 		text := "re-provisioning started"
 		if c.By != "" {
 			text += " by " + c.By
@@ -99,9 +106,12 @@ func (s *Store) drained(index uint64, now time.Time, op shared.SwarmOp, detail s
 	if !ok {
 		return
 	}
-	if s.liveManagers()[m.ID] != "" {
+	if s.liveManagers()[m.ID] != "" && !m.Reprovision.NoStandIn {
 		s.reprovisionPhase(index, now, m, shared.ReprovisionReplace, "drained: "+detail+"; a worker is promoted in its place first")
 		return
+	}
+	if m.Reprovision.NoStandIn {
+		detail += "; no stand-in (allowed by the operator): the swarm has one manager fewer until it is back"
 	}
 	s.reprovisionPhase(index, now, m, shared.ReprovisionLeave, "drained: "+detail)
 }
@@ -176,16 +186,53 @@ type Reprovisioning struct {
 	StandIn shared.MachineID // the promoted worker of a manager's re-provisioning
 }
 
-// Reprovisionings returns the re-provisionings whose phase needs a swarm operation.
+// needsCycle reports whether m, re-imaged through its BMC, is planned again and waits
+// for the power cycle with PXE once: no power command switched it on since the phase
+// began (a cycle records BootAt in the log, so a new leader does not cycle it twice).
+func needsCycle(m *shared.Machine) bool {
+	r := m.Reprovision
+	return r.Via == shared.ViaBMC && r.Phase == shared.ReprovisionReinstall && m.State == shared.StatePlanned &&
+		m.Boot == shared.BootAgent && hasPhase(m.Plan, shared.PhaseRAM) && !m.Power.BootAt.After(r.PhaseAt)
+}
+
+// Reprovisionings returns the re-provisionings whose phase needs the leader: a swarm
+// operation, or the power cycle of one re-imaged through its BMC.
 func (s *Store) Reprovisionings() []Reprovisioning {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var out []Reprovisioning
 	for id, m := range s.data.Machines {
-		if r := m.Reprovision; r != nil && r.Phase != shared.ReprovisionReinstall {
+		if r := m.Reprovision; r != nil && (r.Phase != shared.ReprovisionReinstall || needsCycle(m)) {
 			out = append(out, Reprovisioning{ID: id, NodeID: m.SwarmNodeID, Phase: r.Phase, StandIn: r.StandIn})
 		}
 	}
 	slices.SortFunc(out, func(a, b Reprovisioning) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
+}
+
+// KexecMAC returns the MAC a re-imaged machine's RAM agent boots from, when its
+// installed agent may kexec into it: it is being re-provisioned, planned again with an
+// image to write, and its next boot is the agent's.
+func (s *Store) KexecMAC(id shared.MachineID) (string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m, ok := s.data.Machines[id]
+	switch {
+	case !ok:
+		return "", notFound(id)
+	case m.Reprovision == nil || m.Reprovision.Phase != shared.ReprovisionReinstall || m.State != shared.StatePlanned ||
+		m.Boot != shared.BootAgent || !hasPhase(m.Plan, shared.PhaseRAM):
+		return "", reject(KindConflict, RuleReprovision, string(id),
+			"machine %s is not waiting to boot the Rivet agent for a new image (it is %s)", id, m.State)
+	case m.BootMAC != "":
+		return m.BootMAC, nil
+	case len(m.MACs) > 0:
+		return m.MACs[0], nil
+	}
+	return "", reject(KindConflict, RuleReprovision, string(id), "machine %s has no known MAC to boot from", id)
+}
+
+func (s *Store) rowKey(id shared.MachineID) string {
+	key, _ := s.rowOf(id)
+	return key
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rivetmetal/rivet/shared"
 )
@@ -309,5 +310,54 @@ func TestReprovisionWalksItsPhases(t *testing.T) {
 	evs := f.s.Events(mgr2)
 	if last := evs[len(evs)-1].Message; !strings.HasPrefix(last, "re-provisioned in ") {
 		t.Fatalf("the timeline ends with %q", last)
+	}
+}
+
+// TestReimagedMachineBootsTheAgentOnce: a machine planned again with an image to write
+// may have the kexec boot (only then), and one re-imaged through its BMC waits for one
+// power cycle after its phase began, and no more.
+func TestReimagedMachineBootsTheAgentOnce(t *testing.T) {
+	f := readySwarm(t)
+	f.refused("a kexec boot for a machine that is not re-imaged", KindConflict, func() outcome {
+		_, err := f.s.KexecMAC(worker)
+		return outcome{Err: err}
+	})
+	if res := out(f.s.ApplyReprovision(Reprovision{ID: worker, Time: f.now}, f.next())); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	for _, kind := range []shared.SwarmOpKind{shared.SwarmOpDrain, shared.SwarmOpRemove} {
+		op := shared.SwarmOp{Kind: kind, Target: worker, NodeID: "n9", Runner: mgr1}
+		if res := out(f.s.ApplySwarmOpStart(SwarmOpStart{Op: op, Time: f.now}, f.next())); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+		id := f.s.SwarmOps()[0].ID
+		if res := out(f.s.ApplySwarmOpDone(SwarmOpDone{ID: id, Runner: mgr1, Time: f.now, Report: shared.SwarmOpReport{OK: true}}, f.next())); res.Err != nil {
+			t.Fatal(res.Err)
+		}
+	}
+	plan := &shared.Plan{MachineID: worker, Role: "swarm", Generation: 9, Steps: []shared.Step{
+		{Name: "reboot", Kind: shared.StepReboot, Phase: shared.PhaseRAM, Reboot: &shared.RebootStep{}},
+		{Name: "swarm", Kind: shared.StepSwarm, Phase: shared.PhaseDisk, Swarm: &shared.SwarmStep{Role: shared.SwarmWorker}}}}
+	if res := out(f.s.ApplySetPlan(SetPlan{ID: worker, Role: "swarm", Plan: plan, Time: f.now}, f.next())); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	// The fixture's machines registered without NICs: past the state rule, the MAC is
+	// what is missing.
+	if _, err := f.s.KexecMAC(worker); err == nil || !strings.Contains(err.Error(), "no known MAC") {
+		t.Fatalf("a re-imaged machine waiting for the agent: %v, want only its MAC missing", err)
+	}
+	m, _ := f.s.Machine(worker)
+	if needsCycle(m) {
+		t.Fatal("a kexec re-image waits for a BMC cycle")
+	}
+	r := *m.Reprovision
+	r.Via = shared.ViaBMC
+	m.Reprovision = &r
+	if !needsCycle(m) {
+		t.Fatal("a BMC re-image does not wait for its power cycle")
+	}
+	m.Power.BootAt = r.PhaseAt.Add(time.Second)
+	if needsCycle(m) {
+		t.Fatal("a BMC re-image waits for a second power cycle")
 	}
 }

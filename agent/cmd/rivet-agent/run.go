@@ -3,16 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os/exec"
 	"time"
 
 	"github.com/rivetmetal/rivet/agent"
 	"github.com/rivetmetal/rivet/agent/boot"
 	"github.com/rivetmetal/rivet/agent/config"
 	"github.com/rivetmetal/rivet/agent/inventory"
+	"github.com/rivetmetal/rivet/agent/kexec"
 	"github.com/rivetmetal/rivet/agent/step"
 	"github.com/rivetmetal/rivet/agent/step/swarm"
 	"github.com/rivetmetal/rivet/shared"
@@ -105,6 +108,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, env *boot.E
 			}
 			return sw
 		}
+		deps.BootAgent = func(ctx context.Context, id shared.MachineID, client *shared.Client) error {
+			return bootAgent(ctx, id, client, log)
+		}
 	}
 	if env != nil {
 		deps.Progress = env.Progress
@@ -161,4 +167,19 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// bootAgent kexecs into the Rivet agent; when the kernel refuses, it reboots through the
+// firmware, which network-boots the agent (the machine's next boot is the agent's).
+func bootAgent(ctx context.Context, id shared.MachineID, client *shared.Client, log *slog.Logger) error {
+	l := kexec.Loader{Client: client, Logger: log}
+	err := l.Boot(ctx, id)
+	if !errors.Is(err, kexec.ErrLoad) {
+		return err // the coordinator said no or could not be reached: nothing to reboot for yet
+	}
+	log.Warn("kexec failed; rebooting through the firmware instead", "err", err)
+	if out, rerr := exec.CommandContext(ctx, "systemctl", "reboot").CombinedOutput(); rerr != nil {
+		return fmt.Errorf("kexec: %v; systemctl reboot: %v: %s", err, rerr, out)
+	}
+	return nil
 }
