@@ -72,17 +72,31 @@ func TestRollingUpgradeFromFirstRelease(t *testing.T) {
 		}
 	}
 	t.Logf("stopping the old leader %s and starting it on the first release again", leader.ID)
-	upgrade(leader, oldBin)
-	newLeader, err := cluster.Leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if newLeader == leader {
-		// Leadership went back to the old binary: move it by restarting that member once
-		// more; an upgraded node must lead for this step to test anything.
-		upgrade(leader, oldBin)
-		if newLeader, err = cluster.Leader(ctx); err != nil || newLeader == leader {
-			t.Fatalf("an upgraded coordinator does not lead (leader %v, err %v)", newLeader, err)
+	var newLeader *coordinatortest.Node
+	for attempt := 1; ; attempt++ {
+		// An upgraded member must lead before the old one is back, or the old one may win
+		// the election again (seen in CI when it was restarted at once).
+		if !cluster.Terminate(leader, 30*time.Second) {
+			t.Fatalf("%s did not stop within 30 s of SIGTERM", leader.ID)
+		}
+		if newLeader, err = cluster.Leader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		leader.Bin = oldBin
+		if err := cluster.Restart(ctx, leader); err != nil {
+			t.Fatal(err)
+		}
+		if err := cluster.WaitHealthy(ctx, leader); err != nil {
+			t.Fatal(err)
+		}
+		if newLeader, err = cluster.Leader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if newLeader != leader {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("after %d tries the first-release member %s leads again, not an upgraded one", attempt, leader.ID)
 		}
 	}
 	waitLogLine(ctx, t, newLeader, "cluster protocol waits for members to be upgraded", leader.ID+" (protocol 1)")
