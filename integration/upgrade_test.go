@@ -79,7 +79,7 @@ func TestRollingUpgradeFromFirstRelease(t *testing.T) {
 		if !cluster.Terminate(leader, 30*time.Second) {
 			t.Fatalf("%s did not stop within 30 s of SIGTERM", leader.ID)
 		}
-		if newLeader, err = cluster.Leader(ctx); err != nil {
+		if _, err := cluster.Leader(ctx); err != nil {
 			t.Fatal(err)
 		}
 		leader.Bin = oldBin
