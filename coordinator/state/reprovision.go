@@ -56,7 +56,7 @@ func (s *Store) ApplyReprovision(c Reprovision, index uint64) (Result, error) {
 			return refuse("no other ready manager could run its swarm operations")
 		case !c.Via.Valid():
 			return refuse("via %q: want kexec or bmc", c.Via)
-		case c.Via == shared.ViaBMC && !s.targetOf(m, s.rowKey(m.ID)).HasBMC():
+		case c.Via == shared.ViaBMC && !s.hasBMC(m.ID):
 			return refuse("it has no BMC to power-cycle it with")
 		}
 		m.Reprovision = &shared.Reprovision{Phase: shared.ReprovisionDrain, Image: c.Image, By: c.By,
@@ -86,10 +86,15 @@ func (s *Store) hasOtherReadyManager(id shared.MachineID) bool {
 	return false
 }
 
-// reprovisionPhase moves m's re-provisioning to phase, on the timeline.
-func (s *Store) reprovisionPhase(index uint64, now time.Time, m *shared.Machine, phase shared.ReprovisionPhase, why string) {
+// reprovisionPhase moves m's re-provisioning to phase, on the timeline; also, when not
+// nil, changes what else the phase learnt.
+func (s *Store) reprovisionPhase(index uint64, now time.Time, m *shared.Machine, phase shared.ReprovisionPhase, why string,
+	also func(*shared.Reprovision)) {
 	r := *m.Reprovision // readers hold the old record
 	r.Phase, r.PhaseAt = phase, now
+	if also != nil {
+		also(&r)
+	}
 	m.Reprovision, m.UpdatedAt = &r, now
 	s.event(index, now, m.ID, shared.EventAction, fmt.Sprintf("re-provisioning: %s (%s)", phase, why))
 }
@@ -107,22 +112,20 @@ func (s *Store) drained(index uint64, now time.Time, op shared.SwarmOp, detail s
 		return
 	}
 	if s.liveManagers()[m.ID] != "" && !m.Reprovision.NoStandIn {
-		s.reprovisionPhase(index, now, m, shared.ReprovisionReplace, "drained: "+detail+"; a worker is promoted in its place first")
+		s.reprovisionPhase(index, now, m, shared.ReprovisionReplace, "drained: "+detail+"; a worker is promoted in its place first", nil)
 		return
 	}
 	if m.Reprovision.NoStandIn {
 		detail += "; no stand-in (allowed by the operator): the swarm has one manager fewer until it is back"
 	}
-	s.reprovisionPhase(index, now, m, shared.ReprovisionLeave, "drained: "+detail)
+	s.reprovisionPhase(index, now, m, shared.ReprovisionLeave, "drained: "+detail, nil)
 }
 
 // replaced moves a re-provisioned manager whose stand-in was promoted on to leave.
 func (s *Store) replaced(index uint64, now time.Time, op shared.SwarmOp) {
 	if m, ok := s.reprovisioning(op.For, shared.ReprovisionReplace); ok {
-		s.reprovisionPhase(index, now, m, shared.ReprovisionLeave, string(op.Target)+" promoted in its place")
-		r := *m.Reprovision
-		r.StandIn = op.Target
-		m.Reprovision = &r
+		s.reprovisionPhase(index, now, m, shared.ReprovisionLeave, string(op.Target)+" promoted in its place",
+			func(r *shared.Reprovision) { r.StandIn = op.Target })
 	}
 }
 
@@ -133,10 +136,8 @@ func (s *Store) left(index uint64, now time.Time, op shared.SwarmOp) {
 	if !ok {
 		return
 	}
-	s.reprovisionPhase(index, now, m, shared.ReprovisionReinstall, "removed from the swarm; planned again")
-	r := *m.Reprovision
-	r.LeftNode = op.NodeID
-	m.Reprovision = &r
+	s.reprovisionPhase(index, now, m, shared.ReprovisionReinstall, "removed from the swarm; planned again",
+		func(r *shared.Reprovision) { r.LeftNode = op.NodeID })
 	s.setState(index, now, m, shared.StateDiscovered, "re-provisioning")
 	m.Plan, m.Steps, m.Role, m.LastError, m.Unmatched = nil, nil, "", nil, ""
 	m.Boot = shared.BootAgent
@@ -149,7 +150,7 @@ func (s *Store) reinstalled(index uint64, now time.Time, m *shared.Machine) {
 		return
 	}
 	if standIn, ok := s.data.Machines[m.Reprovision.StandIn]; ok && s.liveManagers()[standIn.ID] != "" {
-		s.reprovisionPhase(index, now, m, shared.ReprovisionRestore, "a manager again; its stand-in "+string(standIn.ID)+" is demoted")
+		s.reprovisionPhase(index, now, m, shared.ReprovisionRestore, "a manager again; its stand-in "+string(standIn.ID)+" is demoted", nil)
 		return
 	}
 	s.reprovisioned(index, now, m)
@@ -190,9 +191,14 @@ type Reprovisioning struct {
 // for the power cycle with PXE once: no power command switched it on since the phase
 // began (a cycle records BootAt in the log, so a new leader does not cycle it twice).
 func needsCycle(m *shared.Machine) bool {
-	r := m.Reprovision
-	return r.Via == shared.ViaBMC && r.Phase == shared.ReprovisionReinstall && m.State == shared.StatePlanned &&
-		m.Boot == shared.BootAgent && hasPhase(m.Plan, shared.PhaseRAM) && !m.Power.BootAt.After(r.PhaseAt)
+	return awaitsAgent(m) && m.Reprovision.Via == shared.ViaBMC && !m.Power.BootAt.After(m.Reprovision.PhaseAt)
+}
+
+// awaitsAgent reports whether m is re-provisioned, planned again with an image to write,
+// and waits to boot the RAM agent for it.
+func awaitsAgent(m *shared.Machine) bool {
+	return m.Reprovision != nil && m.Reprovision.Phase == shared.ReprovisionReinstall && m.State == shared.StatePlanned &&
+		m.Boot == shared.BootAgent && hasPhase(m.Plan, shared.PhaseRAM)
 }
 
 // Reprovisionings returns the re-provisionings whose phase needs the leader: a swarm
@@ -220,8 +226,7 @@ func (s *Store) KexecMAC(id shared.MachineID) (string, error) {
 	switch {
 	case !ok:
 		return "", notFound(id)
-	case m.Reprovision == nil || m.Reprovision.Phase != shared.ReprovisionReinstall || m.State != shared.StatePlanned ||
-		m.Boot != shared.BootAgent || !hasPhase(m.Plan, shared.PhaseRAM):
+	case !awaitsAgent(m):
 		return "", reject(KindConflict, RuleReprovision, string(id),
 			"machine %s is not waiting to boot the Rivet agent for a new image (it is %s)", id, m.State)
 	case m.BootMAC != "":
@@ -232,7 +237,9 @@ func (s *Store) KexecMAC(id shared.MachineID) (string, error) {
 	return "", reject(KindConflict, RuleReprovision, string(id), "machine %s has no known MAC to boot from", id)
 }
 
-func (s *Store) rowKey(id shared.MachineID) string {
-	key, _ := s.rowOf(id)
-	return key
+// hasBMC reports whether machine id's expected row names a BMC (its password stays
+// sealed). The caller holds s.mu.
+func (s *Store) hasBMC(id shared.MachineID) bool {
+	_, row := s.rowOf(id)
+	return row != nil && row.BMC != nil && row.BMC.Driver != ""
 }

@@ -184,8 +184,8 @@ func (s *Store) ApplySwarmOpDone(c SwarmOpDone, index uint64) (Result, error) {
 }
 
 // recordPromotion makes the promoted machine a manager in the state: its address is a
-// manager's, and its plan's swarm step says manager (a copy: readers hold the old plan),
-// so a later re-install joins it as one.
+// manager's, and its plan's swarm step says manager, so a later re-install joins it as
+// one. It stands in for op.For, lost or being re-provisioned.
 func (s *Store) recordPromotion(index uint64, c SwarmOpDone, op shared.SwarmOp) {
 	sw := &s.data.Swarm
 	if m, ok := s.data.Machines[op.Target]; ok && m.Plan != nil {
@@ -200,9 +200,9 @@ func (s *Store) recordPromotion(index uint64, c SwarmOpDone, op shared.SwarmOp) 
 	sw.Managers[op.Target] = c.Report.ManagerAddr
 	sw.ManagerAddrs = slices.Sorted(maps.Values(sw.Managers))
 	sw.Replaced[op.For] = op.Target
-	s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted this node to manager (%s) in place of lost manager %s",
+	s.event(index, c.Time, op.Target, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted this node to manager (%s) in place of manager %s",
 		op.Runner, c.Report.ManagerAddr, op.For))
-	s.event(index, c.Time, op.For, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted in place of this lost manager", op.Target))
+	s.event(index, c.Time, op.For, shared.EventSwarm, fmt.Sprintf("swarm: %s promoted in place of this manager", op.Target))
 }
 
 // SealSwarmOpDone returns c with its tokens sealed.

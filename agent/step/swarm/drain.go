@@ -3,6 +3,7 @@ package swarm
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 
@@ -185,12 +186,13 @@ func (e *Executor) servicesBehind(ctx context.Context) ([]string, error) {
 	return behind, nil
 }
 
+// cloneLabels copies a service's labels to change them (ServiceInspect's are nil when
+// it has none).
 func cloneLabels(l map[string]string) map[string]string {
-	out := make(map[string]string, len(l)+1)
-	for k, v := range l {
-		out[k] = v
+	if l == nil {
+		return map[string]string{}
 	}
-	return out
+	return maps.Clone(l)
 }
 
 func namesOrNone(s []string) string {
